@@ -1,0 +1,65 @@
+"""The model card: everything needed to use a model version, travelling next to its ONNX file.
+
+Preprocessing is read from the card (timm's idea: the transforms are derived from the model's
+config), so training, evaluation, export checks and serving cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = ["PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME"]
+
+CARD_FILENAME = "card.json"
+ONNX_FILENAME = "model.onnx"
+
+
+class PreprocessConfig(BaseModel):
+    """How a decoded RGB photo becomes the network's input tensor."""
+
+    input_size: int = 224  # square side fed to the network
+    resize_size: int = 256  # shorter side before the centre crop (eval/serving)
+    interpolation: str = "bilinear"  # PIL resampling name
+    mean: tuple[float, float, float] = (0.498, 0.498, 0.498)  # EfficientNet-Lite: (x - 127) / 128
+    std: tuple[float, float, float] = (0.502, 0.502, 0.502)
+
+
+class ModelCard(BaseModel):
+    """Self-describing model version (model arguments, data, recipe, metrics, hashes)."""
+
+    version: str
+    created_at: str
+    architecture: str
+    preprocess: PreprocessConfig
+    classes: list[str]  # leaf dotted names, in output order
+    taxonomy_version: str
+    taxonomy_digest: str
+    onnx_file: str = ONNX_FILENAME
+    onnx_output: str = "probabilities"  # softmax(logits / temperature), already calibrated
+    temperature: float = 1.0
+    calibration: dict[str, Any] = Field(default_factory=dict)  # hedger λ(ε) tables, see services.hedger
+    data: dict[str, Any] = Field(default_factory=dict)  # dataset dir, split file, counts
+    recipe: dict[str, Any] = Field(default_factory=dict)  # resolved training recipe
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    hashes: dict[str, str] = Field(default_factory=dict)  # file name -> sha256
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "ModelCard":
+        return cls.model_validate_json((Path(model_dir) / CARD_FILENAME).read_text(encoding="utf-8"))
+
+    def save(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / CARD_FILENAME
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
