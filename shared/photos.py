@@ -64,7 +64,7 @@ def decode_photo(
     except UnidentifiedImageError:
         raise NotAnImage("the file is not an image in a format Wardrobe reads (JPEG, PNG, WebP, ...)") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on hostile input
-        raise CorruptImage(f"the image cannot be opened: {exc}") from None
+        raise CorruptImage(f"the image is truncated or corrupt and cannot be opened: {exc}") from None
     w, h = img.size
     if w * h > max_pixels:
         raise DecompressionBomb(f"the image is {w}x{h} pixels; the limit is {max_pixels} pixels")

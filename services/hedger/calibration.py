@@ -1,0 +1,280 @@
+"""Calibrating λ(ε): one table per model version, computed on the calibration split.
+
+Two methods, both exact on the calibration set (no λ grid, no binary search):
+
+* ``"darts"`` — the paper: the smallest λ whose calibration accuracy reaches the target.
+  Plain DARTS accuracy is *not* monotone in λ (the path can jump to a sibling branch), so we
+  take the smallest λ from which the accuracy stays ≥ target for every larger λ (the exact
+  monotone envelope of the accuracy step function). Where the accuracy is monotone this is
+  what the paper's binary search finds; where it is not, it never lands in a dip.
+* ``"crc"`` (default) — conformal risk control (Angelopoulos et al. 2022) on the *nested*
+  answer N(λ) (running LCA along the DARTS path; see ``darts.py``), whose per-photo loss
+  ``1[true leaf ∉ N(λ)]`` is non-increasing and right-continuous in λ, as CRC requires.
+  Each photo has a threshold τ_i (the λ at which N covers its true leaf; τ_i ≤ λ_max because
+  N(λ_max) is the root). λ̂ is the smallest λ with ``(n/(n+1))·R̂(λ) + 1/(n+1) ≤ ε``,
+  i.e. ``#{τ_i > λ} ≤ ε(n+1) − 1``: an order statistic of τ. Guarantee: for a new photo
+  exchangeable with the calibration photos, ``P(error) ≤ ε``. When ``ε(n+1) < 1`` no λ below
+  the cap qualifies and the table says λ_max (always the root).
+
+Targets between grid points use the λ of the next *higher* grid target. Both tables are
+non-decreasing in the target (by construction, and re-checked on load), so that λ is ≥ the
+exact λ for the requested target, hence its calibration accuracy (darts) or its risk bound
+(crc) meets the requested target too: the lookup errs only on the safe side.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+
+from services.hedger.darts import (
+    LAM_MAX,
+    DartsPath,
+    darts_path,
+    info_gain_rewards,
+    node_probabilities,
+    prior_rewards,
+    tree_arrays,
+)
+from services.hedger.errors import CalibrationError, HedgeInputError
+from shared.taxonomy import Taxonomy
+
+__all__ = [
+    "CALIBRATION_FORMAT",
+    "DEFAULT_TARGETS",
+    "MIN_TARGET",
+    "MAX_TARGET",
+    "METHODS",
+    "Calibration",
+    "calibrate",
+    "lambda_for",
+    "crc_lambda",
+    "darts_lambda",
+    "crc_thresholds",
+    "darts_accuracy_steps",
+    "validate_target",
+]
+
+CALIBRATION_FORMAT = 1
+MIN_TARGET = 0.5
+MAX_TARGET = 0.999
+METHODS: tuple[str, ...] = ("crc", "darts")
+RewardKind = Literal["info_gain", "prior"]
+Method = Literal["crc", "darts"]
+
+
+def _default_targets() -> list[float]:
+    """0.50…0.90 by 0.01, 0.905…0.99 by 0.005, 0.991…0.999 by 0.001 (68 points).
+
+    Finer where one point of accuracy costs the most λ, so "next higher grid target" loses
+    little.
+    """
+    coarse = [round(0.50 + 0.01 * i, 3) for i in range(41)]
+    mid = [round(0.905 + 0.005 * i, 3) for i in range(18)]
+    fine = [round(0.991 + 0.001 * i, 3) for i in range(9)]
+    return coarse + mid + fine
+
+
+DEFAULT_TARGETS: tuple[float, ...] = tuple(_default_targets())
+
+
+def validate_target(accuracy: Any) -> float:
+    """The accuracy target as a float in [0.5, 0.999], or a ValueError that says why."""
+    try:
+        value = float(accuracy)
+    except (TypeError, ValueError):
+        raise HedgeInputError(f"accuracy must be a number in [{MIN_TARGET}, {MAX_TARGET}], got {accuracy!r}") from None
+    if not math.isfinite(value) or not (MIN_TARGET - 1e-12 <= value <= MAX_TARGET + 1e-12):
+        raise HedgeInputError(
+            f"accuracy must be in [{MIN_TARGET}, {MAX_TARGET}] (1 − ε with ε from 0.001 to 0.5), got {accuracy!r}"
+        )
+    return value
+
+
+class Calibration(BaseModel):
+    """λ(ε) tables for one model version; travels in ``ModelCard.calibration`` (``model_dump()``).
+
+    ``lam[method][k]`` is the λ for target ``targets[k]``; ``calib_accuracy[method][k]`` the
+    accuracy it realised on the calibration set (for crc, of the nested answer). ``rewards``
+    are stored so serving needs no class counts (prior-weighted variant).
+    """
+
+    format: int = CALIBRATION_FORMAT
+    taxonomy_version: str
+    taxonomy_digest: str
+    reward: RewardKind = "info_gain"
+    rewards: list[float] = Field(description="Reward per node, in taxonomy.node_names order (bits).")
+    n: int = Field(ge=1, description="Calibration photos.")
+    lam_max: float = Field(LAM_MAX, gt=0, description="λ from which every answer is the root.")
+    default_method: Method = "crc"
+    targets: list[float]
+    lam: dict[Method, list[float]]
+    calib_accuracy: dict[Method, list[float]]
+
+    @model_validator(mode="after")
+    def _check(self) -> "Calibration":
+        k = len(self.targets)
+        if k == 0 or any(b <= a for a, b in zip(self.targets, self.targets[1:])):
+            raise ValueError("targets must be non-empty and strictly increasing")
+        if self.targets[0] > MIN_TARGET + 1e-12 or self.targets[-1] < MAX_TARGET - 1e-12:
+            raise ValueError(f"targets must cover [{MIN_TARGET}, {MAX_TARGET}]")
+        for method in METHODS:
+            table = self.lam.get(method)  # type: ignore[call-overload]
+            if table is None or len(table) != k or len(self.calib_accuracy.get(method, [])) != k:  # type: ignore[call-overload]
+                raise ValueError(f"λ table for '{method}' must have one entry per target ({k})")
+            if any(not (0.0 <= x <= self.lam_max) for x in table):
+                raise ValueError(f"λ table for '{method}' must lie in [0, lam_max]")
+            if any(b < a for a, b in zip(table, table[1:])):
+                raise ValueError(f"λ table for '{method}' must be non-decreasing in the target (safe lookup)")
+        if any(not math.isfinite(r) or r < 0 for r in self.rewards) or (self.rewards and self.rewards[0] != 0.0):
+            raise ValueError("rewards must be finite, ≥ 0, with the root's = 0")
+        return self
+
+    def check_taxonomy(self, taxonomy: Taxonomy) -> None:
+        """Raise CalibrationError when this calibration was made for another tree."""
+        if self.taxonomy_digest != taxonomy.digest or len(self.rewards) != len(taxonomy.node_names):
+            raise CalibrationError(
+                f"calibration is for taxonomy {self.taxonomy_version} ({self.taxonomy_digest}), "
+                f"not {taxonomy.version} ({taxonomy.digest})"
+            )
+
+
+def crc_thresholds(path: DartsPath, true_leaf: np.ndarray, leaf_mask: np.ndarray) -> np.ndarray:
+    """τ_i: the smallest λ at which the nested answer N(λ) contains photo i's true leaf."""
+    covered = leaf_mask[path.nested, np.asarray(true_leaf)[:, None]]
+    first = np.argmax(covered, axis=1)
+    if not covered[np.arange(len(first)), first].all():  # cannot happen: the path ends at the root
+        raise CalibrationError("a DARTS path never reached the root")
+    return path.breaks[np.arange(len(first)), first]
+
+
+def crc_lambda(tau: np.ndarray, target: float, lam_max: float) -> float:
+    """Smallest λ with ``(n/(n+1))·mean(τ > λ) + 1/(n+1) ≤ 1 − target`` (conformal risk control)."""
+    n = len(tau)
+    allowed = math.floor((1.0 - target) * (n + 1) - 1.0 + 1e-9)  # max #errors on the calibration set
+    if allowed < 0:
+        return float(lam_max)
+    if allowed >= n:
+        return 0.0
+    return _nudge(float(np.sort(tau)[::-1][allowed]), lam_max)
+
+
+def _nudge(lam: float, lam_max: float) -> float:
+    """Move a λ that sits exactly on some calibration photo's breakpoint a hair to the right.
+
+    λ̂ is always one photo's breakpoint; recomputing that photo's probabilities in another
+    float order (batch vs single, float32 input) can put its breakpoint 1 ulp above λ̂ and flip
+    it. Any larger λ keeps both guarantees (losses are non-increasing in λ; the darts choice
+    is taken where accuracy stays ≥ target for every larger λ), so erring right is safe.
+    """
+    if lam <= 0.0:
+        return 0.0
+    return float(min(lam * (1.0 + 1e-9) + 1e-12, lam_max))
+
+
+def darts_accuracy_steps(path: DartsPath, true_leaf: np.ndarray, leaf_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration accuracy of plain DARTS as an exact step function of λ.
+
+    Returns ``(lams, acc)``: accuracy is ``acc[k]`` on ``[lams[k], lams[k+1])``; ``lams[0] = 0``.
+    """
+    correct = leaf_mask[path.nodes, np.asarray(true_leaf)[:, None]].astype(np.int64)
+    n = correct.shape[0]
+    delta = np.diff(correct, axis=1)
+    at = path.breaks[:, 1:]
+    keep = np.isfinite(at) & (delta != 0)
+    ev_lam, ev_delta = at[keep], delta[keep]
+    lams, inverse = np.unique(np.concatenate([[0.0], ev_lam]), return_inverse=True)
+    change = np.bincount(inverse[1:], weights=ev_delta, minlength=len(lams))
+    acc = (correct[:, 0].sum() + np.cumsum(change)) / n
+    return lams, acc
+
+
+def darts_lambda(lams: np.ndarray, acc: np.ndarray, target: float, lam_max: float) -> tuple[float, float]:
+    """Smallest λ from which the calibration accuracy stays ≥ target; returns (λ, accuracy there)."""
+    suffix_min = np.minimum.accumulate(acc[::-1])[::-1]
+    ok = np.flatnonzero(suffix_min >= target - 1e-12)
+    if len(ok) == 0:
+        return float(lam_max), 1.0
+    k = int(ok[0])
+    return _nudge(float(lams[k]), lam_max), float(acc[k])
+
+
+def calibrate(
+    leaf_probs: np.ndarray,
+    true_leaf: np.ndarray,
+    taxonomy: Taxonomy,
+    *,
+    reward: RewardKind = "info_gain",
+    class_counts: np.ndarray | list[float] | None = None,
+    targets: tuple[float, ...] | list[float] = DEFAULT_TARGETS,
+    lam_max: float = LAM_MAX,
+) -> Calibration:
+    """Compute both λ(ε) tables on held-out (calibration-split) predictions.
+
+    ``leaf_probs``: (N, L) in model output order; ``true_leaf``: (N,) leaf indices.
+    ``reward="prior"`` needs ``class_counts`` (training photos per leaf).
+    """
+    probs = np.asarray(leaf_probs, dtype=np.float64)
+    y = np.asarray(true_leaf)
+    arrays = tree_arrays(taxonomy)
+    if probs.ndim != 2 or probs.shape[1] != arrays.n_leaves:
+        raise ValueError(f"leaf_probs must be (N, {arrays.n_leaves}), got {probs.shape}")
+    if y.shape != (probs.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"true_leaf must be ({probs.shape[0]},) integer leaf indices, got {y.shape} {y.dtype}")
+    if probs.shape[0] == 0 or y.min() < 0 or y.max() >= arrays.n_leaves:
+        raise ValueError("need at least one photo and leaf indices in range")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError("leaf_probs contain NaN or inf")
+    targets = [float(t) for t in targets]
+    for t in targets:
+        validate_target(t)
+    if reward == "info_gain":
+        rewards = info_gain_rewards(taxonomy)
+    elif reward == "prior":
+        if class_counts is None:
+            raise ValueError("reward='prior' needs class_counts (training photos per leaf)")
+        rewards = prior_rewards(taxonomy, class_counts)
+    else:
+        raise ValueError(f"reward must be 'info_gain' or 'prior', got {reward!r}")
+
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    path = darts_path(node_probabilities(probs, arrays.leaf_matrix), rewards, arrays.lca, lam_max)
+    n = len(y)
+
+    tau = crc_thresholds(path, y, arrays.leaf_mask)
+    crc_lam = [crc_lambda(tau, t, lam_max) for t in targets]
+    crc_acc = [float(np.mean(tau <= lam)) for lam in crc_lam]
+
+    lams, acc = darts_accuracy_steps(path, y, arrays.leaf_mask)
+    darts = [darts_lambda(lams, acc, t, lam_max) for t in targets]
+
+    # monotone in the target by construction; accumulate anyway so the invariant can't drift
+    return Calibration(
+        taxonomy_version=taxonomy.version,
+        taxonomy_digest=taxonomy.digest,
+        reward=reward,
+        rewards=[float(r) for r in rewards],
+        n=n,
+        lam_max=float(lam_max),
+        targets=targets,
+        lam={
+            "crc": list(np.maximum.accumulate(crc_lam).tolist()),
+            "darts": list(np.maximum.accumulate([d[0] for d in darts]).tolist()),
+        },
+        calib_accuracy={"crc": crc_acc, "darts": [d[1] for d in darts]},
+    )
+
+
+def lambda_for(calibration: Calibration | dict[str, Any], target: float, method: str | None = None) -> float:
+    """λ for any target in [0.5, 0.999]: the λ of the smallest grid target ≥ it (safe side)."""
+    cal = calibration if isinstance(calibration, Calibration) else Calibration.model_validate(calibration)
+    t = validate_target(target)
+    m = cal.default_method if method is None else method
+    if m not in METHODS:
+        raise HedgeInputError(f"method must be one of {METHODS}, got {method!r}")
+    k = bisect_left(cal.targets, t - 1e-9)
+    return cal.lam[m][min(k, len(cal.targets) - 1)]  # type: ignore[index]

@@ -1,0 +1,320 @@
+"""Evaluating the hedger on a labelled split: the ``hedged`` object, curves, plots, comparison.
+
+All numbers are computed with the same core as serving (``darts.py``), on the exact DARTS path
+of each photo, so "what the report says" is "what the service answers" (up to float rounding
+at λ exactly on a photo's breakpoint).
+
+Conventions (also in ``docs/hedging.md``):
+
+* ``mean_info_gain`` is always the paper's uniform information gain in bits (``taxonomy.info_gain``),
+  credited 0 for a wrong answer, averaged over all photos — also when the calibration optimises
+  the prior-weighted reward, so that numbers stay comparable across reward kinds.
+* ``specificity`` is the share of answers that are leaves.
+* ``level_share[d]`` is the share of answers at tree depth d (0 = root).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.hedger.calibration import Calibration, lambda_for
+from services.hedger.darts import DartsPath, TreeArrays, answer_gain, darts_path, is_correct, node_probabilities, path_choice, tree_arrays
+from shared.taxonomy import Taxonomy
+
+__all__ = [
+    "REPORT_TARGETS",
+    "hedged_summary",
+    "operating_curves",
+    "compare_darts_backoff",
+    "write_hedging_plots",
+    "backoff_choice",
+    "flat_choice",
+    "frontier_gain",
+]
+
+REPORT_TARGETS: tuple[str, ...] = ("0.8", "0.9", "0.95", "0.98", "0.99")
+
+
+def _as_cal(calibration: Calibration | dict[str, Any]) -> Calibration:
+    return calibration if isinstance(calibration, Calibration) else Calibration.model_validate(calibration)
+
+
+def _prepare(probs: np.ndarray, true_leaf: np.ndarray, taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray, TreeArrays]:
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(true_leaf)
+    arrays = tree_arrays(taxonomy)
+    if p.ndim != 2 or p.shape[1] != arrays.n_leaves or y.shape != (p.shape[0],):
+        raise ValueError(f"need probs (N, {arrays.n_leaves}) and true_leaf (N,), got {p.shape} and {y.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("probs contain NaN or inf")
+    p = p / p.sum(axis=1, keepdims=True)
+    return node_probabilities(p, arrays.leaf_matrix), y, arrays
+
+
+def _metrics(nodes: np.ndarray, y: np.ndarray, arrays: TreeArrays) -> dict[str, Any]:
+    depth = arrays.depth[nodes]
+    shares = np.bincount(depth, minlength=int(arrays.depth.max()) + 1) / len(nodes)
+    return {
+        "accuracy": float(is_correct(nodes, y, arrays.leaf_mask).mean()),
+        "mean_info_gain": float(answer_gain(nodes, y, arrays.leaf_mask, arrays.info_gain).mean()),
+        "specificity": float(arrays.is_leaf[nodes].mean()),
+        "level_share": {str(d): float(s) for d, s in enumerate(shares)},
+    }
+
+
+def hedged_summary(
+    probs: np.ndarray,
+    true_leaf: np.ndarray,
+    taxonomy: Taxonomy,
+    calibration: Calibration | dict[str, Any],
+    targets: tuple[str, ...] = REPORT_TARGETS,
+) -> dict[str, Any]:
+    """The ``hedged`` object: ``{method: {target: metrics}}`` for both methods, plus meta keys.
+
+    Shape::
+
+        {"default_method": "crc", "reward": "info_gain", "n": N,
+         "crc":   {"0.8": {"target", "lam", "accuracy", "mean_info_gain", "specificity",
+                           "level_share": {"0": …, "1": …}, "calib_accuracy"}, "0.9": …},
+         "darts": {…same…}}
+
+    ``calib_accuracy`` is the calibration-set accuracy the λ was chosen with (the exact grid
+    target's, which is the requested one for these keys).
+    """
+    cal = _as_cal(calibration)
+    cal.check_taxonomy(taxonomy)
+    node_p, y, arrays = _prepare(probs, true_leaf, taxonomy)
+    path = darts_path(node_p, np.asarray(cal.rewards), arrays.lca, cal.lam_max)
+    out: dict[str, Any] = {"default_method": cal.default_method, "reward": cal.reward, "n": int(len(y))}
+    for method in ("crc", "darts"):
+        table: dict[str, Any] = {}
+        for key in targets:
+            lam = lambda_for(cal, float(key), method)
+            nodes = path_choice(path, lam, nested=(method == "crc"))
+            k = min(range(len(cal.targets)), key=lambda i: abs(cal.targets[i] - float(key)))
+            table[key] = {"target": float(key), "lam": lam, **_metrics(nodes, y, arrays),
+                          "calib_accuracy": cal.calib_accuracy[method][k]}  # type: ignore[index]
+        out[method] = table
+    return out
+
+
+# --- baselines ---------------------------------------------------------------------------
+def _chains(arrays: TreeArrays) -> np.ndarray:
+    """(L, D+1) node indices from each leaf up to the root, padded with the root."""
+    d = int(arrays.depth.max())
+    chains = np.zeros((arrays.n_leaves, d + 1), dtype=np.intp)
+    for j, node in enumerate(arrays.leaf_node):
+        k, v = 0, int(node)
+        while v >= 0:
+            chains[j, k] = v
+            v, k = int(arrays.parent[v]), k + 1
+    return chains
+
+
+def backoff_choice(node_probs: np.ndarray, arrays: TreeArrays, threshold: float) -> np.ndarray:
+    """Baseline: start at the most probable leaf, back off to the parent until P ≥ threshold."""
+    leaf_p = node_probs[:, arrays.leaf_node]
+    chain = _chains(arrays)[np.argmax(leaf_p, axis=1)]  # (N, D+1)
+    pc = np.take_along_axis(node_probs, chain, axis=1)
+    ok = pc >= threshold
+    ok[:, -1] = True  # the root always qualifies (its probability may round below 1)
+    return chain[np.arange(len(chain)), np.argmax(ok, axis=1)]
+
+
+def flat_choice(node_probs: np.ndarray, arrays: TreeArrays, threshold: float) -> np.ndarray:
+    """Flat classifier: the argmax leaf if its probability ≥ threshold, else abstain (the root)."""
+    leaf_p = node_probs[:, arrays.leaf_node]
+    best = np.argmax(leaf_p, axis=1)
+    return np.where(leaf_p[np.arange(len(best)), best] >= threshold, arrays.leaf_node[best], 0)
+
+
+def _lam_grid(path: DartsPath, lam_max: float, n: int = 300) -> np.ndarray:
+    finite = path.breaks[np.isfinite(path.breaks) & (path.breaks > 0) & (path.breaks < lam_max)]
+    qs = np.quantile(finite, np.linspace(0, 1, n)) if finite.size else np.empty(0)
+    return np.unique(np.concatenate([[0.0], qs, [lam_max]]))
+
+
+def operating_curves(
+    probs: np.ndarray,
+    true_leaf: np.ndarray,
+    taxonomy: Taxonomy,
+    calibration: Calibration | dict[str, Any] | None = None,
+    n_points: int = 300,
+) -> dict[str, dict[str, list[float]]]:
+    """Accuracy vs mean info gain for: DARTS (sweeping λ), the nested answer used by crc
+    (sweeping λ), back-off (sweeping t), flat with a confidence threshold (sweeping t), and
+    plain flat argmax (one point). Each curve: ``{"param", "accuracy", "mean_info_gain",
+    "specificity"}`` lists. Rewards come from ``calibration`` (uniform info gain if None).
+    λ points are quantiles of the photos' own breakpoints, so the sweep is dense where the
+    answers change."""
+    node_p, y, arrays = _prepare(probs, true_leaf, taxonomy)
+    cal = None if calibration is None else _as_cal(calibration)
+    rewards = arrays.info_gain if cal is None else np.asarray(cal.rewards)
+    lam_max = 1e6 if cal is None else cal.lam_max
+    path = darts_path(node_p, rewards, arrays.lca, lam_max)
+    lams = _lam_grid(path, lam_max, n_points)
+    thr = np.unique(np.concatenate([np.linspace(0.0, 1.0, n_points), np.quantile(node_p, np.linspace(0, 1, n_points))]))
+
+    def sweep(params: np.ndarray, pick: Any) -> dict[str, list[float]]:
+        curve: dict[str, list[float]] = {"param": [], "accuracy": [], "mean_info_gain": [], "specificity": []}
+        for t in params:
+            m = _metrics(pick(t), y, arrays)
+            curve["param"].append(float(t))
+            for key in ("accuracy", "mean_info_gain", "specificity"):
+                curve[key].append(m[key])
+        return curve
+
+    return {
+        "darts": sweep(lams, lambda lam: path_choice(path, lam, nested=False)),
+        "nested": sweep(lams, lambda lam: path_choice(path, lam, nested=True)),
+        "backoff": sweep(thr, lambda t: backoff_choice(node_p, arrays, t)),
+        "flat_threshold": sweep(thr, lambda t: flat_choice(node_p, arrays, t)),
+        "flat": sweep(np.array([0.0]), lambda t: flat_choice(node_p, arrays, t)),
+    }
+
+
+def frontier_gain(accuracy: list[float] | np.ndarray, gain: list[float] | np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Best mean info gain reachable at realised accuracy ≥ ``at`` along a curve, interpolated.
+
+    The curve's Pareto front (no other point with both more accuracy and more gain) is
+    interpolated linearly — a mix of two operating points (per-photo coin flip) realises any
+    point in between, so this is an achievable frontier; NaN outside the curve's accuracy range.
+    Applied identically to every method, so the comparison is fair.
+    """
+    acc = np.asarray(accuracy, dtype=np.float64)
+    g = np.asarray(gain, dtype=np.float64)
+    order = np.lexsort((-g, -acc))  # accuracy descending, gain descending
+    front_a, front_g, best = [], [], -np.inf
+    for i in order:
+        if g[i] > best + 1e-15:
+            front_a.append(acc[i])
+            front_g.append(g[i])
+            best = g[i]
+    fa, fg = np.array(front_a[::-1]), np.array(front_g[::-1])  # accuracy ascending, gain descending
+    out = np.interp(at, fa, fg)
+    # below the front's least accurate point the best is its gain (a more accurate answer is
+    # also "at least" that accurate); above the most accurate point: unreachable
+    out = np.where(at > fa[-1] + 1e-12, np.nan, out)
+    return out
+
+
+def compare_darts_backoff(
+    probs: np.ndarray,
+    true_leaf: np.ndarray,
+    taxonomy: Taxonomy,
+    calibration: Calibration | dict[str, Any] | None = None,
+    curves: dict[str, dict[str, list[float]]] | None = None,
+    n_points: int = 101,
+    tol: float = 1e-9,
+) -> dict[str, Any]:
+    """At equal realised accuracy: DARTS's mean info gain vs the back-off baseline's.
+
+    Both curves go through :func:`frontier_gain` and are compared on ``n_points`` accuracies
+    spanning the range both reach, plus each report target inside it. Returns the table,
+    ``darts_ge_backoff`` (every difference ≥ −tol) and summary numbers; the nested (crc)
+    family is compared too, under ``nested_*``.
+    """
+    curves = curves or operating_curves(probs, true_leaf, taxonomy, calibration)
+    d, b, nst = curves["darts"], curves["backoff"], curves["nested"]
+    lo = max(min(d["accuracy"]), min(b["accuracy"]))
+    hi = min(max(d["accuracy"]), max(b["accuracy"]))
+    extra = [float(t) for t in REPORT_TARGETS if lo <= float(t) <= hi]
+    at = np.unique(np.concatenate([np.linspace(lo, hi, n_points), extra]))
+    gd = frontier_gain(d["accuracy"], d["mean_info_gain"], at)
+    gb = frontier_gain(b["accuracy"], b["mean_info_gain"], at)
+    gn = frontier_gain(nst["accuracy"], nst["mean_info_gain"], at)
+    diff, ndiff = gd - gb, gn - gb
+    ok = np.isfinite(diff)
+    nok = np.isfinite(ndiff)
+    return {
+        "accuracy": at.tolist(),
+        "darts": gd.tolist(),
+        "nested": gn.tolist(),
+        "backoff": gb.tolist(),
+        "accuracy_range": [float(lo), float(hi)],
+        "darts_ge_backoff": bool(np.all(diff[ok] >= -tol)),
+        "min_diff": float(diff[ok].min()),
+        "mean_diff": float(diff[ok].mean()),
+        "share_ge": float(np.mean(diff[ok] >= -tol)),
+        "nested_ge_backoff": bool(np.all(ndiff[nok] >= -tol)),
+        "nested_min_diff": float(ndiff[nok].min()),
+        "nested_mean_diff": float(ndiff[nok].mean()),
+        "at_targets": {
+            f"{t:g}": {"darts": float(gd[i]), "nested": float(gn[i]), "backoff": float(gb[i])}
+            for i, t in enumerate(at)
+            if any(abs(t - x) < 1e-12 for x in extra)
+        },
+    }
+
+
+def write_hedging_plots(
+    probs: np.ndarray,
+    true_leaf: np.ndarray,
+    taxonomy: Taxonomy,
+    calibration: Calibration | dict[str, Any],
+    out_dir: str | Path,
+    summary: dict[str, Any] | None = None,
+    curves: dict[str, dict[str, list[float]]] | None = None,
+) -> list[Path]:
+    """Write ``hedging_accuracy_vs_gain.png`` and ``hedging_levels.png`` into ``out_dir``.
+
+    matplotlib is imported here (Agg backend) so that serving never needs it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summary or hedged_summary(probs, true_leaf, taxonomy, calibration)
+    curves = curves or operating_curves(probs, true_leaf, taxonomy, calibration)
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    styles = {
+        "darts": ("DARTS (λ sweep)", "-", "C0"),
+        "nested": ("nested DARTS, used by crc (λ sweep)", "--", "C2"),
+        "backoff": ("back-off to parent until P ≥ t (t sweep)", "-", "C1"),
+        "flat_threshold": ("flat argmax, root below confidence t", ":", "C7"),
+    }
+    for key, (label, ls, color) in styles.items():
+        c = curves[key]
+        order = np.argsort(c["accuracy"])
+        ax.plot(np.array(c["accuracy"])[order], np.array(c["mean_info_gain"])[order], ls, color=color, label=label, lw=1.5)
+    ax.plot(curves["flat"]["accuracy"], curves["flat"]["mean_info_gain"], "ks", label="flat argmax")
+    for method, marker, color in (("crc", "o", "C3"), ("darts", "^", "C0")):
+        pts = summary[method]
+        ax.scatter([v["accuracy"] for v in pts.values()], [v["mean_info_gain"] for v in pts.values()],
+                   marker=marker, color=color, zorder=5, label=f"{method} at targets {', '.join(pts)}")
+    ax.set_xlabel("realised accuracy")
+    ax.set_ylabel("mean information gain (bits; 0 when wrong)")
+    ax.set_title("Accuracy vs specificity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    p1 = out / "hedging_accuracy_vs_gain.png"
+    fig.savefig(p1, dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, method in zip(axes, ("crc", "darts")):
+        pts = summary[method]
+        keys = list(pts)
+        depths = sorted({int(d) for v in pts.values() for d in v["level_share"]})
+        bottom = np.zeros(len(keys))
+        for d in depths:
+            share = np.array([pts[k]["level_share"].get(str(d), 0.0) for k in keys])
+            ax.bar(keys, share, bottom=bottom, label="root" if d == 0 else f"depth {d}")
+            bottom += share
+        ax.set_title(f"{method}: answers per tree level")
+        ax.set_xlabel("accuracy target")
+    axes[0].set_ylabel("share of answers")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    p2 = out / "hedging_levels.png"
+    fig.savefig(p2, dpi=120)
+    plt.close(fig)
+    return [p1, p2]

@@ -1,0 +1,98 @@
+"""``wardrobe train`` and ``wardrobe evaluate``: the trainer's command-line entry points."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from services.trainer.config import get_settings
+
+__all__ = ["add_parsers"]
+
+
+def _data_dir(arg: str | None) -> Path:
+    path = Path(arg) if arg else get_settings().dataset_dir
+    if path is None:
+        sys.exit("error: no dataset directory: pass --data DIR or set DATASET_DIR")
+    return path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from services.trainer.recipe import Recipe
+    from services.trainer.train import train
+    from shared.taxonomy import load_taxonomy
+
+    overrides = dict(kv.split("=", 1) for kv in args.set or [])
+    recipe = Recipe.from_overrides(overrides)
+    out = Path(args.out) if args.out else get_settings().model_dir
+    result = train(_data_dir(args.data), out, load_taxonomy(args.taxonomy), recipe,
+                   split_file=Path(args.split_file) if args.split_file else None,
+                   on_error=args.on_error, version=args.version, max_photos=args.max_photos)
+    print(f"model {result.card.version} written to {result.model_dir} in {result.seconds / 60:.1f} min")
+    if args.evaluate:
+        summary = _run_evaluate(_data_dir(args.data), result.model_dir, result.model_dir / "eval" / "test.json",
+                                split="test", split_file=None, rotation=True)
+        print(json.dumps({k: summary[k] for k in ("n", "top1", "top3", "top1_top10", "top1_10way", "ece")}, indent=1))
+    return 0
+
+
+def _run_evaluate(data: Path, model: Path, json_out: Path, split: str | None, split_file: Path | None,
+                  rotation: bool) -> dict:
+    from services.trainer.evaluate import evaluate
+
+    return evaluate(data, model, json_out, split=split, split_file=split_file, rotation=rotation)
+
+
+def _active_model_dir() -> Path:
+    """The registry's active version if a database is reachable, else the newest bundled model."""
+    settings = get_settings()
+    try:
+        from shared.registry import active_model_dir
+
+        found = active_model_dir(settings)
+        if found:
+            return Path(found)
+    except Exception as exc:  # noqa: BLE001 - no database is fine for offline evaluation
+        logging.getLogger(__name__).info("no registry (%s); using the newest bundled model", exc)
+    cards = sorted(Path(settings.model_dir).glob("*/card.json"))
+    if not cards:
+        sys.exit(f"error: no model in {settings.model_dir}; pass --model PATH")
+    return cards[-1].parent
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    model = Path(args.model) if args.model else _active_model_dir()
+    summary = _run_evaluate(_data_dir(args.data), model, Path(args.json), split=args.split,
+                            split_file=Path(args.split_file) if args.split_file else None,
+                            rotation=not args.no_rotation)
+    keys = ("n", "top1", "top3", "top1_top10", "top1_10way", "ece", "rotation")
+    print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
+    print(f"report: {Path(args.json).with_suffix('.md')}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune the garment model and export a new model version")
+    p.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
+    p.add_argument("--out", help="model registry directory (default: the bundled models/)")
+    p.add_argument("--version", help="version name (default: a UTC timestamp)")
+    p.add_argument("--split-file", help="split JSON to reuse (default models/split.json if present)")
+    p.add_argument("--taxonomy", help="taxonomy YAML (default: the bundled one)")
+    p.add_argument("--on-error", choices=["skip", "stop"], default="skip",
+                   help="bad rows (missing/unreadable image, unknown label): skip and report, or stop")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a recipe field")
+    p.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--evaluate", action="store_true", help="evaluate on the test split afterwards")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a model version on a dataset directory")
+    e.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
+    e.add_argument("--model", help="model version directory (default: the active model)")
+    e.add_argument("--json", required=True, help="where to write the JSON summary (report beside it)")
+    e.add_argument("--split", help="evaluate only this split of the model's split file (e.g. test)")
+    e.add_argument("--split-file", help="split JSON (default: the model's own split.json)")
+    e.add_argument("--no-rotation", action="store_true", help="skip the rotation check")
+    e.set_defaults(func=_evaluate)

