@@ -24,6 +24,9 @@ class CommonSettings(BaseSettings):
     redis_url: str | None = Field(None, description="Broker and result backend; required by workers.")
     photo_dir: Path | None = Field(None, description="Content-addressed photo store; data_dir/photos if unset.")
     model_dir: Path = Field(BUNDLED_MODELS_DIR, description="Model registry directory (versions + cards).")
+    redis_namespace: str = Field(
+        "wardrobe", description="Prefix of every Redis key and channel (queues, events): isolates deployments."
+    )
     log_level: str = "INFO"
 
     @property

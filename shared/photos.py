@@ -52,9 +52,15 @@ class DecompressionBomb(PhotoError):
 
 
 def decode_photo(
-    data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft: tuple[int, int] | None = None,
 ) -> Image.Image:
-    """Bytes → fully decoded RGB image, EXIF orientation applied."""
+    """Bytes → fully decoded RGB image, EXIF orientation applied.
+
+    ``draft`` (validation only, never for the network's input): let JPEG decode at a reduced DCT
+    scale no smaller than this size. Every byte is still entropy-decoded, so truncated or corrupt
+    files fail the same way, several times faster.
+    """
     if not data:
         raise EmptyPhoto("the photo is empty (0 bytes)")
     if len(data) > max_bytes:
@@ -71,6 +77,8 @@ def decode_photo(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", draft)
             img.load()  # decode fully now: truncated files fail here, not later in a worker
             img = ImageOps.exif_transpose(img)
             if img.mode != "RGB":

@@ -1,0 +1,65 @@
+"""Dependencies of the routes, as named ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from services.gateway.config import GatewaySettings
+from services.gateway.notifier import Notifier
+from services.gateway.queue import JobQueue
+from shared.db import session_scope
+from shared.storage import PhotoStore
+from shared.taxonomy import Taxonomy
+
+T = TypeVar("T")
+
+
+class Database:
+    """Runs ``fn(session, *args)`` in a worker thread inside one transaction (committed on return)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        with session_scope(self.url) as session:
+            return fn(session, *args)
+
+    async def run(self, fn: Callable[[Session], T] | Callable[..., T], *args: Any) -> T:
+        return await run_in_threadpool(self._call, fn, *args)
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database
+
+
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+def get_notifier(request: Request) -> Notifier:
+    return request.app.state.notifier
+
+
+def get_store(request: Request) -> PhotoStore:
+    return request.app.state.store
+
+
+def get_taxonomy(request: Request) -> Taxonomy:
+    return request.app.state.taxonomy
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+NotifierDep = Annotated[Notifier, Depends(get_notifier)]
+StoreDep = Annotated[PhotoStore, Depends(get_store)]
+TaxonomyDep = Annotated[Taxonomy, Depends(get_taxonomy)]

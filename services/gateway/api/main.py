@@ -1,0 +1,11 @@
+"""Mounts the routers."""
+
+from fastapi import APIRouter
+
+from services.gateway.api.routes import classifications, health, models, taxonomy
+
+api_router = APIRouter()
+api_router.include_router(classifications.router)
+api_router.include_router(taxonomy.router)
+api_router.include_router(models.router)
+api_router.include_router(health.router)

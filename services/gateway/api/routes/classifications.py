@@ -1,0 +1,149 @@
+"""Classification jobs: validate, store, enqueue, answer. No inference or hedging here."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from services.gateway import crud
+from services.gateway.api.deps import DatabaseDep, NotifierDep, QueueDep, SettingsDep, StoreDep
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import InvalidParameter, JobNotFound, NoActiveModel, QueueUnavailable
+from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
+from services.gateway.notifier import Notifier, wait_event
+from shared.photos import PhotoError, PhotoTooLarge, decode_photo
+from shared.schemas import ClassificationPublic, ErrorResponse
+from shared.storage import PhotoStore
+from shared.tables import ClassificationJob
+
+router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503, 504)}
+AccuracyParam = "Accuracy target in [0.5, 0.999]: the hedged answer is right at least this often."
+WaitParam = "Wait up to this many seconds (at most 30) for the result before answering."
+
+
+def _accuracy(value: float | None, settings: GatewaySettings) -> float:
+    if value is None:
+        return settings.default_accuracy
+    if not math.isfinite(value) or not settings.min_accuracy <= value <= settings.max_accuracy:
+        raise InvalidParameter(
+            f"accuracy must be between {settings.min_accuracy} and {settings.max_accuracy}, got {value}"
+        )
+    return value
+
+
+def _wait(value: float, settings: GatewaySettings) -> float:
+    if not math.isfinite(value) or not 0 <= value <= settings.max_wait_s:
+        raise InvalidParameter(f"wait must be between 0 and {settings.max_wait_s:g} seconds, got {value}")
+    return value
+
+
+def _validate_and_store(data: bytes, settings: GatewaySettings, store: PhotoStore) -> str:
+    """Decode (bad input never becomes a job), then store by content hash. JPEGs are decoded at a
+    reduced DCT scale: all data is still read, so truncation is caught, at a fraction of the CPU."""
+    decode_photo(data, settings.max_photo_bytes, settings.max_photo_pixels, draft=(64, 64))
+    return store.put(data)
+
+
+def _create_job(session, photo_key: str, accuracy: float) -> ClassificationJob:  # noqa: ANN001
+    if crud.active_model(session) is None:
+        raise NoActiveModel("no model version is active; register one first")
+    return crud.create_job(session, photo_key, accuracy)
+
+
+async def wait_for_job(job_id: str, wait_s: float, db: DatabaseDep, notifier: Notifier,
+                       poll_s: float) -> ClassificationJob | None:
+    """The job once finished, or as it is after ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    async with notifier.watch(job_id) as event:  # watch first: no completion can slip by
+        while True:
+            job = await db.run(crud.read_job, job_id)
+            remaining = deadline - time.monotonic()
+            if job is None or job.status.finished or remaining <= 0:
+                return job
+            await wait_event(event, min(remaining, poll_s))
+
+
+@router.post(
+    "", status_code=202, response_model=ClassificationPublic, responses={200: {"model": ClassificationPublic}, **ERRORS},
+    summary="Classify a photo",
+    description="Send the photo as multipart/form-data field `photo`. Answers 202 with the job "
+    "(and a Location header) at once, or with `?wait=N` 200 with the result if it is ready within N s.",
+)
+async def create_classification(
+    response: Response,
+    photo: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
+    db: DatabaseDep,
+    queue: QueueDep,
+    notifier: NotifierDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    accuracy_form: Annotated[float | None, Form(alias="accuracy", description=AccuracyParam)] = None,
+    accuracy_query: Annotated[float | None, Query(alias="accuracy", description=AccuracyParam)] = None,
+    wait: Annotated[float, Query(description=WaitParam)] = 0.0,
+) -> ClassificationPublic:
+    t0 = time.perf_counter()
+    accuracy = _accuracy(accuracy_form if accuracy_form is not None else accuracy_query, settings)
+    wait = _wait(wait, settings)
+    try:
+        data = await photo.read(settings.max_photo_bytes + 1)
+        if len(data) > settings.max_photo_bytes:
+            raise PhotoTooLarge(f"the photo is over the limit of {settings.max_photo_bytes} bytes")
+        photo_key = await run_in_threadpool(_validate_and_store, data, settings, store)
+    except PhotoError as exc:
+        CLASSIFICATIONS.labels(outcome=f"rejected_{exc.code}").inc()
+        raise
+    job = await db.run(_create_job, photo_key, accuracy)  # committed before enqueueing
+    job_id = str(job.id)
+    try:
+        await queue.enqueue_classification(job_id)
+    except QueueUnavailable as exc:
+        await db.run(crud.fail_job, job_id, exc.code, exc.message)  # nothing left pending
+        CLASSIFICATIONS.labels(outcome="queue_unavailable").inc()
+        raise
+    CLASSIFICATIONS.labels(outcome="accepted").inc()
+    ACCEPT_SECONDS.observe(time.perf_counter() - t0)
+    response.headers["Location"] = f"/v1/classifications/{job_id}"
+    if wait > 0:
+        job = await wait_for_job(job_id, wait, db, notifier, settings.wait_fallback_poll_s) or job
+        if job.status.finished:
+            response.status_code = 200
+    return crud.to_public(job)
+
+
+@router.get(
+    "/{job_id}", response_model=ClassificationPublic, responses=ERRORS, summary="A classification job",
+    description="Status and result. `?wait=N` waits up to N s for the result; `?accuracy=0.99` re-hedges "
+    "the stored leaf probabilities for another target without running the network again.",
+)
+async def read_classification(
+    job_id: str,
+    db: DatabaseDep,
+    queue: QueueDep,
+    notifier: NotifierDep,
+    settings: SettingsDep,
+    accuracy: Annotated[float | None, Query(description=AccuracyParam)] = None,
+    wait: Annotated[float, Query(description=WaitParam)] = 0.0,
+) -> ClassificationPublic:
+    target = _accuracy(accuracy, settings) if accuracy is not None else None
+    wait = _wait(wait, settings)
+    if wait > 0:
+        job = await wait_for_job(job_id, wait, db, notifier, settings.wait_fallback_poll_s)
+    else:
+        job = await db.run(crud.read_job, job_id)
+    if job is None:
+        raise JobNotFound(f"no classification job with id {job_id!r}")
+    if target is None or job.leaf_probs is None or job.status.value != "done":
+        return crud.to_public(job)
+    try:
+        result = await queue.rehedge(job_id, target, settings.rehedge_timeout_s)
+    except Exception:
+        REHEDGES.labels(outcome="error").inc()
+        raise
+    REHEDGES.labels(outcome="ok").inc()
+    return crud.to_public(job, rehedged=result, accuracy=target)

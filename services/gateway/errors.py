@@ -1,0 +1,96 @@
+"""The gateway's errors, each mapped to one status code, all answered as
+``{"error": {"code": ..., "message": ...}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.photos import CorruptImage, DecompressionBomb, EmptyPhoto, NotAnImage, PhotoError, PhotoTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotFound(GatewayError):
+    status_code, code = 404, "job_not_found"
+
+
+class InvalidParameter(GatewayError):
+    status_code, code = 422, "invalid_request"
+
+
+class NoActiveModel(GatewayError):
+    status_code, code = 503, "no_active_model"
+
+
+class QueueUnavailable(GatewayError):
+    status_code, code = 503, "queue_unavailable"
+
+
+class RehedgeFailed(GatewayError):
+    status_code, code = 502, "rehedge_failed"
+
+
+class RehedgeTimeout(GatewayError):
+    status_code, code = 504, "rehedge_timeout"
+
+
+# Photo problems found while validating an upload (shared.photos), one status each.
+PHOTO_ERROR_STATUS: dict[type[PhotoError], int] = {
+    EmptyPhoto: 400,
+    CorruptImage: 400,
+    NotAnImage: 415,
+    PhotoTooLarge: 413,
+    DecompressionBomb: 413,
+    PhotoError: 400,
+}
+
+
+def error_body(code: str, message: str, **extra: object) -> dict:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def _describe(err: dict) -> str:
+    loc = [str(p) for p in err.get("loc", ())]
+    where, name = (loc[0], ".".join(loc[1:])) if len(loc) > 1 else ("request", ".".join(loc))
+    if where == "body" and err.get("type") == "missing":
+        return (f"missing form field '{name}': send the photo as multipart/form-data in a file field "
+                f"named '{name}'")
+    kind = {"body": "form field", "query": "query parameter", "path": "path parameter"}.get(where, where)
+    return f"{kind} '{name}': {err.get('msg', 'invalid')}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(PhotoError)
+    async def _photo_error(_: Request, exc: PhotoError) -> JSONResponse:
+        status = next(s for cls, s in PHOTO_ERROR_STATUS.items() if isinstance(exc, cls))
+        return JSONResponse(error_body(exc.code, str(exc)), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        message = "; ".join(_describe(e) for e in errors) or "invalid request"
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+        return JSONResponse(error_body("invalid_request", message, details=details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "photo_too_large"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)

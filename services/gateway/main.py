@@ -1,0 +1,49 @@
+"""Builds the gateway app: ``uvicorn --factory services.gateway.main:create_app``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+
+from services.gateway.api.main import api_router
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import error_body, install_error_handlers
+from services.gateway.startup import lifespan
+
+
+class BodySizeLimit:
+    """Refuses an upload whose Content-Length is over the limit before reading it (413)."""
+
+    def __init__(self, app, max_bytes: int) -> None:  # noqa: ANN001 - ASGI app
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length and length.isdigit() and int(length) > self.max_bytes:
+                from fastapi.responses import JSONResponse
+
+                body = error_body("photo_too_large", f"the upload is {int(length)} bytes; the limit is "
+                                  f"{self.max_bytes} bytes")
+                await JSONResponse(body, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = FastAPI(
+        title="Wardrobe",
+        summary="Tells what garment is in a photo, as specific as it can be while staying right.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.mount("/metrics", make_asgi_app())
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + 64 * 1024)  # + multipart overhead
+    return app

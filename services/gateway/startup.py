@@ -1,0 +1,48 @@
+"""Start-up order, made explicit: wait for the database (logged retries), migrate, make sure a
+model version is active, then connect to Redis and serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from services.gateway.api.deps import Database
+from services.gateway.config import GatewaySettings
+from services.gateway.notifier import Notifier
+from services.gateway.queue import JobQueue
+from shared.bootstrap import prepare_database
+from shared.celery_app import create_celery_app
+from shared.storage import PhotoStore
+from shared.taxonomy import load_taxonomy
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    s: GatewaySettings = app.state.settings
+    url = s.resolved_database_url
+    if s.migrate_on_startup:
+        await run_in_threadpool(prepare_database, url, s.model_dir, s.db_wait_attempts)
+    app.state.database = Database(url)
+    app.state.store = PhotoStore(s.resolved_photo_dir)
+    app.state.taxonomy = load_taxonomy(s.taxonomy_path)
+    app.state.redis = aioredis.Redis.from_url(s.redis_url)
+    app.state.notifier = Notifier(app.state.redis, s.redis_namespace)
+    await app.state.notifier.start()
+    celery = create_celery_app(s.redis_url, s.redis_namespace, main="gateway")
+    app.state.queue = JobQueue(celery, app.state.redis, app.state.notifier)
+    try:
+        yield
+    finally:
+        await app.state.notifier.stop()
+        try:
+            await asyncio.wait_for(app.state.redis.aclose(), 2.0)
+        except (TimeoutError, Exception):  # noqa: BLE001 - best effort at shutdown
+            pass

@@ -1,0 +1,17 @@
+"""Celery entry point of the hedger: ``celery -A services.hedger.worker worker -Q hedger -P solo``.
+
+(``wardrobe up`` and the test fixtures start it through ``services.launcher``.)
+"""
+
+from __future__ import annotations
+
+from services.hedger.config import get_settings
+from shared.celery_app import create_celery_app
+
+settings = get_settings()
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="hedger")
+
+import services.hedger.tasks  # noqa: E402,F401 - registers the hedger.* tasks on `app`
+
+app.conf.worker_pool = "solo" if settings.concurrency == 1 else "threads"
+app.conf.worker_concurrency = settings.concurrency

@@ -1,0 +1,35 @@
+"""Settings of the inference worker."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from shared.config import CommonSettings
+from shared.photos import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+
+
+class InferenceSettings(CommonSettings):
+    redis_url: str = Field(description="Broker (required).")
+    batch_max_size: int = Field(16, ge=1, description="Most photos in one ONNX Runtime run.")
+    batch_max_delay_ms: float = Field(
+        10.0, ge=0.0, description="Longest a photo waits for others to join its batch (while more are coming)."
+    )
+    concurrency: int = Field(0, ge=0, description="Task threads; 0 means batch_max_size.")
+    prefetch_multiplier: int = Field(2, ge=1, description="Messages reserved per thread (2: the next batch is ready).")
+    model_check_interval_s: float = Field(2.0, gt=0.0, description="How often the active model version is re-read.")
+    ort_intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default).")
+    prefer_gpu: bool = Field(True, description="Use CUDAExecutionProvider when ONNX Runtime offers it.")
+    batch_timeout_s: float = Field(120.0, gt=0.0, description="Longest a task waits for its batch's result.")
+    max_photo_bytes: int = DEFAULT_MAX_BYTES
+    max_photo_pixels: int = DEFAULT_MAX_PIXELS
+
+    @property
+    def threads(self) -> int:
+        return self.concurrency or self.batch_max_size
+
+
+@lru_cache
+def get_settings() -> InferenceSettings:
+    return InferenceSettings()

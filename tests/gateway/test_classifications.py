@@ -1,0 +1,116 @@
+"""Route logic of /v1/classifications: validation, storage, enqueueing, answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import jobs
+from shared.db import session_scope
+from shared.schemas import ClassificationResult, HedgedAnswer, ScoredNode
+from shared.storage import PhotoStore
+from shared.tables import JobStatus
+from tests.factories import bad_uploads, jpeg_bytes, png_bytes
+
+
+def _jobs(settings) -> dict[str, int]:  # noqa: ANN001
+    with session_scope(settings.resolved_database_url) as session:
+        return jobs.count_by_status(session)
+
+
+def test_post_photo_returns_202_with_location_and_enqueues_the_job(client, fake_queue, gateway_settings):
+    data = jpeg_bytes()
+    r = client.post("/v1/classifications", files={"photo": ("a.jpg", data, "image/jpeg")})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "pending" and body["accuracy_target"] == gateway_settings.default_accuracy
+    assert r.headers["location"] == f"/v1/classifications/{body['id']}"
+    assert fake_queue.enqueued == [body["id"]]
+    store = PhotoStore(gateway_settings.resolved_photo_dir)
+    with session_scope(gateway_settings.resolved_database_url) as session:
+        job = jobs.get_job(session, body["id"])
+        assert store.get(job.photo_key) == data
+
+
+def test_post_same_photo_twice_stores_it_once(client, gateway_settings):
+    data = png_bytes()
+    for _ in range(2):
+        assert client.post("/v1/classifications", files={"photo": ("a.png", data)}).status_code == 202
+    files = [p for p in gateway_settings.resolved_photo_dir.rglob("*") if p.is_file()]
+    assert len(files) == 1
+
+
+@pytest.mark.parametrize("where", ["form", "query"])
+def test_post_accepts_accuracy_as_form_or_query(client, where):
+    kwargs = {"data": {"accuracy": "0.75"}} if where == "form" else {"params": {"accuracy": 0.75}}
+    r = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}, **kwargs)
+    assert r.status_code == 202 and r.json()["accuracy_target"] == 0.75
+
+
+BAD_INPUTS = bad_uploads(max_bytes=300_000)
+
+
+@pytest.mark.parametrize("files,params,status,code,fragment", [b[1:] for b in BAD_INPUTS],
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_post_bad_input_is_rejected_without_a_job(client, fake_queue, gateway_settings, files, params, status,
+                                                  code, fragment):
+    r = client.post("/v1/classifications", files=files or None, params=params,
+                    data=None if files else {"note": "no photo"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code
+    assert fragment in error["message"]
+    assert fake_queue.enqueued == []
+    assert _jobs(gateway_settings) == {}
+
+
+def test_post_with_content_length_over_limit_is_refused_before_parsing(client, gateway_settings):
+    big = b"\xff\xd8" + b"0" * (gateway_settings.max_photo_bytes + 100_000)
+    r = client.post("/v1/classifications", files={"photo": ("a.jpg", big)})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "photo_too_large"
+
+
+def test_post_when_queue_is_down_answers_503_and_fails_the_job(client, fake_queue, gateway_settings):
+    fake_queue.down = True
+    r = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable"
+    assert _jobs(gateway_settings) == {"failed": 1}
+
+
+def test_get_unknown_job_is_404(client):
+    assert client.get("/v1/classifications/6a0d7a4e-0000-4000-8000-000000000000").status_code == 404
+    r = client.get("/v1/classifications/not-a-uuid")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+
+
+def test_get_pending_job_with_short_wait_returns_it_pending(client):
+    job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}).json()["id"]
+    r = client.get(f"/v1/classifications/{job_id}", params={"wait": 0.2})
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+
+
+def _result(tax_node: str = "") -> ClassificationResult:
+    node = ScoredNode(name=tax_node, display="Garment", icon="🧺", probability=1.0)
+    answer = HedgedAnswer(node=node, path=[], alternatives=[], accuracy_target=0.99, method="crc", lam=1.0,
+                          info_gain=0.0)
+    return ClassificationResult(answer=answer, top_predictions=[node])
+
+
+def test_get_with_accuracy_rehedges_a_done_job_without_storing(client, fake_queue, gateway_settings):
+    job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}).json()["id"]
+    stored = _result().model_dump(mode="json")
+    with session_scope(gateway_settings.resolved_database_url) as session:
+        job = jobs.get_job(session, job_id)
+        job.status, job.leaf_probs, job.model_version, job.result = JobStatus.done, {"x": 1.0}, "tiny-1", stored
+    fake_queue.rehedge_result = _result()
+    r = client.get(f"/v1/classifications/{job_id}", params={"accuracy": 0.99})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rehedged"] is True and body["accuracy_target"] == 0.99
+    assert fake_queue.rehedged == [(job_id, 0.99)]
+    assert client.get(f"/v1/classifications/{job_id}").json()["accuracy_target"] == gateway_settings.default_accuracy
+
+
+def test_get_with_bad_accuracy_is_422(client):
+    job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}).json()["id"]
+    r = client.get(f"/v1/classifications/{job_id}", params={"accuracy": 0.3})
+    assert r.status_code == 422 and "accuracy" in r.json()["error"]["message"]

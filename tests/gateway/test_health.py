@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from services.gateway.api.deps import get_queue
+from services.gateway.main import create_app
+from shared.taxonomy import load_taxonomy
+
+
+def test_healthz_is_ok(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_with_redis_database_and_model(client):
+    r = client.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == {"redis": "ok", "database": "ok", "model": "ok (tiny-1)"}
+
+
+def test_readyz_is_503_without_a_model_and_post_is_refused(gateway_settings, fake_queue, tmp_path):
+    settings = gateway_settings.model_copy(update={"model_dir": tmp_path / "empty"})
+    app = create_app(settings)
+    app.dependency_overrides[get_queue] = lambda: fake_queue
+    with TestClient(app) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["model"] == "no active model version"
+        from tests.factories import jpeg_bytes
+
+        r = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no_active_model"
+    assert fake_queue.enqueued == []
+
+
+def test_taxonomy_lists_every_node_with_display_and_icon(client):
+    body = client.get("/v1/taxonomy").json()
+    tax = load_taxonomy()
+    assert body["leaves"] == tax.leaves and len(body["nodes"]) == len(tax.node_names)
+    assert all(n["display"] and n["icon"] for n in body["nodes"])
+
+
+def test_models_lists_the_active_version(client):
+    assert [(m["version"], m["active"]) for m in client.get("/v1/models").json()] == [("tiny-1", True)]
+
+
+def test_openapi_documents_the_classification_routes(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/classifications", "/v1/classifications/{job_id}", "/v1/taxonomy", "/readyz"} <= set(paths)
+
+
+def test_metrics_are_exposed(client):
+    r = client.get("/metrics/")
+    assert r.status_code == 200 and "wardrobe_classifications_total" in r.text

@@ -1,0 +1,49 @@
+"""ONNX Runtime sessions and following the registry's active version."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.inference.runtime import LoadedModel, ModelTracker, load_model
+from shared import registry
+from shared.db import run_migrations, session_scope
+from tests.factories import make_tiny_model
+
+
+def test_load_model_runs_a_dynamic_batch_on_cpu(model_dir):
+    model = load_model(model_dir / "tiny-1", prefer_gpu=False)
+    assert model.provider == "CPUExecutionProvider"
+    probs = model.run(np.zeros((3, 3, 32, 32), dtype=np.float32))
+    assert probs.shape == (3, len(model.classes))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tracker_switches_to_the_newly_activated_version(tmp_path, database_url, model_dir):
+    run_migrations(database_url)
+    second = make_tiny_model(tmp_path, "tiny-2", seed=2)
+    with session_scope(database_url) as session:
+        registry.register(session, model_dir / "tiny-1", activate_it=True)
+        registry.register(session, second)
+    loads: list[str] = []
+
+    def loader(path: str) -> LoadedModel:
+        loads.append(path)
+        return load_model(path, prefer_gpu=False)
+
+    tracker = ModelTracker(database_url, check_interval_s=0.0, loader=loader)
+    assert tracker.current().version == "tiny-1"
+    assert tracker.current().version == "tiny-1" and len(loads) == 1  # not reloaded
+    with session_scope(database_url) as session:
+        registry.activate(session, "tiny-2")
+    assert tracker.current().version == "tiny-2" and len(loads) == 2
+
+
+def test_tracker_checks_the_registry_at_most_every_interval(database_url, model_dir):
+    run_migrations(database_url)
+    with session_scope(database_url) as session:
+        registry.register(session, model_dir / "tiny-1", activate_it=True)
+    tracker = ModelTracker(database_url, check_interval_s=3600, loader=lambda p: load_model(p, prefer_gpu=False))
+    first = tracker.current()
+    with session_scope(database_url) as session:
+        registry.activate(session, "tiny-1")
+    assert tracker.current() is first
