@@ -1,0 +1,753 @@
+"""Static checks of the deployment files against the code they start.
+
+deploy/docker/Dockerfile, docker-compose.yml and deploy/k8s/ are parsed (PyYAML, a small
+Dockerfile reader) and compared with the code base:
+
+* every process command is a real entry point: the uvicorn factory is importable, each Celery
+  ``-A`` module exists, defines ``app`` and is the one ``services.launcher`` starts, ``-Q`` is the
+  queue ``shared.celery_app`` routes that service's tasks to, ``python -c`` snippets compile and
+  import names that exist, ``wardrobe ...`` parses with the real CLI;
+* every environment variable set for a Wardrobe container is a field of that service's settings
+  class (case-insensitively, as pydantic-settings reads them), and its value validates;
+* probes and health checks hit real gateway routes on the port uvicorn listens on;
+* compose ``depends_on`` / volumes, kustomization resources / patches / components, ConfigMap /
+  Secret / PVC / HPA references all resolve;
+* every settings field is documented in docs/deploy.md.
+
+No network, no Docker engine. If ``kubectl`` (with its built-in kustomize) or ``kustomize`` is on
+PATH, the overlays are also rendered and the rendered objects checked; otherwise that is skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.gateway.config import GatewaySettings
+from services.hedger.config import HedgerSettings
+from services.inference.config import InferenceSettings
+from services.trainer.config import TrainerSettings
+from shared.config import CommonSettings
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
+COMPOSE = REPO / "docker-compose.yml"
+K8S = REPO / "deploy" / "k8s"
+DOCS = REPO / "docs" / "deploy.md"
+
+SERVICES = ("gateway", "inference", "hedger", "trainer")
+WORKERS = ("inference", "hedger")
+# Which settings class reads a container's environment (by container / compose service name, else
+# by image name). The migrations run from the gateway image but read only the common settings.
+SETTINGS: dict[str, type[CommonSettings]] = {
+    "gateway": GatewaySettings,
+    "inference": InferenceSettings,
+    "hedger": HedgerSettings,
+    "trainer": TrainerSettings,
+    "migrate": CommonSettings,
+}
+# Environment variables that configure Python itself rather than Wardrobe.
+RUNTIME_ENV = {"PATH", "HOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PIP_DISABLE_PIP_VERSION_CHECK"}
+GATEWAY_PORT = 8000
+
+
+# --- readers --------------------------------------------------------------------------------------
+@dataclass
+class Stage:
+    name: str
+    base: str
+    env: dict[str, str] = field(default_factory=dict)
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    healthcheck: list[str] | None = None
+    user: str | None = None
+    expose: list[int] = field(default_factory=list)
+    copies_from: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Dockerfile:
+    args: dict[str, str]
+    stages: dict[str, Stage]
+
+    def chain(self, name: str) -> list[Stage]:
+        """``name`` and the stages it is built FROM, outermost first."""
+        out = [self.stages[name]]
+        while out[-1].base in self.stages:
+            out.append(self.stages[out[-1].base])
+        return out
+
+    def resolved(self, name: str) -> Stage:
+        """The stage with what it inherits (ENV, CMD, ENTRYPOINT, HEALTHCHECK, USER) filled in."""
+        chain = self.chain(name)
+        merged = Stage(name, chain[-1].base)
+        for stage in reversed(chain):
+            merged.env.update(stage.env)
+            if stage.entrypoint is not None:
+                merged.entrypoint, merged.cmd = stage.entrypoint, None  # ENTRYPOINT resets CMD
+            for attr in ("cmd", "healthcheck", "user"):
+                if getattr(stage, attr) is not None:
+                    setattr(merged, attr, getattr(stage, attr))
+            merged.expose += stage.expose
+        return merged
+
+    def argv(self, name: str) -> list[str]:
+        stage = self.resolved(name)
+        return (stage.entrypoint or []) + (stage.cmd or [])
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    out, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):  # comment lines inside a continued instruction
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        keyword, _, rest = buf.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+        buf = ""
+    return out
+
+
+@cache
+def dockerfile() -> Dockerfile:
+    args: dict[str, str] = {}
+    stages: dict[str, Stage] = {}
+    current: Stage | None = None
+    for keyword, rest in _instructions(DOCKERFILE.read_text()):
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            if current is None:
+                args[name] = default
+        elif keyword == "FROM":
+            m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", rest, re.IGNORECASE)
+            assert m, f"every stage is named: FROM {rest}"
+            current = stages.setdefault(m.group(2), Stage(m.group(2), m.group(1)))
+        elif current is None:
+            continue
+        elif keyword == "ENV":
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                current.env[key] = value
+        elif keyword in ("CMD", "ENTRYPOINT"):
+            setattr(current, keyword.lower(), json.loads(rest))  # exec form only
+        elif keyword == "HEALTHCHECK":
+            m = re.search(r"\bCMD\s+(\[.*\])\s*$", rest)
+            assert m, f"HEALTHCHECK in exec form: {rest}"
+            current.healthcheck = json.loads(m.group(1))
+        elif keyword == "USER":
+            current.user = rest
+        elif keyword == "EXPOSE":
+            current.expose += [int(p.split("/")[0]) for p in rest.split()]
+        elif keyword == "COPY":
+            current.copies_from += re.findall(r"--from=(\S+)", rest)
+        elif keyword == "RUN":
+            current.runs.append(rest)
+    return Dockerfile(args, stages)
+
+
+@cache
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _load_all(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def kustomization_dirs() -> list[Path]:
+    return sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
+
+
+@cache
+def kustomization(directory: Path) -> dict:
+    return yaml.safe_load((directory / "kustomization.yaml").read_text())
+
+
+def static_objects(directory: Path) -> list[dict]:
+    """The objects a kustomization's ``resources`` list, recursively (no patches applied)."""
+    out: list[dict] = []
+    for entry in kustomization(directory).get("resources", []):
+        path = (directory / entry).resolve()
+        out += static_objects(path) if path.is_dir() else _load_all(path)
+    return out
+
+
+def secret_template() -> dict:
+    (secret,) = _load_all(K8S / "base" / "secret.example.yaml")
+    return secret
+
+
+@cache
+def gateway_app():
+    pytest.importorskip("fastapi")
+    from services.gateway.main import create_app
+
+    # Building the app touches neither Redis nor the database (the lifespan does, at start-up).
+    return create_app(GatewaySettings(redis_url="redis://unused.invalid:6379/0"))
+
+
+def is_gateway_route(path: str, method: str = "GET") -> bool:
+    """Whether the gateway's router fully matches ``method path``: the routing itself, not a list of
+    route objects (FastAPI's included routers are not plain routes)."""
+    from starlette.routing import Match
+
+    scope = {"type": "http", "path": path, "method": method, "root_path": "", "headers": [], "query_string": b""}
+    return any(route.matches(scope)[0] == Match.FULL for route in gateway_app().router.routes)
+
+
+def settings_fields(cls: type[CommonSettings]) -> set[str]:
+    assert not cls.model_config.get("env_prefix"), "env var names are the bare field names"
+    assert not cls.model_config.get("case_sensitive"), "env var names match fields case-insensitively"
+    return {name.lower() for name in cls.model_fields}
+
+
+def image_service(image: str) -> str | None:
+    """``registry.example.com/wardrobe/inference-gpu:1.0`` -> ``inference``; None if not ours."""
+    repo = image.split("@", 1)[0]
+    if "wardrobe/" not in repo:
+        return None
+    name = repo.rsplit("/", 1)[-1].split(":", 1)[0].removesuffix("-gpu")
+    return name if name in SERVICES else None
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> str:
+    """Compose's ``${VAR:-default}`` with VAR unset."""
+    return _INTERPOLATION.sub(lambda m: m.group(2) or "", str(value))
+
+
+# --- checks shared by compose, k8s and the Dockerfile -------------------------------------------
+def check_env(service: str, env: dict[str, str | None], where: str) -> None:
+    """Names are settings fields of ``service``; values (where known) validate."""
+    cls = SETTINGS[service]
+    fields = settings_fields(cls)
+    unknown = sorted(k for k in env if k.lower() not in fields and k not in RUNTIME_ENV)
+    assert not unknown, f"{where}: {unknown} are not fields of {cls.__name__} (typo? pydantic ignores them)"
+    values = {k.lower(): v for k, v in env.items() if k not in RUNTIME_ENV and v not in (None, "")}
+    if "redis_url" in {n for n, f in cls.model_fields.items() if f.is_required()}:
+        values.setdefault("redis_url", "redis://unused.invalid:6379/0")
+    cls(**values)  # raises ValidationError on e.g. BATCH_MAX_SIZE: "abc"
+
+
+def check_command(argv: list[str], service: str, where: str) -> None:
+    assert argv, f"{where}: no command"
+    prog = Path(argv[0]).name
+    if prog == "uvicorn":
+        assert service == "gateway", f"{where}: uvicorn outside the gateway"
+        assert "--factory" in argv, f"{where}: create_app is a factory: pass --factory"
+        (target,) = [a for a in argv[1:] if re.fullmatch(r"[\w.]+:\w+", a)]
+        module, attr = target.split(":")
+        assert callable(getattr(importlib.import_module(module), attr)), f"{where}: {target}"
+        port = int(argv[argv.index("--port") + 1])
+        assert port == GATEWAY_PORT, f"{where}: uvicorn listens on {port}"
+        assert argv[argv.index("--host") + 1] == "0.0.0.0", f"{where}: must listen beyond loopback"
+    elif prog == "celery":
+        check_celery(argv, service, where)
+    elif prog.startswith("python") and argv[1:2] == ["-c"]:
+        check_python_snippet(argv[2], argv[3:], service, where)
+    elif prog == "wardrobe":
+        check_wardrobe_cli(argv[1:], where)
+    elif prog == "sleep":  # preStop pauses
+        assert len(argv) == 2 and argv[1].isdigit(), f"{where}: {argv}"
+    else:
+        pytest.fail(f"{where}: unknown entry point {argv}")
+
+
+def check_celery(argv: list[str], service: str, where: str) -> None:
+    from services.launcher import WORKER_MODULES
+    from shared.celery_app import QUEUES, TASK_ROUTES
+
+    module = argv[argv.index("-A") + 1]
+    assert module == WORKER_MODULES[service], f"{where}: -A {module}, launcher uses {WORKER_MODULES[service]}"
+    spec = importlib.util.find_spec(module)  # not imported: it reads REDIS_URL and loads onnxruntime
+    assert spec is not None and spec.origin, f"{where}: no module {module}"
+    tree = ast.parse(Path(spec.origin).read_text())
+    assigned = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    assert "app" in assigned, f"{where}: {module} defines no Celery `app`"
+    assert argv[argv.index("-A") + 2] == "worker", f"{where}: not a worker: {argv}"
+    queues = argv[argv.index("-Q") + 1].split(",")
+    assert set(queues) <= set(QUEUES), f"{where}: queues {queues} not in shared.celery_app.QUEUES {QUEUES}"
+    assert queues == [service], f"{where}: the {service} worker must consume only its own queue"
+    assert TASK_ROUTES[f"{service}.*"] == {"queue": service}, f"{where}: {service}.* not routed to {service}"
+    node = argv[argv.index("-n") + 1]
+    assert node == f"{service}@%h", f"{where}: node {node!r}; the liveness ping expects {service}@%h"
+
+
+def check_python_snippet(code: str, extra_args: list[str], service: str, where: str) -> None:
+    tree = ast.parse(code)
+    compile(tree, where, "exec")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("shared", "services"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{where}: {node.module} has no {alias.name}"
+    if "control.ping" in code:  # a worker liveness probe
+        assert service in WORKERS, f"{where}: Celery ping outside a worker"
+        assert extra_args == [service], f"{where}: the ping names node {extra_args}@host, not {service}@host"
+        assert "'@' + socket.gethostname()" in code, f"{where}: must ping this container's node only"
+        assert "REDIS_NAMESPACE" in code and "REDIS_URL" in code, f"{where}: must use the worker's broker + prefix"
+    if "prepare_database" in code:
+        assert service in ("migrate", "gateway"), where
+
+
+def check_wardrobe_cli(args: list[str], where: str) -> None:
+    from services.cli import build_parser
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["wardrobe"] == "services.cli:main"
+    try:
+        build_parser().parse_args(args)
+    except SystemExit as exc:  # --help exits 0; a bad option exits 2
+        assert exc.code == 0, f"{where}: `wardrobe {' '.join(args)}` does not parse"
+
+
+def check_url_probe(argv: list[str], where: str) -> None:
+    """A `python -c urllib.request.urlopen('http://127.0.0.1:PORT/PATH')` health check."""
+    (url,) = re.findall(r"https?://[^'\"]+", " ".join(argv))
+    m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)(/\S*)", url)
+    assert m, f"{where}: {url}"
+    assert int(m.group(1)) == GATEWAY_PORT, f"{where}: port {m.group(1)}"
+    assert is_gateway_route(m.group(2)), f"{where}: {m.group(2)} is not a gateway route"
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------
+def test_dockerfile_has_one_target_per_service_on_python_311_slim() -> None:
+    df = dockerfile()
+    assert df.args["PYTHON_IMAGE"] == "python:3.11-slim"
+    for service in SERVICES:
+        assert service in df.stages, f"no `{service}` target"
+        assert df.chain(service)[-1].base == "${PYTHON_IMAGE}"
+        build = f"build-{service}"
+        assert build in df.stages[service].copies_from, f"{service} takes its venv from {build}"
+        installs = [r for r in df.stages[build].runs if "pip install" in r]
+        assert any(f"'.[{service}]'" in r for r in installs), f"{build} must pip install '.[{service}]'"
+        others = [s for s in SERVICES if s != service]
+        assert not any(f".[{o}]" in r for r in installs for o in others), f"{build} installs another extra"
+
+
+def test_images_run_as_an_unprivileged_user() -> None:
+    df = dockerfile()
+    for service in SERVICES:
+        user = df.resolved(service).user
+        assert user and user.split(":")[0] not in ("root", "0"), f"{service} runs as {user!r}"
+
+
+def _requirements(extra: str | None) -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"]) + (list(project["optional-dependencies"][extra]) if extra else [])
+    names = set()
+    for req in reqs:
+        name = re.match(r"[A-Za-z0-9_.-]+", req).group(0).lower()
+        if name == "wardrobe":  # wardrobe[a,b]
+            for sub in re.search(r"\[(.*)\]", req).group(1).split(","):
+                names |= _requirements(sub.strip())
+        else:
+            names.add(name)
+    return names
+
+
+def test_extras_keep_torch_out_of_serving_images() -> None:
+    for service in ("gateway", "hedger", "inference"):
+        assert not {"torch", "torchvision"} & _requirements(service), f"{service} would get torch"
+    assert "onnxruntime" in _requirements("inference")
+    assert "onnxruntime" not in _requirements("gateway") | _requirements("hedger")
+    assert "torch" in _requirements("trainer")
+
+
+def test_dockerfile_commands_are_real_entry_points() -> None:
+    df = dockerfile()
+    for service in SERVICES:
+        check_command(df.argv(service), service, f"Dockerfile target {service}")
+
+
+def test_dockerfile_health_checks() -> None:
+    df = dockerfile()
+    gateway = df.resolved("gateway")
+    assert GATEWAY_PORT in gateway.expose
+    check_url_probe(gateway.healthcheck, "Dockerfile gateway HEALTHCHECK")
+    assert "/healthz" in " ".join(gateway.healthcheck), "the image's own check is liveness"
+    for worker in WORKERS:
+        hc = df.resolved(worker).healthcheck
+        assert hc, f"{worker}: no HEALTHCHECK"
+        check_command(hc, worker, f"Dockerfile {worker} HEALTHCHECK")
+
+
+def test_dockerfile_env_names_are_settings() -> None:
+    df = dockerfile()
+    for service in SERVICES:
+        check_env(service, df.resolved(service).env, f"Dockerfile target {service} ENV")
+    env = df.resolved("gateway").env
+    assert env["PHOTO_DIR"].startswith(env["DATA_DIR"] + "/")
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    lines = {ln.strip().rstrip("/") for ln in (REPO / ".dockerignore").read_text().splitlines()}
+    for entry in (".venv", "var", "runs", ".git", ".pytest_cache", ".hypothesis", "**/__pycache__"):
+        assert entry in lines, f".dockerignore misses {entry}"
+    for needed in ("models", "shared", "services", "pyproject.toml"):
+        assert needed not in lines, f".dockerignore excludes {needed}, which the image needs"
+
+
+# --- docker-compose.yml -----------------------------------------------------------------------------
+def compose_services() -> dict[str, dict]:
+    return compose()["services"]
+
+
+def compose_wardrobe_services() -> dict[str, tuple[str, dict]]:
+    """compose service -> (Wardrobe service whose settings it reads, definition)."""
+    out = {}
+    for name, svc in compose_services().items():
+        target = (svc.get("build") or {}).get("target")
+        if target:
+            out[name] = (name if name in SETTINGS else target, svc)
+    return out
+
+
+def test_compose_has_the_stack() -> None:
+    services = compose_services()
+    for name in ("redis", "postgres", "migrate", "gateway", "inference", "hedger", "trainer"):
+        assert name in services, f"compose has no {name}"
+    for name in ("redis", "postgres"):
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} needs a healthcheck"
+    assert services["trainer"].get("profiles") == ["training"]
+    assert any(str(p).endswith(f":{GATEWAY_PORT}") for p in services["gateway"]["ports"])
+
+
+def test_compose_builds_known_targets() -> None:
+    df = dockerfile()
+    for name, (_, svc) in compose_wardrobe_services().items():
+        build = svc["build"]
+        assert (REPO / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+        assert build["target"] in df.stages, f"{name}: no target {build['target']}"
+        assert image_service(interpolate(svc["image"])) == build["target"], f"{name}: image {svc['image']}"
+
+
+def test_compose_depends_on() -> None:
+    services = compose_services()
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            condition = cond["condition"]
+            assert condition in ("service_started", "service_healthy", "service_completed_successfully")
+            if condition == "service_healthy":
+                assert services[dep].get("healthcheck", {}).get("test") or image_service(
+                    interpolate(services[dep].get("image", ""))), f"{name} waits for {dep} to be healthy; it has no healthcheck"
+            if condition == "service_completed_successfully":
+                assert services[dep].get("restart") == "no", f"{dep} is one-shot"
+    gateway = services["gateway"]["depends_on"]
+    assert gateway["migrate"]["condition"] == "service_completed_successfully"
+    assert gateway["redis"]["condition"] == gateway["postgres"]["condition"] == "service_healthy"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_compose_volumes() -> None:
+    declared = set(compose().get("volumes") or {})
+    photo_dir = dockerfile().resolved("gateway").env["PHOTO_DIR"]
+    for name, svc in compose_services().items():
+        for mount in svc.get("volumes", []):
+            source, target, *mode = mount.split(":")
+            if not source.startswith((".", "/", "$")):
+                assert source in declared, f"{name}: volume {source} is not declared"
+            if source == "photos":
+                assert target == photo_dir, f"{name}: photos mounted at {target}, PHOTO_DIR is {photo_dir}"
+    mounts = {name: svc.get("volumes", []) for name, svc in compose_services().items()}
+    assert f"photos:{photo_dir}" in mounts["gateway"]
+    assert f"photos:{photo_dir}:ro" in mounts["inference"]
+    assert not any(m.endswith(":/app/models") for ms in mounts.values() for m in ms), "models come from the image"
+
+
+def test_compose_env_names_are_settings() -> None:
+    for name, (service, svc) in compose_wardrobe_services().items():
+        env = svc.get("environment") or {}
+        assert isinstance(env, dict), f"{name}: use the mapping form of environment"
+        check_env(service, {k: interpolate(v) for k, v in env.items()}, f"compose {name}")
+
+
+def test_compose_commands_are_real_entry_points() -> None:
+    df = dockerfile()
+    for name, (service, svc) in compose_wardrobe_services().items():
+        target = svc["build"]["target"]
+        stage = df.resolved(target)
+        entrypoint = svc.get("entrypoint", stage.entrypoint) or []
+        command = svc.get("command", stage.cmd if "entrypoint" not in svc else None) or []
+        check_command(list(entrypoint) + list(command), service, f"compose {name}")
+        hc = svc.get("healthcheck")
+        if hc and not hc.get("disable"):
+            test = hc["test"]
+            assert test[0] == "CMD", f"compose {name}: exec-form healthcheck"
+            if service == "gateway":
+                check_url_probe(test[1:], f"compose {name} healthcheck")
+            else:
+                check_command(test[1:], service, f"compose {name} healthcheck")
+    assert compose_services()["migrate"]["healthcheck"]["disable"] is True  # the gateway image's check
+
+
+# --- Kubernetes -------------------------------------------------------------------------------------
+def test_kustomizations_reference_existing_files() -> None:
+    dirs = kustomization_dirs()
+    assert {K8S / "base", K8S / "overlays" / "dev", K8S / "overlays" / "prod"} <= set(dirs)
+    for directory in dirs:
+        kust = kustomization(directory)
+        entries = list(kust.get("resources", [])) + list(kust.get("components", []))
+        entries += [p["path"] for p in kust.get("patches", []) if "path" in p]
+        for entry in entries:
+            path = directory / entry
+            assert path.is_file() or (path / "kustomization.yaml").is_file(), f"{directory}: {entry} not found"
+    assert "secret.example.yaml" not in kustomization(K8S / "base")["resources"], "a template, never applied"
+
+
+def test_base_has_the_required_objects() -> None:
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in static_objects(K8S / "base")}
+    for expected in [("Namespace", "wardrobe"), ("ConfigMap", "wardrobe-common"), ("Job", "wardrobe-migrate"),
+                     ("Service", "wardrobe-gateway"), ("PersistentVolumeClaim", "wardrobe-photos"),
+                     ("HorizontalPodAutoscaler", "wardrobe-inference")]:
+        assert expected in kinds, f"base lacks {expected}"
+    for service in ("gateway", "inference", "hedger"):
+        assert ("Deployment", f"wardrobe-{service}") in kinds
+
+
+def _patch_targets(directory: Path) -> list[tuple[str, str]]:
+    out = []
+    for patch in kustomization(directory).get("patches", []):
+        if "path" in patch:
+            out += [(d["kind"], d["metadata"]["name"]) for d in _load_all(directory / patch["path"])]
+        elif "target" in patch:
+            out.append((patch["target"]["kind"], patch["target"]["name"]))
+    return out
+
+
+def test_patches_target_existing_objects() -> None:
+    base = static_objects(K8S / "base")
+    for directory in kustomization_dirs():
+        if directory.name == "base":
+            continue
+        known = base + (static_objects(directory) if kustomization(directory).get("kind") != "Component" else [])
+        names = {(o["kind"], o["metadata"]["name"]) for o in known}
+        for kind, name in _patch_targets(directory):
+            assert any(k == kind and re.fullmatch(name, n) for k, n in names), f"{directory}: patch targets {kind}/{name}"
+    dev_patch_docs = _load_all(K8S / "overlays" / "dev" / "delete-hpa.yaml")
+    assert dev_patch_docs[0].get("$patch") == "delete"
+
+
+def pod_specs(objects: list[dict]) -> list[tuple[dict, dict]]:
+    """(workload, pod spec) of every Deployment / StatefulSet / Job."""
+    return [(o, o["spec"]["template"]["spec"]) for o in objects if o["kind"] in ("Deployment", "StatefulSet", "Job")]
+
+
+def wardrobe_containers(objects: list[dict]) -> list[tuple[dict, dict, dict, str]]:
+    """(workload, pod spec, container, service) for containers running a Wardrobe image."""
+    out = []
+    for workload, spec in pod_specs(objects):
+        for container in spec["containers"]:
+            service = image_service(container["image"])
+            if service:
+                out.append((workload, spec, container, container["name"] if container["name"] in SETTINGS else service))
+    return out
+
+
+def container_env(container: dict, objects: list[dict], where: str) -> dict[str, str | None]:
+    config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    secrets = {o["metadata"]["name"]: {**o.get("data", {}), **o.get("stringData", {})}
+               for o in objects + [secret_template()] if o["kind"] == "Secret"}
+    env: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            name = source["configMapRef"]["name"]
+            assert name in config_maps, f"{where}: no ConfigMap {name}"
+            env.update(config_maps[name])
+        else:
+            name = source["secretRef"]["name"]
+            assert name in secrets, f"{where}: no Secret {name}"
+            env.update(dict.fromkeys(secrets[name]))  # values unknown (or base64)
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["name"] in secrets and ref["key"] in secrets[ref["name"]], f"{where}: {ref}"
+        env[var["name"]] = var.get("value")
+    return env
+
+
+def check_k8s(objects: list[dict], label: str) -> None:
+    df = dockerfile()
+    by_kind: dict[str, dict[str, dict]] = {}
+    for o in objects:
+        by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+    uid = int(df.resolved("gateway").user.split(":")[0])
+    containers = wardrobe_containers(objects)
+    assert {s for *_, s in containers} >= {"gateway", "inference", "hedger", "migrate"}, label
+
+    for workload, spec, container, service in containers:
+        where = f"{label}: {workload['kind']}/{workload['metadata']['name']}/{container['name']}"
+        # command: explicit, or the image's
+        target = image_service(container["image"])
+        if "command" in container:
+            argv = container["command"] + container.get("args", [])
+        else:
+            argv = (df.resolved(target).entrypoint or []) + container.get("args", df.resolved(target).cmd or [])
+        check_command(argv, service, where)
+        check_env(service, container_env(container, objects, where), where)
+        # resources, security
+        resources = container.get("resources", {})
+        assert resources.get("requests") and resources.get("limits"), f"{where}: requests and limits"
+        sec = spec.get("securityContext", {})
+        assert sec.get("runAsNonRoot") is True and sec.get("runAsUser") == uid, f"{where}: run as {uid}"
+        # volumes
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            assert mount["name"] in volumes, f"{where}: no volume {mount['name']}"
+            claim = volumes[mount["name"]].get("persistentVolumeClaim")
+            if claim:
+                assert claim["claimName"] in by_kind.get("PersistentVolumeClaim", {}), f"{where}: {claim}"
+                assert mount["mountPath"] == df.resolved(target).env["PHOTO_DIR"], f"{where}: photos path"
+        # probes
+        if service == "gateway":
+            ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+            assert GATEWAY_PORT in ports.values()
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", where
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", where
+            for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+                probe = container.get(kind, {}).get("httpGet")
+                if probe:
+                    assert is_gateway_route(probe["path"]), f"{where}: {kind} {probe['path']} is no route"
+                    port = probe["port"]
+                    assert ports.get(port, port) == GATEWAY_PORT, f"{where}: {kind} port {port}"
+            annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+            if "prometheus.io/path" in annotations:
+                assert is_gateway_route(annotations["prometheus.io/path"]), f"{where}: metrics path"
+            hook = container.get("lifecycle", {}).get("preStop", {}).get("exec")
+            if hook:
+                check_command(hook["command"], service, f"{where} preStop")
+        elif service in WORKERS:
+            probe = container["livenessProbe"]["exec"]["command"]
+            check_command(probe, service, f"{where} livenessProbe")
+            assert container["livenessProbe"]["timeoutSeconds"] >= 10, f"{where}: the ping needs time"
+        # selectors
+        if workload["kind"] == "Deployment":
+            selector = workload["spec"]["selector"]["matchLabels"]
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items(), f"{where}: selector does not match the pod labels"
+
+    gateway_pods = by_kind["Deployment"]["wardrobe-gateway"]["spec"]["template"]["metadata"]["labels"]
+    service = by_kind["Service"]["wardrobe-gateway"]
+    assert service["spec"]["selector"].items() <= gateway_pods.items(), f"{label}: Service selects no gateway"
+    for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
+        ref = hpa["spec"]["scaleTargetRef"]
+        assert ref["name"] in by_kind.get(ref["kind"], {}), f"{label}: HPA scales unknown {ref}"
+        assert "replicas" not in by_kind[ref["kind"]][ref["name"]]["spec"], f"{label}: HPA owns replicas"
+    for pdb in by_kind.get("PodDisruptionBudget", {}).values():
+        match = pdb["spec"]["selector"]["matchLabels"]
+        assert any(match.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+                   for d in by_kind["Deployment"].values()), f"{label}: PDB {pdb['metadata']['name']} selects nothing"
+
+
+def test_base_workloads() -> None:
+    check_k8s(static_objects(K8S / "base"), "base")
+
+
+def test_overlay_objects_are_consistent() -> None:
+    """Overlay resources (in-cluster Redis/PostgreSQL, PDBs) and their references, unrendered."""
+    dev = static_objects(K8S / "overlays" / "dev")
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in dev}
+    assert {("StatefulSet", "postgres"), ("Deployment", "redis"), ("Service", "postgres"), ("Service", "redis")} <= kinds
+    generated = {g["name"]: dict(lit.split("=", 1) for lit in g.get("literals", []))
+                 for g in kustomization(K8S / "overlays" / "dev").get("secretGenerator", [])}
+    assert set(generated["wardrobe-secrets"]) == set(secret_template()["stringData"])
+    hosts = {re.search(r"@?([\w.-]+):\d+", url).group(1) for url in generated["wardrobe-secrets"].values()}
+    services = {o["metadata"]["name"] for o in dev if o["kind"] == "Service"}
+    assert hosts <= services, f"dev URLs point at {hosts}, services are {services}"
+    prod = static_objects(K8S / "overlays" / "prod")
+    assert {o["metadata"]["name"] for o in prod if o["kind"] == "PodDisruptionBudget"} >= {
+        "wardrobe-gateway", "wardrobe-inference"}
+    assert "secretGenerator" not in kustomization(K8S / "overlays" / "prod"), "prod secrets come from outside"
+    gpu = _load_all(K8S / "overlays" / "prod" / "gpu" / "inference-gpu.yaml")
+    (deployment,) = [d for d in gpu if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert image_service(container["image"]) == "inference"
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"]
+
+
+# --- rendered overlays (only with kubectl or kustomize on PATH) -----------------------------------
+def _renderer() -> list[str] | None:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    return None
+
+
+def render(directory: Path) -> list[dict]:
+    cmd = _renderer()
+    if cmd is None:
+        pytest.skip("neither kustomize nor kubectl on PATH")
+    try:
+        out = subprocess.run(cmd + [str(directory)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"{cmd[0]} unusable: {exc}")
+    assert out.returncode == 0, f"{' '.join(cmd)} {directory}:\n{out.stderr[-3000:]}"
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_rendered_dev_overlay() -> None:
+    objects = render(K8S / "overlays" / "dev")
+    check_k8s(objects, "rendered dev")
+    kinds = {o["kind"] for o in objects}
+    assert "HorizontalPodAutoscaler" not in kinds and "PodDisruptionBudget" not in kinds
+    assert all(o["metadata"].get("namespace") == "wardrobe" for o in objects if o["kind"] != "Namespace")
+    secrets = [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"]
+    referenced = {s["secretRef"]["name"] for *_, c, _ in wardrobe_containers(objects) for s in c.get("envFrom", [])
+                  if "secretRef" in s}
+    assert referenced and referenced <= set(secrets), "generated Secret names (hash suffix) are wired through"
+    (pvc,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+@pytest.mark.parametrize("with_gpu", [False, True], ids=["prod", "prod+gpu"])
+def test_rendered_prod_overlay(with_gpu: bool, tmp_path: Path) -> None:
+    directory = K8S / "overlays" / "prod"
+    if with_gpu:  # the overlay with its optional component switched on, in a copy
+        shutil.copytree(K8S, tmp_path / "k8s")
+        directory = tmp_path / "k8s" / "overlays" / "prod"
+        kust = kustomization(K8S / "overlays" / "prod") | {"components": ["gpu"]}
+        (directory / "kustomization.yaml").write_text(yaml.safe_dump(kust))
+    objects = render(directory)
+    check_k8s(objects, f"rendered {directory.name}{'+gpu' if with_gpu else ''}")
+    assert not [o for o in objects if o["kind"] == "Secret"], "prod must not ship a Secret"
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    assert deployments["wardrobe-gateway"]["spec"]["replicas"] > 1
+    assert set(deployments) == {"wardrobe-gateway", "wardrobe-inference", "wardrobe-hedger"}, "no in-cluster DBs"
+    (inference,) = deployments["wardrobe-inference"]["spec"]["template"]["spec"]["containers"]
+    assert ("nvidia.com/gpu" in inference["resources"]["limits"]) is with_gpu
+    assert ("inference-gpu" in inference["image"]) is with_gpu
+
+
+# --- docs -----------------------------------------------------------------------------------------
+def test_every_setting_is_documented() -> None:
+    text = DOCS.read_text()
+    for service, cls in SETTINGS.items():
+        for name in cls.model_fields:
+            assert f"`{name.upper()}`" in text, f"docs/deploy.md does not document {name.upper()} ({service})"
