@@ -161,11 +161,29 @@ def train(
         label_smoothing=recipe.label_smoothing,
     )
     history: list[dict] = []
+    evals_per_epoch = 4  # validation points per epoch, for the training curves
+    eval_every = max(1, steps_per_epoch // evals_per_epoch)
     step, rng = 0, np.random.default_rng(recipe.seed)
+
+    def validate(running: dict) -> None:
+        val_logits = logits_from_front(net, val_acts)
+        net.back.train(); net.dropout.train()
+        record = {"epoch": round(step / steps_per_epoch, 3), "step": step,
+                  "train_loss": running["loss"] / max(1, running["seen"]),
+                  "train_acc": running["correct"] / max(1, running["seen"]),
+                  "val_acc": float((val_logits.argmax(1) == y["val"]).mean()),
+                  "val_nll": float(torch.nn.functional.cross_entropy(torch.from_numpy(val_logits),
+                                                                     torch.from_numpy(y["val"]))),
+                  "seconds": time.time() - start}
+        history.append(record)
+        log.info("epoch %(epoch).2f: train loss %(train_loss).3f acc %(train_acc).3f | "
+                 "val acc %(val_acc).3f nll %(val_nll).3f", record)
+        running.update(loss=0.0, correct=0, seen=0)
+
     for epoch in range(recipe.epochs):
         net.back.train(); net.dropout.train()
         order = rng.permutation(len(train_acts))
-        running_loss, running_correct, seen = 0.0, 0, 0
+        running = {"loss": 0.0, "correct": 0, "seen": 0}  # since the last validation
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, mininterval=2.0)
         for b in bar:
             idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
@@ -181,18 +199,14 @@ def train(
             loss.backward()
             opt.step()
             step += 1
-            running_loss += float(loss.detach()) * len(idx)
-            running_correct += int((logits.argmax(1) == yb).sum())
-            seen += len(idx)
+            running["loss"] += float(loss.detach()) * len(idx)
+            running["correct"] += int((logits.argmax(1) == yb).sum())
+            running["seen"] += len(idx)
             if b % 20 == 0:
-                bar.set_postfix(loss=f"{running_loss / seen:.3f}", acc=f"{running_correct / seen:.3f}")
-        val_logits = logits_from_front(net, val_acts)
-        val_nll = float(torch.nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y["val"])))
-        record = {"epoch": epoch + 1, "step": step, "train_loss": running_loss / seen,
-                  "train_acc": running_correct / seen, "val_acc": float((val_logits.argmax(1) == y["val"]).mean()),
-                  "val_nll": val_nll, "seconds": time.time() - start}
-        history.append(record)
-        log.info("epoch %(epoch)d: train loss %(train_loss).3f acc %(train_acc).3f | val acc %(val_acc).3f nll %(val_nll).3f", record)
+                bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
+                                acc=f"{running['correct'] / running['seen']:.3f}")
+            if (b + 1) % eval_every == 0 or b + 1 == steps_per_epoch:
+                validate(running)
         torch.save({"model": net.state_dict(), "recipe": recipe.to_dict(), "classes": classes, "epoch": epoch + 1,
                     "history": history, "taxonomy_digest": taxonomy.digest}, model_dir / "checkpoint.pt")
     del train_acts
