@@ -205,7 +205,8 @@ def train(
             if b % 20 == 0:
                 bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
                                 acc=f"{running['correct'] / running['seen']:.3f}")
-            if (b + 1) % eval_every == 0 or b + 1 == steps_per_epoch:
+            last = b + 1 == steps_per_epoch
+            if last or ((b + 1) % eval_every == 0 and steps_per_epoch - (b + 1) >= eval_every // 2):
                 validate(running)
         torch.save({"model": net.state_dict(), "recipe": recipe.to_dict(), "classes": classes, "epoch": epoch + 1,
                     "history": history, "taxonomy_digest": taxonomy.digest}, model_dir / "checkpoint.pt")
