@@ -67,6 +67,8 @@ def test_evaluation_json_has_the_promised_fields(trained, tmp_path):
         assert key in on_disk, key
     assert on_disk["n"] == 17 * 5
     assert set(on_disk["rotation"]) == {"-90", "-60", "-30", "0", "30", "60", "90"}
+    assert {"crc", "darts", "darts_vs_backoff"} <= set(on_disk["hedged"])
+    assert set(on_disk["hedged"]["crc"]) >= {"0.8", "0.9", "0.95", "0.98", "0.99"}
     assert 0 <= on_disk["top1"] <= on_disk["top3"] <= 1
     assert set(on_disk["per_class"]) == set(ModelCard.load(result.model_dir).classes)
     assert summary["top1"] == on_disk["top1"]
