@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-__all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "REHEDGE", "create_celery_app", "key_prefix"]
+__all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "REHEDGE", "TRAIN", "create_celery_app", "key_prefix"]
 
 QUEUES = ("inference", "hedger", "trainer")
 TASK_ROUTES = {f"{queue}.*": {"queue": queue} for queue in QUEUES}
@@ -18,6 +18,7 @@ TASK_ROUTES = {f"{queue}.*": {"queue": queue} for queue in QUEUES}
 CLASSIFY = "inference.classify"  # InferenceTaskIn -> HedgeTaskIn (chained into HEDGE)
 HEDGE = "hedger.hedge"  # HedgeTaskIn -> None; stores the result, marks the job done
 REHEDGE = "hedger.rehedge"  # RehedgeTaskIn -> ClassificationResult (awaited by the gateway)
+TRAIN = "trainer.train"  # TrainTaskIn -> TrainTaskOut; registers a new model version
 
 # Longer than the longest task: an unacknowledged message is redelivered after this long.
 # Trainer tasks run for hours; their worker may raise it (it is per-connection).

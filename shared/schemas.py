@@ -122,3 +122,20 @@ class HedgeTaskIn(BaseModel):
 class RehedgeTaskIn(BaseModel):
     job_id: str
     accuracy: float = Field(ge=0.0, le=1.0)
+
+
+class TrainTaskIn(BaseModel):
+    """A training job for the trainer worker: a dataset directory, never photo bytes."""
+
+    dataset_dir: str
+    version: str | None = Field(None, description="Version name; a UTC timestamp if unset.")
+    recipe: dict[str, str] = Field(default_factory=dict, description="Recipe field overrides (FIELD=VALUE).")
+    split_file: str | None = Field(None, description="Split JSON to reuse; a new one in the version dir if unset.")
+    activate: bool = Field(False, description="Make the new version active at once (promotion gates come later).")
+
+
+class TrainTaskOut(BaseModel):
+    version: str
+    model_dir: str
+    seconds: float
+    activated: bool

@@ -1,0 +1,52 @@
+"""Celery wiring of the trainer: ``trainer.train`` fine-tunes a new model version and registers it.
+
+The training itself is ``services.trainer.train.train`` (a plain function, tested directly); here we
+only validate the request, run it and record the version in the registry. A new version is not
+made active unless asked: gated promotion decides that (a later step of the design).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from celery import shared_task
+
+from services.trainer.config import get_settings
+from shared import registry
+from shared.celery_app import TRAIN
+from shared.db import session_scope
+from shared.schemas import TrainTaskIn, TrainTaskOut
+
+log = logging.getLogger(__name__)
+
+
+def run_training(request: TrainTaskIn) -> TrainTaskOut:
+    """Train, then register. Idempotent per version: a version already registered is not retrained."""
+    from services.trainer.recipe import Recipe
+    from services.trainer.train import train
+    from shared.taxonomy import load_taxonomy
+
+    settings = get_settings()
+    url = settings.resolved_database_url
+    if request.version:
+        with session_scope(url) as session:
+            existing = registry.get_version(session, request.version)
+            if existing is not None:
+                log.info("model version %s is already registered; not retraining", request.version)
+                return TrainTaskOut(version=existing.version, model_dir=existing.path, seconds=0.0,
+                                    activated=existing.active)
+    result = train(Path(request.dataset_dir), settings.model_dir, load_taxonomy(),
+                   Recipe.from_overrides(request.recipe),
+                   split_file=Path(request.split_file) if request.split_file else None, version=request.version)
+    with session_scope(url) as session:
+        registry.register(session, result.model_dir, activate_it=request.activate)
+    log.info("trained and registered model version %s in %.0f s", result.card.version, result.seconds)
+    return TrainTaskOut(version=result.card.version, model_dir=str(result.model_dir), seconds=result.seconds,
+                        activated=request.activate)
+
+
+@shared_task(name=TRAIN)
+def train_task(payload: dict) -> dict:
+    """Bad requests (unknown recipe field, missing dataset) fail once with their message."""
+    return run_training(TrainTaskIn.model_validate(payload)).model_dump()
