@@ -11,28 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
+from services.trainer.export import ort_latency_stats
 from shared.config import BUNDLED_MODELS_DIR
 from shared.model_card import ModelCard
-
-
-def measure(session: ort.InferenceSession, size: int, batch: int, repeats: int) -> dict:
-    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    for _ in range(3):
-        session.run(None, {"images": x})
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        session.run(None, {"images": x})
-        times.append((time.perf_counter() - t) * 1000)
-    t = np.array(times)
-    return {"batch": batch, "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
-            "ms_per_photo": float(np.median(t) / batch), "photos_per_s": float(batch * 1000 / np.median(t))}
 
 
 def main() -> None:
@@ -47,7 +32,7 @@ def main() -> None:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     session = ort.InferenceSession(str(model / card.onnx_file), opts, providers=["CPUExecutionProvider"])
-    rows = [measure(session, card.preprocess.input_size, b, args.repeats if b == 1 else max(5, args.repeats // 4))
+    rows = [ort_latency_stats(session, card.preprocess.input_size, b, args.repeats if b == 1 else max(5, args.repeats // 4))
             for b in (1, 32)]
     result = {"model": card.version, "threads": args.threads, "processor": platform.processor() or platform.machine(),
               "onnxruntime": ort.__version__, "results": rows}

@@ -28,16 +28,24 @@ class ParityError(AssertionError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance: the export is wrong."""
 
 
-def ort_latency(session: ort.InferenceSession, input_size: int, batch: int, repeats: int = 5) -> float:
-    """Median milliseconds per call at ``batch``."""
+def ort_latency_stats(session: ort.InferenceSession, input_size: int, batch: int, repeats: int = 5) -> dict:
+    """Latency of one ``session.run`` at ``batch`` (after warm-up), in milliseconds."""
     x = np.random.default_rng(0).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
-    session.run(None, {"images": x})
+    for _ in range(2):
+        session.run(None, {"images": x})
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         session.run(None, {"images": x})
         times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+    t = np.array(times)
+    return {"batch": batch, "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
+            "ms_per_photo": float(np.median(t) / batch), "photos_per_s": float(batch * 1000 / np.median(t))}
+
+
+def ort_latency(session: ort.InferenceSession, input_size: int, batch: int, repeats: int = 5) -> float:
+    """Median milliseconds per call at ``batch``."""
+    return ort_latency_stats(session, input_size, batch, repeats)["p50_ms"]
 
 
 def export_model(net: GarmentNet, temperature: float, cfg: PreprocessConfig, model_dir: Path,
