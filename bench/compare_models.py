@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split-file", type=Path, required=True)
     ap.add_argument("--splits", default="val,test")
+    ap.add_argument("--save-probs", type=Path, help="write MODEL_SPLIT.npz (probs, labels) here for later analysis")
     ap.add_argument("models", nargs="+", type=Path)
     args = ap.parse_args()
     taxonomy = load_taxonomy()
@@ -44,6 +45,9 @@ def main() -> None:
         labels[name] = np.array([index[s.leaf] for s in samples])
         for model, runner in runners.items():
             probs[(model, name)] = runner.probabilities(photos, desc=f"{model} {name}")
+            if args.save_probs:
+                args.save_probs.mkdir(parents=True, exist_ok=True)
+                np.savez(args.save_probs / f"{model}_{name}.npz", probs=probs[(model, name)], labels=labels[name])
     for k in range(1, len(runners) + 1):
         for combo in itertools.combinations(runners, k):
             cells = []

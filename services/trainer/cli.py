@@ -28,9 +28,15 @@ def _train(args: argparse.Namespace) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.set or [])
     recipe = Recipe.from_overrides(overrides)
     out = Path(args.out) if args.out else get_settings().model_dir
+    exclude = None
+    if args.exclude:
+        from services.trainer.clean import read_exclusions
+
+        exclude = read_exclusions(Path(args.exclude))
     result = train(_data_dir(args.data), out, load_taxonomy(args.taxonomy), recipe,
                    split_file=Path(args.split_file) if args.split_file else None,
-                   on_error=args.on_error, version=args.version, max_photos=args.max_photos)
+                   on_error=args.on_error, version=args.version, max_photos=args.max_photos,
+                   exclude=exclude)
     print(f"model {result.card.version} written to {result.model_dir} in {result.seconds / 60:.1f} min")
     if args.evaluate:
         summary = _run_evaluate(_data_dir(args.data), result.model_dir, result.model_dir / "eval" / "test.json",
@@ -44,6 +50,21 @@ def _run_evaluate(data: Path, model: Path, json_out: Path, split: str | None, sp
     from services.trainer.evaluate import evaluate
 
     return evaluate(data, model, json_out, split=split, split_file=split_file, rotation=rotation)
+
+
+def _find_label_issues(args: argparse.Namespace) -> int:
+    from services.trainer.clean import find_label_issues
+    from services.trainer.recipe import Recipe
+    from shared.taxonomy import load_taxonomy
+
+    recipe = Recipe.from_overrides(dict(kv.split("=", 1) for kv in args.set or []))
+    split_file = Path(args.split_file) if args.split_file else get_settings().model_dir / "split.json"
+    found = find_label_issues(_data_dir(args.data), load_taxonomy(args.taxonomy), Path(args.out), split_file,
+                              recipe, folds=args.folds, max_photos=args.max_photos,
+                              min_suggested_prob=args.min_suggested_prob)
+    print(f"{found.flagged} of {found.n} training photos flagged (out-of-fold top-1 {found.oof_top1:.3f}): "
+          f"{found.csv_path}; train without them with `wardrobe train --exclude {found.csv_path}`")
+    return 0
 
 
 def _active_model_dir() -> Path:
@@ -86,7 +107,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a recipe field")
     p.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)
     p.add_argument("--evaluate", action="store_true", help="evaluate on the test split afterwards")
+    p.add_argument("--exclude", help="label_issues.csv (or one image id per line): leave these out of training")
     p.set_defaults(func=_train)
+
+    c = sub.add_parser("find-label-issues",
+                       help="flag mislabelled training photos with out-of-fold predictions (cleanlab)")
+    c.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
+    c.add_argument("--out", required=True, help="directory for label_issues.csv/.json/.png and oof_probs.npz")
+    c.add_argument("--split-file", help="split JSON (default: the bundled models/split.json)")
+    c.add_argument("--taxonomy", help="taxonomy YAML (default: the bundled one)")
+    c.add_argument("--folds", type=int, default=2, help="sender-disjoint folds of the training split")
+    c.add_argument("--min-suggested-prob", type=float, default=0.5,
+                   help="list a flagged photo only if the network gives another class at least this")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a recipe field of the fold models")
+    c.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)
+    c.set_defaults(func=_find_label_issues)
 
     e = sub.add_parser("evaluate", help="evaluate a model version on a dataset directory")
     e.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")

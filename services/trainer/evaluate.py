@@ -73,7 +73,7 @@ def _per_class(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> tuple[dic
 
 def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None = None,
              split_file: Path | None = None, taxonomy: Taxonomy | None = None,
-             rotation: bool = True, report_dir: Path | None = None) -> dict:
+             rotation: bool = True, report_dir: Path | None = None, bootstrap: int = 1000) -> dict:
     start = time.time()
     runner = ModelRunner(model_dir)
     card = runner.card
@@ -130,7 +130,7 @@ def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None 
             summary["rotation"][str(angle)] = float((p.argmax(1) == y).mean())
             summary["rotation_true_prob"][str(angle)] = float(p[np.arange(len(y)), y].mean())
     if card.calibration:
-        from services.hedger.report import compare_darts_backoff, hedged_summary
+        from services.hedger.report import bootstrap_gain_difference, compare_darts_backoff, hedged_summary
 
         summary["hedged"] = hedged_summary(probs, y, taxonomy, card.calibration)
         comparison = compare_darts_backoff(probs, y, taxonomy, card.calibration)
@@ -138,6 +138,9 @@ def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None 
         summary["hedged"]["darts_vs_backoff"] = {
             k: comparison[k] for k in ("accuracy_range", "darts_ge_backoff", "min_diff", "mean_diff", "share_ge",
                                        "at_targets")}
+        # is a gap at a target larger than resampling the photos would produce? (paired bootstrap)
+        summary["hedged"]["darts_vs_backoff"]["bootstrap"] = bootstrap_gain_difference(
+            probs, y, taxonomy, card.calibration, n_boot=bootstrap)
     summary["seconds"] = time.time() - start
 
     json_out = Path(json_out)

@@ -68,6 +68,32 @@ def _class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Te
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def mix_batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, rng: np.random.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """CutMix / mixup on a batch of cached front activations (N, C, H, W).
+
+    Returns the mixed batch, the partner labels (None when the batch is left alone) and the
+    share of the loss that goes to the original labels (for CutMix: the area kept)."""
+    if recipe.mix == "none" or len(x) < 2 or rng.random() >= recipe.mix_prob:
+        return x, None, 1.0
+    if recipe.mix not in ("cutmix", "mixup"):
+        raise ValueError(f"unknown mix '{recipe.mix}' (none, cutmix, mixup)")
+    perm = torch.from_numpy(rng.permutation(len(x)))
+    share = float(rng.beta(recipe.mix_alpha, recipe.mix_alpha))
+    if recipe.mix == "mixup":
+        return share * x + (1 - share) * x[perm], y[perm], share
+    h, w = x.shape[2], x.shape[3]
+    cut_h, cut_w = int(round(h * math.sqrt(1 - share))), int(round(w * math.sqrt(1 - share)))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + (cut_h + 1) // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + (cut_w + 1) // 2, w)
+    if y1 <= y0 or x1 <= x0:
+        return x, None, 1.0
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+    return x, y[perm], 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
 @torch.no_grad()
 def logits_from_front(net: GarmentNet, acts: np.ndarray | tuple[np.ndarray, np.ndarray],
                       batch_size: int = 128) -> np.ndarray:
@@ -84,10 +110,12 @@ def logits_from_front(net: GarmentNet, acts: np.ndarray | tuple[np.ndarray, np.n
 def train(
     data_dir: Path, out_root: Path, taxonomy: Taxonomy, recipe: Recipe | None = None,
     split_file: Path | None = None, on_error: str = "skip", version: str | None = None,
-    max_photos: int | None = None,
+    max_photos: int | None = None, exclude: set[str] | None = None,
 ) -> TrainResult:
     """Train a model version into ``out_root/<version>/`` and return its card.
 
+    ``exclude``: image ids left out of the training split only (photos flagged as mislabelled
+    by ``wardrobe find-label-issues``); validation, calibration and test are never touched.
     ``max_photos`` caps each split (for smoke tests); never set for a real model.
     """
     recipe = recipe or Recipe()
@@ -109,6 +137,12 @@ def train(
     parts: dict[str, list[Sample]] = {
         name: [by_id[i] for i in ids if i in by_id][:max_photos] for name, ids in split.items()
     }
+    excluded = 0
+    if exclude:
+        kept = [s for s in parts["train"] if s.image_id not in exclude]
+        excluded = len(parts["train"]) - len(kept)
+        parts["train"] = kept
+        log.info("left %d flagged photos out of the training split", excluded)
     for name in ("train", "val", "cal"):
         assert parts[name], f"split '{name}' has no labelled photos; the dataset is too small"
     counts = {name: len(v) for name, v in parts.items()}
@@ -193,8 +227,9 @@ def train(
             scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * scale
+            xb, yb_mixed, share = mix_batch(xb, yb, recipe, rng)
             logits = net.forward_from_front(xb)
-            loss = loss_fn(logits, yb)
+            loss = loss_fn(logits, yb) if yb_mixed is None else share * loss_fn(logits, yb) + (1 - share) * loss_fn(logits, yb_mixed)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -239,7 +274,8 @@ def train(
         temperature=temperature,
         calibration=hedger_calibration,
         data={"dir": str(data_dir), "split_file": str(split_file), "photos_per_split": counts,
-              "skipped_rows": len(dataset.skipped), "ignored_label_photos": len(dataset.ignored)},
+              "skipped_rows": len(dataset.skipped), "ignored_label_photos": len(dataset.ignored),
+              "excluded_train_photos": excluded},
         recipe=recipe.to_dict(),
         metrics={"history": history, "val_ece_before": ece_before, "val_ece_after": ece_after,
                  "train_seconds": time.time() - start, **export_info["metrics"]},

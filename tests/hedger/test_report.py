@@ -7,6 +7,7 @@ import numpy as np
 from services.hedger.calibration import calibrate
 from services.hedger.report import (
     REPORT_TARGETS,
+    bootstrap_gain_difference,
     compare_darts_backoff,
     frontier_gain,
     hedged_summary,
@@ -45,6 +46,15 @@ def test_summary_curves_comparison_and_plots(tmp_path) -> None:
     for key, v in cmp["at_targets"].items():  # calibrated synthetic model: DARTS wins clearly
         assert v["darts"] >= v["backoff"] - 1e-9, (key, v)
     assert cmp["mean_diff"] > 0
+
+    boot = bootstrap_gain_difference(pt, yt, TAX, cal, n_boot=60, n_points=80)
+    assert set(boot["targets"]) == set(cmp["at_targets"])
+    for key, v in boot["targets"].items():  # same photos, same grids: the same difference
+        expected = cmp["at_targets"][key]["darts"] - cmp["at_targets"][key]["backoff"]
+        assert abs(v["diff"] - expected) < 1e-9, (key, v, expected)
+        lo, hi = v["ci95"]
+        assert lo <= hi and lo < hi or v["diff"] == 0.0
+        assert 0.0 <= v["share_darts_ge"] <= 1.0
 
     paths = write_hedging_plots(pt, yt, TAX, cal, tmp_path, summary=s, curves=curves)
     assert [p.name for p in paths] == ["hedging_accuracy_vs_gain.png", "hedging_levels.png"]
