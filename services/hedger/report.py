@@ -138,6 +138,22 @@ def _lam_grid(path: DartsPath, lam_max: float, n: int = 300) -> np.ndarray:
     return np.unique(np.concatenate([[0.0], qs, [lam_max]]))
 
 
+def _sweep_grids(probs: np.ndarray, true_leaf: np.ndarray, taxonomy: Taxonomy,
+                 calibration: Calibration | dict[str, Any] | None, n_points: int
+                 ) -> tuple[np.ndarray, np.ndarray, TreeArrays, DartsPath, np.ndarray, np.ndarray]:
+    """Node probabilities, labels, tree, each photo's DARTS path, and the λ and threshold grids
+    that every curve over these photos is swept on (rewards from ``calibration``, uniform
+    information gain if None)."""
+    node_p, y, arrays = _prepare(probs, true_leaf, taxonomy)
+    cal = None if calibration is None else _as_cal(calibration)
+    rewards = arrays.info_gain if cal is None else np.asarray(cal.rewards)
+    lam_max = 1e6 if cal is None else cal.lam_max
+    path = darts_path(node_p, rewards, arrays.lca, lam_max)
+    lams = _lam_grid(path, lam_max, n_points)
+    thr = np.unique(np.concatenate([np.linspace(0.0, 1.0, n_points), np.quantile(node_p, np.linspace(0, 1, n_points))]))
+    return node_p, y, arrays, path, lams, thr
+
+
 def operating_curves(
     probs: np.ndarray,
     true_leaf: np.ndarray,
@@ -151,13 +167,7 @@ def operating_curves(
     "specificity"}`` lists. Rewards come from ``calibration`` (uniform info gain if None).
     λ points are quantiles of the photos' own breakpoints, so the sweep is dense where the
     answers change."""
-    node_p, y, arrays = _prepare(probs, true_leaf, taxonomy)
-    cal = None if calibration is None else _as_cal(calibration)
-    rewards = arrays.info_gain if cal is None else np.asarray(cal.rewards)
-    lam_max = 1e6 if cal is None else cal.lam_max
-    path = darts_path(node_p, rewards, arrays.lca, lam_max)
-    lams = _lam_grid(path, lam_max, n_points)
-    thr = np.unique(np.concatenate([np.linspace(0.0, 1.0, n_points), np.quantile(node_p, np.linspace(0, 1, n_points))]))
+    node_p, y, arrays, path, lams, thr = _sweep_grids(probs, true_leaf, taxonomy, calibration, n_points)
 
     def sweep(params: np.ndarray, pick: Any) -> dict[str, list[float]]:
         curve: dict[str, list[float]] = {"param": [], "accuracy": [], "mean_info_gain": [], "specificity": []}
@@ -270,13 +280,7 @@ def bootstrap_gain_difference(
     the observed difference, the 2.5 / 97.5 % percentiles and the share of resamples in which
     DARTS is at least as good.
     """
-    node_p, y, arrays = _prepare(probs, true_leaf, taxonomy)
-    cal = None if calibration is None else _as_cal(calibration)
-    rewards = arrays.info_gain if cal is None else np.asarray(cal.rewards)
-    lam_max = 1e6 if cal is None else cal.lam_max
-    path = darts_path(node_p, rewards, arrays.lca, lam_max)
-    lams = _lam_grid(path, lam_max, n_points)
-    thr = np.unique(np.concatenate([np.linspace(0.0, 1.0, n_points), np.quantile(node_p, np.linspace(0, 1, n_points))]))
+    node_p, y, arrays, path, lams, thr = _sweep_grids(probs, true_leaf, taxonomy, calibration, n_points)
 
     def per_photo(choices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         correct = np.stack([is_correct(n, y, arrays.leaf_mask) for n in choices]).astype(np.float64)
