@@ -22,6 +22,7 @@ import json
 import logging
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def find_label_issues(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, split_f
             held_samples = [s for s in train_samples if s.image_id in held]
             probs = runner.probabilities([load_photo(s.path) for s in held_samples], desc=f"fold {k + 1} held out")
             oof[[position[s.image_id] for s in held_samples]] = probs
-            seen = _count([s.leaf for s in train_samples if s.image_id not in held])
+            seen = Counter(s.leaf for s in train_samples if s.image_id not in held)
             judged[[position[s.image_id] for s in held_samples]] = [
                 seen.get(s.leaf, 0) >= min_class_photos for s in held_samples]
     assert not np.isnan(oof).any(), "some training photos got no out-of-fold prediction"
@@ -139,18 +140,11 @@ def write_label_issues(samples: list[Sample], oof: np.ndarray, labels: np.ndarra
     _plot_examples([samples[i] for i in listed[:24]], suggested[:24], Path(out_dir) / "label_issues.png")
     summary = {"n": len(samples), "flagged_by_cleanlab": int(len(flagged)), "not_judged": int((~judged).sum()),
                "min_suggested_prob": min_suggested_prob, "flagged": len(listed), "oof_top1": oof_top1,
-               "flagged_per_label": _count([samples[i].label for i in listed]),
-               "flagged_pairs": _count([f"{samples[i].label} → {g}" for i, g in zip(listed, suggested)]),
+               "flagged_per_label": dict(Counter(samples[i].label for i in listed).most_common()),
+               "flagged_pairs": dict(Counter(f"{samples[i].label} → {g}" for i, g in zip(listed, suggested)).most_common()),
                **(extra or {})}
     (Path(out_dir) / "label_issues.json").write_text(json.dumps(summary, indent=2) + "\n")
     return LabelIssues(csv_path, len(listed), len(samples), oof_top1)
-
-
-def _count(items: list) -> dict:
-    out: dict = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _plot_examples(samples: list[Sample], suggested: list[str], path: Path) -> None:

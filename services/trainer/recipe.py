@@ -45,6 +45,11 @@ class Recipe:
     tta: bool = False  # evaluation-time horizontal flip averaging (doubles serving cost)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a misspelt mix would otherwise surface only at the first mixed batch, after caching
+        if self.mix not in ("none", "cutmix", "mixup"):
+            raise ValueError(f"unknown mix '{self.mix}' (none, cutmix, mixup)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
