@@ -28,11 +28,13 @@ class Notifier:
         self._channels: dict[str, int] = {}  # extra channels -> watcher count
         self._pubsub: aioredis.client.PubSub | None = None
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
+        self._stopping = True  # the reader's loop ends even if the Redis client swallows the cancel
         if self._task:
             self._task.cancel()
             try:  # bounded: shutting down must never hang on a half-open connection
@@ -42,7 +44,7 @@ class Notifier:
         self._wake_all()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 await self._pubsub.subscribe(self.jobs_channel, *self._channels)
@@ -54,6 +56,10 @@ class Notifier:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reconnect; waiters poll meanwhile
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    # a cancel turned into a connection error inside the client: stop, don't reconnect
+                    raise asyncio.CancelledError from exc
                 log.warning("completion events interrupted (%s); reconnecting", exc)
                 self._wake_all()
                 await asyncio.sleep(0.5)
