@@ -1,17 +1,21 @@
-"""Fine-tuning the garment network: the whole default recipe, top to bottom.
+"""Fine-tuning the garment network, top to bottom.
 
     1. read the dataset, split it by sender (split file kept stable)
-    2. decode training photos once; run ``views`` augmented views of each through the frozen
-       front (ONNX Runtime) and cache the activations
-    3. fine-tune ``back`` + ``head`` on the cached activations (AdamW, cosine, label smoothing,
-       class weights); validate each epoch; checkpoint
+    2-3. fit, one of two ways (``Recipe.fine_tune``):
+       "back" (the CPU default): decode training photos once, run ``views`` augmented views of
+       each through the frozen front (ONNX Runtime on a CPU, PyTorch on a GPU), cache the
+       activations and fine-tune ``back`` + ``head`` on them;
+       "full" (``--recipe gpu``): the whole network on a fresh augmented view every epoch.
+       Both share one loop (AdamW, warm-up + cosine, label smoothing, class weights, validation
+       points, a checkpoint per epoch)
     4. temperature scaling on the validation split
     5. hedger calibration (λ(ε) tables) on the calibration split
-    6. export to ONNX with a parity check, write the model card and plots
+    6. export to ONNX on the CPU with a parity check, write the model card and plots
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -92,17 +96,141 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, rng: np.random.G
     return x, y[perm], 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("recipe asks for device=cuda but PyTorch sees no CUDA GPU")
+    return torch.device(name)
+
+
 @torch.no_grad()
-def logits_from_front(net: GarmentNet, acts: np.ndarray | tuple[np.ndarray, np.ndarray],
-                      batch_size: int = 128) -> np.ndarray:
-    """Eval-mode logits from cached front activations; a (plain, mirrored) pair is averaged,
-    exactly as the exported graph does with test-time augmentation."""
-    if isinstance(acts, tuple):
-        return 0.5 * (logits_from_front(net, acts[0], batch_size) + logits_from_front(net, acts[1], batch_size))
+def eval_logits(net: GarmentNet, forward, inputs: np.ndarray | tuple[np.ndarray, np.ndarray],
+                device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
+    """Eval-mode logits of ``forward`` (back + head on cached front activations, or the whole
+    network on photos); a (plain, mirrored) pair is averaged, exactly as the exported graph
+    does with test-time augmentation."""
+    if isinstance(inputs, tuple):
+        return 0.5 * (eval_logits(net, forward, inputs[0], device, batch_size)
+                      + eval_logits(net, forward, inputs[1], device, batch_size))
     net.eval()
-    out = [net.forward_from_front(torch.from_numpy(acts[i:i + batch_size]).float()).numpy()
-           for i in range(0, len(acts), batch_size)]
+    out = [forward(torch.from_numpy(inputs[i:i + batch_size]).float().to(device)).float().cpu().numpy()
+           for i in range(0, len(inputs), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, net.fc.out_features), np.float32)
+
+
+class AugmentedPhotos(torch.utils.data.Dataset):
+    """Training photos with a fresh augmentation at every access (for DataLoader workers)."""
+
+    def __init__(self, photos: list, labels: np.ndarray, transform, cfg: PreprocessConfig) -> None:
+        self.photos, self.labels, self.transform, self.cfg = photos, labels, transform, cfg
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return augmented_view(self.photos[i], self.transform, self.cfg), int(self.labels[i])
+
+
+class TorchRunner:
+    """The frozen front on a GPU (what ``OrtRunner`` does on the CPU)."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.module, self.device = module.to(device).eval(), device
+
+    @torch.no_grad()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.module(torch.from_numpy(np.asarray(batch, np.float32)).to(self.device)).float().cpu().numpy()
+
+
+class FineTuner:
+    """The optimisation loop both recipes share: AdamW with per-group learning rates, warm-up then
+    cosine decay, label smoothing, class weights, optional CutMix/mixup, a few validation points
+    per epoch for the training curves, and a checkpoint after every epoch."""
+
+    def __init__(self, net: GarmentNet, forward, param_groups: list[dict], recipe: Recipe,
+                 y_train: np.ndarray, n_classes: int, steps_per_epoch: int, val_logits, y_val: np.ndarray,
+                 checkpoint, device: torch.device, start: float) -> None:
+        self.net, self.forward, self.recipe, self.device = net, forward, recipe, device
+        self.val_logits, self.y_val, self.checkpoint, self.start = val_logits, y_val, checkpoint, start
+        self.opt = torch.optim.AdamW(param_groups, weight_decay=recipe.weight_decay)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = steps_per_epoch * recipe.epochs
+        self.warmup = max(1, int(recipe.warmup_frac * self.total_steps))
+        self.loss_fn = torch.nn.CrossEntropyLoss(
+            weight=_class_weights(y_train, n_classes, recipe.class_weight_power).to(device),
+            label_smoothing=recipe.label_smoothing,
+        )
+        # about a dozen validation points in all for the curves (4 per epoch for 3 epochs, 1 for 40)
+        self.eval_every = max(1, steps_per_epoch // max(1, 12 // recipe.epochs))
+        self.history: list[dict] = []
+        self.step = 0
+        self.rng = np.random.default_rng(recipe.seed)
+        # bf16 autocast on a GPU; the CPU keeps fp32 (and its speed: no autocast overhead)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+
+    def _lr_scale(self) -> float:
+        if self.step < self.warmup:
+            return (self.step + 1) / self.warmup
+        return 0.5 * (1 + math.cos(math.pi * (self.step - self.warmup) / max(1, self.total_steps - self.warmup)))
+
+    def _validate(self, running: dict) -> None:
+        val_logits = self.val_logits()
+        self.train_mode()
+        record = {"epoch": round(self.step / self.steps_per_epoch, 3), "step": self.step,
+                  "train_loss": running["loss"] / max(1, running["seen"]),
+                  "train_acc": running["correct"] / max(1, running["seen"]),
+                  "val_acc": float((val_logits.argmax(1) == self.y_val).mean()),
+                  "val_nll": float(torch.nn.functional.cross_entropy(torch.from_numpy(val_logits),
+                                                                     torch.from_numpy(self.y_val))),
+                  "seconds": time.time() - self.start}
+        self.history.append(record)
+        log.info("epoch %(epoch).2f: train loss %(train_loss).3f acc %(train_acc).3f | "
+                 "val acc %(val_acc).3f nll %(val_nll).3f", record)
+        running.update(loss=0.0, correct=0, seen=0)
+
+    def train_mode(self) -> None:
+        """Train mode for what is fine-tuned; a frozen front stays in eval mode (its BN stats)."""
+        self.net.train()
+        if self.recipe.fine_tune == "back":
+            self.net.front.eval()
+
+    def run(self, batches) -> list[dict]:
+        """``batches(epoch)`` yields (inputs, labels) CPU tensors for one epoch."""
+        for epoch in range(self.recipe.epochs):
+            self.train_mode()
+            running = {"loss": 0.0, "correct": 0, "seen": 0}  # since the last validation
+            bar = tqdm(batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
+                       leave=False, mininterval=2.0)
+            for b, (xb, yb) in enumerate(bar):
+                # channels_last: ~25% faster depthwise convolutions on CPU, and what cuDNN prefers
+                xb = xb.to(self.device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+                yb = yb.to(self.device, non_blocking=True)
+                for g, lr in zip(self.opt.param_groups, self.base_lrs):
+                    g["lr"] = lr * self._lr_scale()
+                xb, yb_mixed, share = mix_batch(xb, yb, self.recipe, self.rng)
+                with self.autocast or contextlib.nullcontext():
+                    logits = self.forward(xb)
+                logits = logits.float()
+                loss = self.loss_fn(logits, yb)
+                if yb_mixed is not None:
+                    loss = share * loss + (1 - share) * self.loss_fn(logits, yb_mixed)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                self.step += 1
+                running["loss"] += float(loss.detach()) * len(yb)
+                running["correct"] += int((logits.argmax(1) == yb).sum())
+                running["seen"] += len(yb)
+                if b % 20 == 0:
+                    bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
+                                    acc=f"{running['correct'] / running['seen']:.3f}")
+                last = b + 1 == self.steps_per_epoch
+                if last or ((b + 1) % self.eval_every == 0 and self.steps_per_epoch - (b + 1) >= self.eval_every // 2):
+                    self._validate(running)
+            self.checkpoint(epoch + 1, self.history)
+        return self.history
 
 
 def train(
@@ -120,6 +248,8 @@ def train(
     start = time.time()
     torch.set_num_threads(recipe.threads)
     _seed_everything(recipe.seed)
+    device = resolve_device(recipe.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick kernels
     version = version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     model_dir = Path(out_root) / version
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -144,120 +274,33 @@ def train(
     for name in ("train", "val", "cal"):
         assert parts[name], f"split '{name}' has no labelled photos; the dataset is too small"
     counts = {name: len(v) for name, v in parts.items()}
-    log.info("photos per split: %s (skipped rows: %d)", counts, len(dataset.skipped))
+    log.info("photos per split: %s (skipped rows: %d); training on %s", counts, len(dataset.skipped), device)
     y = {name: np.array([class_index[s.leaf] for s in v], dtype=np.int64) for name, v in parts.items()}
 
-    # 2. network and cached front activations -----------------------------------------------
+    # 2-3. network, fine-tuning -------------------------------------------------------------------
     net = GarmentNet(recipe.architecture, len(classes), recipe.input_size, recipe.split_block,
                      dropout=recipe.dropout, drop_connect=recipe.drop_connect)
-    net.freeze_front()
-    front = OrtRunner(net.front, recipe.input_size, recipe.threads)
 
-    photos = [shrink_for_cache(load_photo(s.path), cfg)
-              for s in tqdm(parts["train"], desc="decode train photos", leave=False, mininterval=2.0)]
-    transform = training_transform(recipe, cfg)
-    view_acts = []
-    for v in range(recipe.views):
-        torch.manual_seed(recipe.seed * 1000 + v)  # torchvision's random draws
-        view_acts.append(run_in_batches(photos, lambda im: augmented_view(im, transform, cfg), front,
-                                        desc=f"view {v + 1}/{recipe.views}", total=len(photos)))
-        log.info("cached view %d/%d (%.0f s so far)", v + 1, recipe.views, time.time() - start)
-    train_acts = np.concatenate(view_acts)  # (views·N, C, h, w) float16
-    train_y = np.tile(y["train"], recipe.views)
-    del view_acts, photos
-
-    def eval_acts(samples: list[Sample], desc: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Front activations of the serving preprocessing (and of its mirror image with TTA)."""
-        arrays = [preprocess(load_photo(s.path), cfg) for s in tqdm(samples, desc=desc, leave=False, mininterval=2.0)]
-        plain = run_in_batches(arrays, lambda a: a, front)
-        if not recipe.tta:
-            return plain
-        return plain, run_in_batches(arrays, lambda a: np.ascontiguousarray(a[:, :, ::-1]), front)
-
-    val_acts = eval_acts(parts["val"], "val photos")
-    log.info("cached %s front activations %s in %.0f s", len(train_acts), train_acts.shape[1:], time.time() - start)
-
-    # 3. fine-tune back + head ------------------------------------------------------------------
-    net.back.to(memory_format=torch.channels_last)
-    head_params = list(net.fc.parameters())
-    opt = torch.optim.AdamW([
-        {"params": list(net.back.parameters()), "lr": recipe.lr},
-        {"params": head_params, "lr": recipe.lr * recipe.head_lr_mult},
-    ], weight_decay=recipe.weight_decay)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    steps_per_epoch = math.ceil(len(train_acts) / recipe.batch_size)
-    total_steps = steps_per_epoch * recipe.epochs
-    warmup = max(1, int(recipe.warmup_frac * total_steps))
-    loss_fn = torch.nn.CrossEntropyLoss(
-        weight=_class_weights(y["train"], len(classes), recipe.class_weight_power),
-        label_smoothing=recipe.label_smoothing,
-    )
-    history: list[dict] = []
-    evals_per_epoch = 4  # validation points per epoch, for the training curves
-    eval_every = max(1, steps_per_epoch // evals_per_epoch)
-    step, rng = 0, np.random.default_rng(recipe.seed)
-
-    def validate(running: dict) -> None:
-        val_logits = logits_from_front(net, val_acts)
-        net.back.train(); net.dropout.train()
-        record = {"epoch": round(step / steps_per_epoch, 3), "step": step,
-                  "train_loss": running["loss"] / max(1, running["seen"]),
-                  "train_acc": running["correct"] / max(1, running["seen"]),
-                  "val_acc": float((val_logits.argmax(1) == y["val"]).mean()),
-                  "val_nll": float(torch.nn.functional.cross_entropy(torch.from_numpy(val_logits),
-                                                                     torch.from_numpy(y["val"]))),
-                  "seconds": time.time() - start}
-        history.append(record)
-        log.info("epoch %(epoch).2f: train loss %(train_loss).3f acc %(train_acc).3f | "
-                 "val acc %(val_acc).3f nll %(val_nll).3f", record)
-        running.update(loss=0.0, correct=0, seen=0)
-
-    for epoch in range(recipe.epochs):
-        net.back.train(); net.dropout.train()
-        order = rng.permutation(len(train_acts))
-        running = {"loss": 0.0, "correct": 0, "seen": 0}  # since the last validation
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, mininterval=2.0)
-        for b in bar:
-            idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            # channels_last: ~25% faster depthwise convolutions on CPU
-            xb = torch.from_numpy(train_acts[idx]).float().contiguous(memory_format=torch.channels_last)
-            yb = torch.from_numpy(train_y[idx])
-            scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-            for g, lr in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr * scale
-            xb, yb_mixed, share = mix_batch(xb, yb, recipe, rng)
-            logits = net.forward_from_front(xb)
-            loss = loss_fn(logits, yb) if yb_mixed is None else share * loss_fn(logits, yb) + (1 - share) * loss_fn(logits, yb_mixed)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            running["loss"] += float(loss.detach()) * len(idx)
-            running["correct"] += int((logits.argmax(1) == yb).sum())
-            running["seen"] += len(idx)
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
-                                acc=f"{running['correct'] / running['seen']:.3f}")
-            last = b + 1 == steps_per_epoch
-            if last or ((b + 1) % eval_every == 0 and steps_per_epoch - (b + 1) >= eval_every // 2):
-                validate(running)
-        torch.save({"model": net.state_dict(), "recipe": recipe.to_dict(), "classes": classes, "epoch": epoch + 1,
+    def checkpoint(epoch: int, history: list[dict]) -> None:
+        torch.save({"model": net.state_dict(), "recipe": recipe.to_dict(), "classes": classes, "epoch": epoch,
                     "history": history, "taxonomy_digest": taxonomy.digest}, model_dir / "checkpoint.pt")
-    del train_acts
+
+    fit = _fit_on_cached_front if recipe.fine_tune == "back" else _fit_end_to_end
+    history, split_logits = fit(net, parts, y, recipe, cfg, device, checkpoint, start)
 
     # 4. temperature scaling on validation ------------------------------------------------------
-    net.eval()
-    val_logits = logits_from_front(net, val_acts)
+    val_logits = split_logits("val")
     temperature = fit_temperature(val_logits, y["val"])
     ece_before, _ = expected_calibration_error(softmax(val_logits), y["val"])
     ece_after, _ = expected_calibration_error(softmax(val_logits, temperature), y["val"])
     log.info("temperature %.3f: val ECE %.4f → %.4f", temperature, ece_before, ece_after)
 
     # 5. hedger calibration on the calibration split --------------------------------------------
-    cal_probs = softmax(logits_from_front(net, eval_acts(parts["cal"], "cal photos")), temperature)
+    cal_probs = softmax(split_logits("cal"), temperature)
     hedger_calibration = calibrate_hedger(cal_probs, y["cal"], taxonomy, y["train"])
 
-    # 6. export, card, plots ------------------------------------------------------------------------
+    # 6. export (on the CPU, as served), card, plots ------------------------------------------------
+    net.to("cpu").eval()
     parity_photos = [load_photo(s.path) for s in parts["val"][:16]]
     export_info = export_model(net, temperature, cfg, model_dir, parity_photos, tta=recipe.tta)
     plots.training_curves(history, model_dir / "training_curves.png")
@@ -276,7 +319,8 @@ def train(
               "excluded_train_photos": excluded},
         recipe=recipe.to_dict(),
         metrics={"history": history, "val_ece_before": ece_before, "val_ece_after": ece_after,
-                 "train_seconds": time.time() - start, **export_info["metrics"]},
+                 "train_seconds": time.time() - start, "train_device": _device_name(device),
+                 **export_info["metrics"]},
         hashes=export_info["hashes"],
     )
     card.save(model_dir)
@@ -284,6 +328,108 @@ def train(
     (model_dir / "checkpoint.pt").unlink(missing_ok=True) if not recipe.extra.get("keep_checkpoint") else None
     log.info("model %s written to %s in %.0f s", version, model_dir, time.time() - start)
     return TrainResult(model_dir, card, time.time() - start)
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _eval_arrays(samples: list[Sample], cfg: PreprocessConfig, tta: bool, desc: str
+                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Photos as served (resize, centre crop, normalise), plus their mirror images with TTA."""
+    arrays = np.stack([preprocess(load_photo(s.path), cfg)
+                       for s in tqdm(samples, desc=desc, leave=False, mininterval=2.0)])
+    return (arrays, np.ascontiguousarray(arrays[:, :, :, ::-1])) if tta else arrays
+
+
+def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: PreprocessConfig,
+                         device: torch.device, checkpoint, start: float):
+    """The CPU recipe: the frozen front runs once per augmented view (ONNX Runtime on a CPU,
+    PyTorch on a GPU) and only back + head are trained, on the cached activations."""
+    net.freeze_front()
+    front = TorchRunner(net.front, device) if device.type == "cuda" else OrtRunner(net.front, recipe.input_size, recipe.threads)
+
+    photos = [shrink_for_cache(load_photo(s.path), cfg)
+              for s in tqdm(parts["train"], desc="decode train photos", leave=False, mininterval=2.0)]
+    transform = training_transform(recipe, cfg)
+    view_acts = []
+    for v in range(recipe.views):
+        torch.manual_seed(recipe.seed * 1000 + v)  # torchvision's random draws
+        if recipe.workers:
+            loader = torch.utils.data.DataLoader(AugmentedPhotos(photos, y["train"], transform, cfg),
+                                                 batch_size=64, num_workers=recipe.workers)
+            acts = np.concatenate([front(xb.numpy()).astype(np.float16) for xb, _ in loader])
+        else:
+            acts = run_in_batches(photos, lambda im: augmented_view(im, transform, cfg), front,
+                                  desc=f"view {v + 1}/{recipe.views}", total=len(photos))
+        view_acts.append(acts)
+        log.info("cached view %d/%d (%.0f s so far)", v + 1, recipe.views, time.time() - start)
+    train_acts = np.concatenate(view_acts)  # (views·N, C, h, w) float16
+    train_y = np.tile(y["train"], recipe.views)
+    del view_acts, photos
+
+    cached: dict[str, np.ndarray | tuple] = {}
+
+    def split_acts(name: str):
+        if name not in cached:
+            arrays = _eval_arrays(parts[name], cfg, recipe.tta, f"{name} photos")
+            run = lambda a: run_in_batches(a, lambda x: x, front)  # noqa: E731
+            cached[name] = tuple(run(a) for a in arrays) if isinstance(arrays, tuple) else run(arrays)
+        return cached[name]
+
+    split_acts("val")
+    log.info("cached %s front activations %s in %.0f s", len(train_acts), train_acts.shape[1:], time.time() - start)
+
+    net.to(device)
+    net.back.to(memory_format=torch.channels_last)
+    steps_per_epoch = math.ceil(len(train_acts) / recipe.batch_size)
+    tuner = FineTuner(
+        net, net.forward_from_front,
+        [{"params": list(net.back.parameters()), "lr": recipe.lr},
+         {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
+        recipe, y["train"], net.fc.out_features, steps_per_epoch,
+        lambda: eval_logits(net, net.forward_from_front, split_acts("val"), device), y["val"], checkpoint, device, start)
+
+    def batches(epoch: int):
+        order = tuner.rng.permutation(len(train_acts))
+        for b in range(steps_per_epoch):
+            idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
+            yield torch.from_numpy(train_acts[idx]), torch.from_numpy(train_y[idx])
+
+    history = tuner.run(batches)
+    del train_acts
+    return history, lambda name: eval_logits(net, net.forward_from_front, split_acts(name), device)
+
+
+def _fit_end_to_end(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: PreprocessConfig,
+                    device: torch.device, checkpoint, start: float):
+    """The GPU recipe: the whole network, a fresh augmented view of every photo each epoch."""
+    photos = [shrink_for_cache(load_photo(s.path), cfg)
+              for s in tqdm(parts["train"], desc="decode train photos", leave=False, mininterval=2.0)]
+    generator = torch.Generator().manual_seed(recipe.seed)
+    loader = torch.utils.data.DataLoader(
+        AugmentedPhotos(photos, y["train"], training_transform(recipe, cfg), cfg),
+        batch_size=recipe.batch_size, shuffle=True, drop_last=len(photos) > recipe.batch_size,
+        num_workers=recipe.workers, persistent_workers=recipe.workers > 0, generator=generator,
+        pin_memory=device.type == "cuda",
+    )
+    arrays: dict[str, np.ndarray | tuple] = {}
+
+    def split_arrays(name: str):
+        if name not in arrays:
+            arrays[name] = _eval_arrays(parts[name], cfg, recipe.tta, f"{name} photos")
+        return arrays[name]
+
+    net.to(device).to(memory_format=torch.channels_last)
+    tuner = FineTuner(
+        net, net,
+        [{"params": list(net.front.parameters()), "lr": recipe.lr * recipe.front_lr_mult},
+         {"params": list(net.back.parameters()), "lr": recipe.lr},
+         {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
+        recipe, y["train"], net.fc.out_features, len(loader),
+        lambda: eval_logits(net, net, split_arrays("val"), device), y["val"], checkpoint, device, start)
+    history = tuner.run(lambda epoch: iter(loader))
+    return history, lambda name: eval_logits(net, net, split_arrays(name), device)
 
 
 def calibrate_hedger(probs: np.ndarray, labels: np.ndarray, taxonomy: Taxonomy, train_labels: np.ndarray) -> dict:

@@ -82,3 +82,56 @@ def test_tiny_model_learns_something(trained, tmp_path):
     summary = evaluate(data, result.model_dir, tmp_path / "e.json", rotation=False)
     assert summary["top1"] > 3 / 17
     assert np.isfinite(summary["ece"])
+
+
+@pytest.fixture(scope="module")
+def trained_end_to_end(tmp_path_factory):
+    """The GPU recipe's code path (whole network, fresh views each epoch, worker processes), on
+    the CPU and tiny data."""
+    from tests.trainer.conftest import write_dataset
+    from shared.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
+    root = tmp_path_factory.mktemp("tiny-full")
+    data = write_dataset(root / "data", labels, per_label=5, senders=17)
+    recipe = Recipe.from_overrides({"input_size": 64, "resize_size": 72, "epochs": 8, "batch_size": 16,
+                                    "threads": 1, "workers": 2, "device": "cpu"}, preset="gpu")
+    return data, train(data, root / "models", taxonomy, recipe, version="tiny-full")
+
+
+def test_end_to_end_recipe_trains_the_front_and_exports_a_checked_model(trained_end_to_end, tmp_path):
+    data, result = trained_end_to_end
+    card = ModelCard.load(result.model_dir)
+    assert card.recipe["fine_tune"] == "full" and card.metrics["train_device"] == "cpu"
+    assert card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    assert card.metrics["history"][-1]["epoch"] == 8
+    # the front moved: its first convolution is no longer the ImageNet one
+    import onnxruntime as ort
+    from services.trainer.model import load_pretrained
+
+    stem = load_pretrained("efficientnet-lite0", 64)._conv_stem.weight.detach().numpy()
+    session = ort.InferenceSession(str(result.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    initialisers = {i.name: i for i in onnx.load(str(result.model_dir / "model.onnx")).graph.initializer}
+    assert session is not None and initialisers
+    same_shape = [onnx.numpy_helper.to_array(t) for t in initialisers.values() if tuple(t.dims) == stem.shape]
+    assert same_shape and not any(np.allclose(w, stem) for w in same_shape)
+    summary = evaluate(data, result.model_dir, tmp_path / "e.json", rotation=False)
+    assert summary["top1"] > 2 / 17, summary["top1"]  # twice chance; whole-network steps on 85 photos are few
+
+
+def test_recipe_presets_and_device_checks():
+    from services.trainer.train import resolve_device
+
+    gpu = Recipe.from_overrides({"epochs": "5"}, preset="gpu")
+    assert gpu.fine_tune == "full" and gpu.epochs == 5 and Recipe().fine_tune == "back"
+    with pytest.raises(ValueError, match="preset"):
+        Recipe.from_overrides({}, preset="tpu")
+    with pytest.raises(ValueError, match="fine_tune"):
+        Recipe(fine_tune="half")
+    assert resolve_device("cpu").type == "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            resolve_device("cuda")
