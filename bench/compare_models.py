@@ -47,7 +47,8 @@ def main() -> None:
             probs[(model, name)] = runner.probabilities(photos, desc=f"{model} {name}")
             if args.save_probs:
                 args.save_probs.mkdir(parents=True, exist_ok=True)
-                np.savez(args.save_probs / f"{model}_{name}.npz", probs=probs[(model, name)], labels=labels[name])
+                np.savez(args.save_probs / f"{model}_{name}.npz", probs=probs[(model, name)], labels=labels[name],
+                         ids=np.array([s.image_id for s in samples]), senders=np.array([s.sender for s in samples]))
     for k in range(1, len(runners) + 1):
         for combo in itertools.combinations(runners, k):
             cells = []
