@@ -129,6 +129,7 @@ class TrainTaskIn(BaseModel):
 
     dataset_dir: str
     version: str | None = Field(None, description="Version name; a UTC timestamp if unset.")
+    recipe_preset: str = Field("default", description="Recipe preset: 'default' (CPU) or 'gpu' (whole network).")
     recipe: dict[str, str] = Field(default_factory=dict, description="Recipe field overrides (FIELD=VALUE).")
     split_file: str | None = Field(None, description="Split JSON to reuse; a new one in the version dir if unset.")
     activate: bool = Field(False, description="Make the new version active at once (promotion gates come later).")

@@ -37,7 +37,7 @@ def run_training(request: TrainTaskIn) -> TrainTaskOut:
                 return TrainTaskOut(version=existing.version, model_dir=existing.path, seconds=0.0,
                                     activated=existing.active)
     result = train(Path(request.dataset_dir), settings.model_dir, load_taxonomy(),
-                   Recipe.from_overrides(request.recipe),
+                   Recipe.from_overrides(request.recipe, preset=request.recipe_preset),
                    split_file=Path(request.split_file) if request.split_file else None, version=request.version)
     with session_scope(url) as session:
         registry.register(session, result.model_dir, activate_it=request.activate)

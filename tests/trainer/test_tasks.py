@@ -45,6 +45,18 @@ def test_run_training_registers_an_inactive_version_and_is_idempotent(migrated, 
 def test_unknown_recipe_field_fails_with_its_name(migrated, tiny_dataset):
     with pytest.raises(ValueError, match="unknown recipe field 'epoch'"):
         run_training(TrainTaskIn(dataset_dir=str(tiny_dataset), recipe={"epoch": "1"}))
+    with pytest.raises(ValueError, match="unknown recipe preset 'tpu'"):
+        run_training(TrainTaskIn(dataset_dir=str(tiny_dataset), recipe_preset="tpu"))
+
+
+def test_a_retrain_job_can_ask_for_the_gpu_recipe(migrated, tiny_dataset):
+    """The preset travels with the job (here on the CPU: the whole network is fine-tuned)."""
+    out = run_training(TrainTaskIn(dataset_dir=str(tiny_dataset), version="full-1", recipe_preset="gpu",
+                                   recipe={**TINY, "workers": "0", "device": "cpu"}))
+    from shared.model_card import ModelCard
+
+    card = ModelCard.load(out.model_dir)
+    assert card.recipe["fine_tune"] == "full" and card.recipe["epochs"] == 1
 
 
 @pytest.mark.integration
