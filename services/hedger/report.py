@@ -132,25 +132,36 @@ def flat_choice(node_probs: np.ndarray, arrays: TreeArrays, threshold: float) ->
     return np.where(leaf_p[np.arange(len(best)), best] >= threshold, arrays.leaf_node[best], 0)
 
 
-def _lam_grid(path: DartsPath, lam_max: float, n: int = 300) -> np.ndarray:
-    finite = path.breaks[np.isfinite(path.breaks) & (path.breaks > 0) & (path.breaks < lam_max)]
-    qs = np.quantile(finite, np.linspace(0, 1, n)) if finite.size else np.empty(0)
-    return np.unique(np.concatenate([[0.0], qs, [lam_max]]))
+def _exact_grid(values: np.ndarray, ends: list[float], max_points: int) -> np.ndarray:
+    """Every distinct value (where some photo's answer changes), plus ``ends``; quantiles of them
+    if there are more than ``max_points`` (very large evaluation sets only)."""
+    values = np.unique(values)
+    if len(values) > max_points:
+        values = np.unique(np.quantile(values, np.linspace(0, 1, max_points)))
+    return np.unique(np.concatenate([ends, values]))
 
 
 def _sweep_grids(probs: np.ndarray, true_leaf: np.ndarray, taxonomy: Taxonomy,
-                 calibration: Calibration | dict[str, Any] | None, n_points: int
+                 calibration: Calibration | dict[str, Any] | None, max_points: int
                  ) -> tuple[np.ndarray, np.ndarray, TreeArrays, DartsPath, np.ndarray, np.ndarray]:
     """Node probabilities, labels, tree, each photo's DARTS path, and the λ and threshold grids
     that every curve over these photos is swept on (rewards from ``calibration``, uniform
-    information gain if None)."""
+    information gain if None).
+
+    The grids are exact: every λ at which some photo's DARTS answer changes (its path's
+    breakpoints; the answer is constant from one to the next) and every threshold at which some
+    photo's back-off or flat answer changes (the probabilities along its argmax leaf's chain to
+    the root; the answer at t is constant on (previous value, value]). No method is compared on
+    a coarser sampling of its operating points than another."""
     node_p, y, arrays = _prepare(probs, true_leaf, taxonomy)
     cal = None if calibration is None else _as_cal(calibration)
     rewards = arrays.info_gain if cal is None else np.asarray(cal.rewards)
     lam_max = 1e6 if cal is None else cal.lam_max
     path = darts_path(node_p, rewards, arrays.lca, lam_max)
-    lams = _lam_grid(path, lam_max, n_points)
-    thr = np.unique(np.concatenate([np.linspace(0.0, 1.0, n_points), np.quantile(node_p, np.linspace(0, 1, n_points))]))
+    breaks = path.breaks[np.isfinite(path.breaks) & (path.breaks > 0) & (path.breaks < lam_max)]
+    lams = _exact_grid(breaks, [0.0, lam_max], max_points)
+    chain = _chains(arrays)[np.argmax(node_p[:, arrays.leaf_node], axis=1)]
+    thr = _exact_grid(np.take_along_axis(node_p, chain, axis=1).ravel(), [0.0], max_points)
     return node_p, y, arrays, path, lams, thr
 
 
@@ -159,15 +170,14 @@ def operating_curves(
     true_leaf: np.ndarray,
     taxonomy: Taxonomy,
     calibration: Calibration | dict[str, Any] | None = None,
-    n_points: int = 300,
+    max_points: int = 5000,
 ) -> dict[str, dict[str, list[float]]]:
     """Accuracy vs mean info gain for: DARTS (sweeping λ), the nested answer used by crc
     (sweeping λ), back-off (sweeping t), flat with a confidence threshold (sweeping t), and
     plain flat argmax (one point). Each curve: ``{"param", "accuracy", "mean_info_gain",
     "specificity"}`` lists. Rewards come from ``calibration`` (uniform info gain if None).
-    λ points are quantiles of the photos' own breakpoints, so the sweep is dense where the
-    answers change."""
-    node_p, y, arrays, path, lams, thr = _sweep_grids(probs, true_leaf, taxonomy, calibration, n_points)
+    Every operating point of every method is on its curve (exact grids, ``_sweep_grids``)."""
+    node_p, y, arrays, path, lams, thr = _sweep_grids(probs, true_leaf, taxonomy, calibration, max_points)
 
     def sweep(params: np.ndarray, pick: Any) -> dict[str, list[float]]:
         curve: dict[str, list[float]] = {"param": [], "accuracy": [], "mean_info_gain": [], "specificity": []}
@@ -198,13 +208,11 @@ def frontier_gain(accuracy: list[float] | np.ndarray, gain: list[float] | np.nda
     acc = np.asarray(accuracy, dtype=np.float64)
     g = np.asarray(gain, dtype=np.float64)
     order = np.lexsort((-g, -acc))  # accuracy descending, gain descending
-    front_a, front_g, best = [], [], -np.inf
-    for i in order:
-        if g[i] > best + 1e-15:
-            front_a.append(acc[i])
-            front_g.append(g[i])
-            best = g[i]
-    fa, fg = np.array(front_a[::-1]), np.array(front_g[::-1])  # accuracy ascending, gain descending
+    a_sorted, g_sorted = acc[order], g[order]
+    # a point is on the front when its gain beats every more accurate (earlier) point's
+    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(g_sorted)[:-1]])
+    keep = g_sorted > best_before + 1e-15
+    fa, fg = a_sorted[keep][::-1], g_sorted[keep][::-1]  # accuracy ascending, gain descending
     out = np.interp(at, fa, fg)
     # below the front's least accurate point the best is its gain (a more accurate answer is
     # also "at least" that accurate); above the most accurate point: unreachable
@@ -268,7 +276,7 @@ def bootstrap_gain_difference(
     calibration: Calibration | dict[str, Any] | None = None,
     targets: tuple[str, ...] = REPORT_TARGETS,
     n_boot: int = 1000,
-    n_points: int = 200,
+    max_points: int = 5000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Paired bootstrap of DARTS − back-off mean info gain at equal realised accuracy.
@@ -280,7 +288,7 @@ def bootstrap_gain_difference(
     the observed difference, the 2.5 / 97.5 % percentiles and the share of resamples in which
     DARTS is at least as good.
     """
-    node_p, y, arrays, path, lams, thr = _sweep_grids(probs, true_leaf, taxonomy, calibration, n_points)
+    node_p, y, arrays, path, lams, thr = _sweep_grids(probs, true_leaf, taxonomy, calibration, max_points)
 
     def per_photo(choices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         correct = np.stack([is_correct(n, y, arrays.leaf_mask) for n in choices]).astype(np.float64)
