@@ -27,6 +27,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="model version dir (its calibration's rewards)")
     ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument("--temperature-factor", type=float, default=1.0,
+                    help="re-temper the saved probabilities first (p^(1/K), renormalised; K > 1 softer): "
+                         "how much each method depends on the model's calibration")
     ap.add_argument("probs", nargs="+", type=Path, help="npz files with probs and labels")
     args = ap.parse_args()
     taxonomy = load_taxonomy()
@@ -34,14 +37,20 @@ def main() -> None:
     loaded = [np.load(p) for p in args.probs]
     probs = np.concatenate([d["probs"] for d in loaded])
     labels = np.concatenate([d["labels"] for d in loaded])
+    if args.temperature_factor != 1.0:
+        logp = np.log(np.clip(probs, 1e-12, 1.0)) / args.temperature_factor
+        probs = np.exp(logp - logp.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
     cmp = compare_darts_backoff(probs, labels, taxonomy, calibration)
     boot = bootstrap_gain_difference(probs, labels, taxonomy, calibration, n_boot=args.boot)
-    print(f"{len(labels)} photos from {', '.join(p.name for p in args.probs)}")
+    print(f"{len(labels)} photos from {', '.join(p.name for p in args.probs)}, temperature factor {args.temperature_factor:g}")
     print(f"over the accuracy range {cmp['accuracy_range'][0]:.3f}–{cmp['accuracy_range'][1]:.3f}: "
           f"mean difference {cmp['mean_diff']:+.3f} bits, DARTS ≥ back-off on {cmp['share_ge']:.0%} of the grid")
-    print("target  DARTS−back-off  95% interval")
+    print("target   DARTS  back-off  DARTS−back-off  95% interval")
     for key, v in boot["targets"].items():
-        print(f"{key:>6}  {v['diff']:+14.3f}  [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]")
+        at = cmp["at_targets"].get(key, {})
+        print(f"{key:>6}  {at.get('darts', float('nan')):6.3f}  {at.get('backoff', float('nan')):8.3f}"
+              f"  {v['diff']:+14.3f}  [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]")
 
 
 if __name__ == "__main__":
