@@ -92,7 +92,8 @@ class Recipe:
 PRESETS: dict[str, dict] = {
     "default": {},
     # The whole network, fresh augmentation every epoch, many epochs: minutes on one GPU, hours on
-    # a 2-core CPU. Measured against the default in docs/model.md.
+    # a 2-core CPU. Measured against the default in docs/model.md (it did not beat it there).
+    # threads/workers suit a 16-core GPU host; override them with --set on a smaller one.
     "gpu": {"fine_tune": "full", "epochs": 40, "batch_size": 64, "lr": 1e-3, "head_lr_mult": 5.0,
             "weight_decay": 0.05, "drop_connect": 0.2, "threads": 16, "workers": 14},
 }
