@@ -149,7 +149,7 @@ class FineTuner:
     per epoch for the training curves, and a checkpoint after every epoch."""
 
     def __init__(self, net: GarmentNet, forward, param_groups: list[dict], recipe: Recipe,
-                 y_train: np.ndarray, n_classes: int, steps_per_epoch: int, val_logits, y_val: np.ndarray,
+                 y_train: np.ndarray, steps_per_epoch: int, val_logits, y_val: np.ndarray,
                  checkpoint, device: torch.device, start: float) -> None:
         self.net, self.forward, self.recipe, self.device = net, forward, recipe, device
         self.val_logits, self.y_val, self.checkpoint, self.start = val_logits, y_val, checkpoint, start
@@ -159,7 +159,7 @@ class FineTuner:
         self.total_steps = steps_per_epoch * recipe.epochs
         self.warmup = max(1, int(recipe.warmup_frac * self.total_steps))
         self.loss_fn = torch.nn.CrossEntropyLoss(
-            weight=_class_weights(y_train, n_classes, recipe.class_weight_power).to(device),
+            weight=_class_weights(y_train, net.fc.out_features, recipe.class_weight_power).to(device),
             label_smoothing=recipe.label_smoothing,
         )
         # about a dozen validation points in all for the curves (4 per epoch for 3 epochs, 1 for 40)
@@ -334,6 +334,12 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def _decode_training_photos(samples: list[Sample], cfg: PreprocessConfig) -> list:
+    """Decoded once and kept small in memory; every augmented view starts from these."""
+    return [shrink_for_cache(load_photo(s.path), cfg)
+            for s in tqdm(samples, desc="decode train photos", leave=False, mininterval=2.0)]
+
+
 def _eval_arrays(samples: list[Sample], cfg: PreprocessConfig, tta: bool, desc: str
                  ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Photos as served (resize, centre crop, normalise), plus their mirror images with TTA."""
@@ -349,8 +355,7 @@ def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, 
     net.freeze_front()
     front = TorchRunner(net.front, device) if device.type == "cuda" else OrtRunner(net.front, recipe.input_size, recipe.threads)
 
-    photos = [shrink_for_cache(load_photo(s.path), cfg)
-              for s in tqdm(parts["train"], desc="decode train photos", leave=False, mininterval=2.0)]
+    photos = _decode_training_photos(parts["train"], cfg)
     transform = training_transform(recipe, cfg)
     view_acts = []
     for v in range(recipe.views):
@@ -373,8 +378,9 @@ def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, 
     def split_acts(name: str):
         if name not in cached:
             arrays = _eval_arrays(parts[name], cfg, recipe.tta, f"{name} photos")
-            run = lambda a: run_in_batches(a, lambda x: x, front)  # noqa: E731
-            cached[name] = tuple(run(a) for a in arrays) if isinstance(arrays, tuple) else run(arrays)
+            parts_to_run = arrays if isinstance(arrays, tuple) else (arrays,)
+            acts = tuple(run_in_batches(a, lambda x: x, front) for a in parts_to_run)
+            cached[name] = acts if isinstance(arrays, tuple) else acts[0]
         return cached[name]
 
     split_acts("val")
@@ -387,7 +393,7 @@ def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, 
         net, net.forward_from_front,
         [{"params": list(net.back.parameters()), "lr": recipe.lr},
          {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
-        recipe, y["train"], net.fc.out_features, steps_per_epoch,
+        recipe, y["train"], steps_per_epoch,
         lambda: eval_logits(net, net.forward_from_front, split_acts("val"), device), y["val"], checkpoint, device, start)
 
     def batches(epoch: int):
@@ -404,8 +410,7 @@ def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, 
 def _fit_end_to_end(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: PreprocessConfig,
                     device: torch.device, checkpoint, start: float):
     """The GPU recipe: the whole network, a fresh augmented view of every photo each epoch."""
-    photos = [shrink_for_cache(load_photo(s.path), cfg)
-              for s in tqdm(parts["train"], desc="decode train photos", leave=False, mininterval=2.0)]
+    photos = _decode_training_photos(parts["train"], cfg)
     generator = torch.Generator().manual_seed(recipe.seed)
     loader = torch.utils.data.DataLoader(
         AugmentedPhotos(photos, y["train"], training_transform(recipe, cfg), cfg),
@@ -426,7 +431,7 @@ def _fit_end_to_end(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: 
         [{"params": list(net.front.parameters()), "lr": recipe.lr * recipe.front_lr_mult},
          {"params": list(net.back.parameters()), "lr": recipe.lr},
          {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
-        recipe, y["train"], net.fc.out_features, len(loader),
+        recipe, y["train"], len(loader),
         lambda: eval_logits(net, net, split_arrays("val"), device), y["val"], checkpoint, device, start)
     history = tuner.run(lambda epoch: iter(loader))
     return history, lambda name: eval_logits(net, net, split_arrays(name), device)
