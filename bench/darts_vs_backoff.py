@@ -8,7 +8,10 @@ probabilities saved from the dataset by ``bench/compare_models.py --save-probs D
 
 The λ sweep does not use the calibration tables (only their rewards), so pooling the
 calibration split in does not favour either method. Prints the difference in mean information
-gain (bits) at each report target, with a paired-bootstrap 95 % interval.
+gain (bits) at each report target, with a paired-bootstrap 95 % interval, and the same comparison
+in a "calibrated world" (labels drawn from the model's own probabilities,
+``services.hedger.report.calibrated_world_difference``): what DARTS should gain in expectation,
+and how often a split of this many photos shows it behind anyway.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.hedger.report import bootstrap_gain_difference, compare_darts_backoff
+from services.hedger.report import bootstrap_gain_difference, calibrated_world_difference, compare_darts_backoff
 from shared.model_card import ModelCard
 from shared.taxonomy import load_taxonomy
 
@@ -43,14 +46,20 @@ def main() -> None:
         probs /= probs.sum(axis=1, keepdims=True)
     cmp = compare_darts_backoff(probs, labels, taxonomy, calibration)
     boot = bootstrap_gain_difference(probs, labels, taxonomy, calibration, n_boot=args.boot)
+    world = calibrated_world_difference(probs, taxonomy, calibration, n_draws=args.boot)
     print(f"{len(labels)} photos from {', '.join(p.name for p in args.probs)}, temperature factor {args.temperature_factor:g}")
     print(f"over the accuracy range {cmp['accuracy_range'][0]:.3f}–{cmp['accuracy_range'][1]:.3f}: "
           f"mean difference {cmp['mean_diff']:+.3f} bits, DARTS ≥ back-off on {cmp['share_ge']:.0%} of the grid")
-    print("target   DARTS  back-off  DARTS−back-off  95% interval")
+    print("target   DARTS  back-off  DARTS−back-off  95% interval      | calibrated world: expected   sd  DARTS behind")
     for key, v in boot["targets"].items():
         at = cmp["at_targets"].get(key, {})
+        w = world["targets"].get(key, {})
         print(f"{key:>6}  {at.get('darts', float('nan')):6.3f}  {at.get('backoff', float('nan')):8.3f}"
-              f"  {v['diff']:+14.3f}  [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]")
+              f"  {v['diff']:+14.3f}  [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+              f"  | {w.get('expected', float('nan')):+26.3f}  {w.get('sd', float('nan')):.3f}"
+              f"  {100 * w.get('share_below', float('nan')):9.0f}%")
+    print(f"calibrated world: DARTS at least as good at every target on {100 * world['share_all_ge']:.0f}% "
+          f"of {world['n_draws']} simulated splits of {len(labels)} photos")
 
 
 if __name__ == "__main__":

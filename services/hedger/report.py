@@ -34,6 +34,7 @@ __all__ = [
     "flat_choice",
     "frontier_gain",
     "bootstrap_gain_difference",
+    "calibrated_world_difference",
 ]
 
 REPORT_TARGETS: tuple[str, ...] = ("0.8", "0.9", "0.95", "0.98", "0.99")
@@ -43,11 +44,12 @@ def _as_cal(calibration: Calibration | dict[str, Any]) -> Calibration:
     return calibration if isinstance(calibration, Calibration) else Calibration.model_validate(calibration)
 
 
-def _prepare(probs: np.ndarray, true_leaf: np.ndarray, taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray, TreeArrays]:
+def _prepare(probs: np.ndarray, true_leaf: np.ndarray | None, taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray, TreeArrays]:
+    """Node probabilities, labels (an empty array when ``true_leaf`` is None) and the tree."""
     p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(true_leaf)
     arrays = tree_arrays(taxonomy)
-    if p.ndim != 2 or p.shape[1] != arrays.n_leaves or y.shape != (p.shape[0],):
+    y = np.zeros(0, dtype=np.intp) if true_leaf is None else np.asarray(true_leaf)
+    if p.ndim != 2 or p.shape[1] != arrays.n_leaves or (true_leaf is not None and y.shape != (p.shape[0],)):
         raise ValueError(f"need probs (N, {arrays.n_leaves}) and true_leaf (N,), got {p.shape} and {y.shape}")
     if not np.all(np.isfinite(p)):
         raise ValueError("probs contain NaN or inf")
@@ -141,7 +143,7 @@ def _exact_grid(values: np.ndarray, ends: list[float], max_points: int) -> np.nd
     return np.unique(np.concatenate([ends, values]))
 
 
-def _sweep_grids(probs: np.ndarray, true_leaf: np.ndarray, taxonomy: Taxonomy,
+def _sweep_grids(probs: np.ndarray, true_leaf: np.ndarray | None, taxonomy: Taxonomy,
                  calibration: Calibration | dict[str, Any] | None, max_points: int
                  ) -> tuple[np.ndarray, np.ndarray, TreeArrays, DartsPath, np.ndarray, np.ndarray]:
     """Node probabilities, labels, tree, each photo's DARTS path, and the λ and threshold grids
@@ -269,6 +271,88 @@ def compare_darts_backoff(
     }
 
 
+def _operating_answers(node_p: np.ndarray, arrays: TreeArrays, path: DartsPath, lams: np.ndarray,
+                       thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every photo's answer at every operating point: DARTS (len(lams), N), back-off (len(thr), N).
+    The answers depend on the probabilities only, so they are computed once and scored against
+    as many label vectors (resamples, simulated draws) as needed."""
+    d_nodes = np.stack([path_choice(path, lam, nested=False) for lam in lams])
+    b_nodes = np.stack([backoff_choice(node_p, arrays, t) for t in thr])
+    return d_nodes, b_nodes
+
+
+def _realised(nodes: np.ndarray, y: np.ndarray, arrays: TreeArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Per-photo correctness (0/1) and information gain (0 when wrong) of (params, N) answers."""
+    correct = arrays.leaf_mask[nodes, y[None, :]]
+    return correct.astype(np.float64), np.where(correct, arrays.info_gain[nodes], 0.0)
+
+
+def _expected(nodes: np.ndarray, node_p: np.ndarray, arrays: TreeArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Per-photo correctness and gain *expected under the model's own probabilities*: answering
+    v is right with probability P(v) and then earns v's information gain."""
+    p_right = np.take_along_axis(node_p, nodes.T, axis=1).T
+    return p_right, p_right * arrays.info_gain[nodes]
+
+
+def calibrated_world_difference(
+    probs: np.ndarray,
+    taxonomy: Taxonomy,
+    calibration: Calibration | dict[str, Any] | None = None,
+    targets: tuple[str, ...] = REPORT_TARGETS,
+    n_draws: int = 1000,
+    max_points: int = 5000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """DARTS − back-off at equal accuracy in a world where the model's probabilities are exactly right.
+
+    Why: DARTS maximises expected reward + λ·expected accuracy photo by photo, so with right
+    probabilities its *expected* frontier is the upper concave hull of everything any answering
+    rule can reach, and no rule (back-off included) beats it at any accuracy
+    (``tests/hedger/test_report.py`` checks this on random trees). One labelled split is a single
+    draw of the labels, though; this says how often a split of this size shows DARTS behind even
+    then, i.e. how much a single split's "DARTS ≥ back-off" can mean.
+
+    Two things, on these photos' probabilities (the labels are not used):
+
+    * ``expected``: the difference between the two expected frontiers (every photo's correctness
+      replaced by the probability of its answer), per target;
+    * ``n_draws`` label vectors drawn from the probabilities, each scored like a real split:
+      ``mean``, ``sd`` and ``share_below`` (share of draws with DARTS behind) per target, and
+      ``share_all_ge``, the share of draws with DARTS at least as good at every target.
+    """
+    node_p, _, arrays, path, lams, thr = _sweep_grids(probs, None, taxonomy, calibration, max_points)
+    d_nodes, b_nodes = _operating_answers(node_p, arrays, path, lams, thr)
+    at = np.array([float(t) for t in targets])
+
+    def diff(d: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        gd = frontier_gain(d[0].mean(axis=1), d[1].mean(axis=1), at)
+        gb = frontier_gain(b[0].mean(axis=1), b[1].mean(axis=1), at)
+        return gd - gb
+
+    expected = diff(_expected(d_nodes, node_p, arrays), _expected(b_nodes, node_p, arrays))
+    leaf_p = node_p[:, arrays.leaf_node]
+    cum = np.cumsum(leaf_p / leaf_p.sum(axis=1, keepdims=True), axis=1)
+    rng = np.random.default_rng(seed)
+    draws = np.empty((n_draws, len(at)))
+    for k in range(n_draws):
+        y = np.minimum((cum < rng.random((len(cum), 1))).sum(axis=1), arrays.n_leaves - 1)
+        draws[k] = diff(_realised(d_nodes, y, arrays), _realised(b_nodes, y, arrays))
+    out: dict[str, Any] = {"n_draws": n_draws, "targets": {}}
+    behind = np.zeros(n_draws, dtype=bool)
+    for i, key in enumerate(targets):
+        if not np.isfinite(expected[i]):
+            continue  # above what one of the rules can reach
+        out["targets"][key] = {"expected": float(expected[i])}
+        col = draws[:, i]
+        ok = np.isfinite(col)
+        if ok.any():
+            behind |= ok & (col < -1e-9)
+            out["targets"][key].update(mean=float(col[ok].mean()), sd=float(col[ok].std()),
+                                       share_below=float(np.mean(col[ok] < -1e-9)))
+    out["share_all_ge"] = float(np.mean(~behind)) if n_draws else None
+    return out
+
+
 def bootstrap_gain_difference(
     probs: np.ndarray,
     true_leaf: np.ndarray,
@@ -289,14 +373,9 @@ def bootstrap_gain_difference(
     DARTS is at least as good.
     """
     node_p, y, arrays, path, lams, thr = _sweep_grids(probs, true_leaf, taxonomy, calibration, max_points)
-
-    def per_photo(choices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        correct = np.stack([is_correct(n, y, arrays.leaf_mask) for n in choices]).astype(np.float64)
-        gain = np.stack([answer_gain(n, y, arrays.leaf_mask, arrays.info_gain) for n in choices])
-        return correct, gain  # (params, N) each
-
-    d_correct, d_gain = per_photo([path_choice(path, lam, nested=False) for lam in lams])
-    b_correct, b_gain = per_photo([backoff_choice(node_p, arrays, t) for t in thr])
+    d_nodes, b_nodes = _operating_answers(node_p, arrays, path, lams, thr)
+    d_correct, d_gain = _realised(d_nodes, y, arrays)
+    b_correct, b_gain = _realised(b_nodes, y, arrays)
     at = np.array([float(t) for t in targets])
     n = len(y)
 
@@ -331,7 +410,9 @@ def write_hedging_plots(
     summary: dict[str, Any] | None = None,
     curves: dict[str, dict[str, list[float]]] | None = None,
 ) -> list[Path]:
-    """Write ``hedging_accuracy_vs_gain.png`` and ``hedging_levels.png`` into ``out_dir``.
+    """Write ``hedging_accuracy_vs_gain.png`` and ``hedging_levels.png`` into ``out_dir``, and
+    ``hedging_darts_vs_backoff.png`` when ``summary`` carries the comparison's bootstrap and
+    calibrated-world numbers (the evaluation CLI's ``hedged`` object does).
 
     matplotlib is imported here (Agg backend) so that serving never needs it.
     """
@@ -389,4 +470,37 @@ def write_hedging_plots(
     p2 = out / "hedging_levels.png"
     fig.savefig(p2, dpi=120)
     plt.close(fig)
-    return [p1, p2]
+    paths = [p1, p2]
+    cmp = summary.get("darts_vs_backoff", {})
+    if cmp.get("bootstrap") and cmp.get("calibrated_world"):
+        paths.append(_plot_darts_vs_backoff(plt, cmp, out / "hedging_darts_vs_backoff.png"))
+    return paths
+
+
+def _plot_darts_vs_backoff(plt: Any, cmp: dict[str, Any], path: Path) -> Path:
+    """Per target: the observed DARTS − back-off gap with its bootstrap interval, next to what
+    a calibrated model would show on a split this size (expected ± 2 sd)."""
+    boot, world = cmp["bootstrap"]["targets"], cmp["calibrated_world"]["targets"]
+    keys = [k for k in boot if k in world and "sd" in world[k]]
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    exp = np.array([world[k]["expected"] for k in keys])
+    sd = np.array([world[k]["sd"] for k in keys])
+    ax.errorbar(x - 0.1, exp, yerr=2 * sd, fmt="s", color="C7", capsize=4,
+                label="calibrated world: expected ± 2 sd of one split")
+    obs = np.array([boot[k]["diff"] for k in keys])
+    lo = np.array([boot[k]["ci95"][0] for k in keys])
+    hi = np.array([boot[k]["ci95"][1] for k in keys])
+    ax.errorbar(x + 0.1, obs, yerr=[obs - lo, hi - obs], fmt="o", color="C0", capsize=4,
+                label="observed, paired-bootstrap 95 % interval")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xticks(x, keys)
+    ax.set_xlabel("accuracy target")
+    ax.set_ylabel("DARTS − back-off mean gain (bits)")
+    ax.set_title("DARTS vs back-off at equal realised accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

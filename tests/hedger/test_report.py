@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from services.hedger.calibration import calibrate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.hedger.report import (
     REPORT_TARGETS,
     bootstrap_gain_difference,
+    calibrated_world_difference,
     compare_darts_backoff,
     frontier_gain,
     hedged_summary,
@@ -16,6 +22,7 @@ from services.hedger.report import (
 )
 from shared.taxonomy import load_taxonomy
 from tests.hedger.synth import synthetic
+from tests.hedger.trees import prob_vectors, taxonomies
 
 TAX = load_taxonomy()
 L = len(TAX.leaves)
@@ -59,6 +66,9 @@ def test_summary_curves_comparison_and_plots(tmp_path) -> None:
     paths = write_hedging_plots(pt, yt, TAX, cal, tmp_path, summary=s, curves=curves)
     assert [p.name for p in paths] == ["hedging_accuracy_vs_gain.png", "hedging_levels.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    s["darts_vs_backoff"] = {"bootstrap": boot, "calibrated_world": calibrated_world_difference(pt, TAX, cal, n_draws=20)}
+    paths = write_hedging_plots(pt, yt, TAX, cal, tmp_path, summary=s, curves=curves)
+    assert paths[-1].name == "hedging_darts_vs_backoff.png" and paths[-1].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_frontier_gain_is_the_pareto_front() -> None:
@@ -96,3 +106,62 @@ def test_curves_hold_every_operating_point() -> None:
         acc, gain = np.array(points).T
         front = frontier_gain(curves[method]["accuracy"], curves[method]["mean_info_gain"], acc)
         assert np.all(gain <= front + 1e-12), method
+
+
+@st.composite
+def _tree_and_photos(draw):
+    tax = draw(taxonomies())
+    n = draw(st.integers(1, 25))
+    return tax, np.stack([draw(prob_vectors(len(tax.leaves))) for _ in range(n)])
+
+
+# up to 0.999, not 1: the λ cap (LAM_MAX) sends every answer to the root where the uncapped path
+# would still keep a node with P > 1 − ~4e-6, which only moves accuracies within ~4e-6 of 1
+GRID = tuple(f"{a:.3f}" for a in np.linspace(0.0, 0.999, 41))
+
+
+@given(_tree_and_photos())
+@settings(max_examples=80, deadline=None)
+def test_with_right_probabilities_darts_is_never_behind_backoff(case) -> None:
+    """The reason DARTS exists: if the probabilities are right, its expected frontier is the
+    best any answering rule reaches, so back-off's is never above it, at any accuracy."""
+    tax, probs = case
+    world = calibrated_world_difference(probs, tax, targets=GRID, n_draws=0)
+    assert world["targets"], "DARTS and back-off both reach accuracy 1 (the root), so some targets compare"
+    for key, v in world["targets"].items():
+        assert v["expected"] >= -1e-9, (key, v)
+
+
+def test_backoff_is_strictly_behind_on_a_hand_computed_case() -> None:
+    """The check above can fail, and the gap is the one computed by hand. Tree {a: {a1, a2}, b},
+    two photos, p = (0.5, 0.4, 0.1) and (0.1, 0.1, 0.8); gains: leaves log2 3, a log2 1.5.
+
+    Back-off's points: (a, b) at expected accuracy (0.9 + 0.8)/2 = 0.85, then (a, root) at 0.95;
+    at 0.9 it mixes them. DARTS goes (a, b) → (root, b) (photo 1 leaves a at λ = 5.27, photo 2
+    leaves b only at λ = 6.34), which is right 0.9 of the time and keeps b's full gain."""
+    from tests.hedger.trees import make_taxonomy
+
+    tax = make_taxonomy([[None, None], None])
+    probs = np.array([[0.5, 0.4, 0.1], [0.1, 0.1, 0.8]])
+    leaf, a = math.log2(3), math.log2(1.5)
+    backoff = 0.5 * ((a * 0.9 + leaf * 0.8) / 2) + 0.5 * (a * 0.9 / 2)
+    darts = leaf * 0.8 / 2
+    world = calibrated_world_difference(probs, tax, targets=("0.9",), n_draws=200, seed=3)
+    v = world["targets"]["0.9"]
+    assert abs(v["expected"] - (darts - backoff)) < 1e-9 and darts - backoff > 0.05
+    assert 0.0 <= v["share_below"] <= 1.0 and v["sd"] > 0
+    assert 0.0 <= world["share_all_ge"] <= 1.0
+
+
+def test_calibrated_world_on_a_calibrated_synthetic_model() -> None:
+    rng = np.random.default_rng(8)
+    pc, yc = synthetic(600, L, rng)
+    pt, _ = synthetic(400, L, rng)
+    cal = calibrate(pc, yc, TAX).model_dump()
+    world = calibrated_world_difference(pt, TAX, cal, n_draws=50, seed=1)
+    again = calibrated_world_difference(pt, TAX, cal, n_draws=50, seed=1)
+    assert world == again  # seeded
+    assert world["n_draws"] == 50 and set(world["targets"]) <= set(REPORT_TARGETS)
+    for key, v in world["targets"].items():
+        assert v["expected"] >= -1e-9, key
+        assert v["sd"] >= 0.0 and 0.0 <= v["share_below"] <= 1.0

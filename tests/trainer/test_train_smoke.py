@@ -73,6 +73,10 @@ def test_evaluation_json_has_the_promised_fields(trained, tmp_path):
     assert set(on_disk["per_class"]) == set(ModelCard.load(result.model_dir).classes)
     assert summary["top1"] == on_disk["top1"]
     assert (tmp_path / "eval.md").is_file() and (tmp_path / "eval_confusion.png").is_file()
+    assert {"bootstrap", "calibrated_world"} <= set(on_disk["hedged"]["darts_vs_backoff"])
+    report = (tmp_path / "eval.md").read_text()
+    assert "### DARTS vs back-off at equal realised accuracy" in report
+    assert (tmp_path / "hedging_darts_vs_backoff.png").is_file()
 
 
 def test_tiny_model_learns_something(trained, tmp_path):
