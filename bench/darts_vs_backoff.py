@@ -59,7 +59,12 @@ def main() -> None:
               f"  | {w.get('expected', float('nan')):+26.3f}  {w.get('sd', float('nan')):.3f}"
               f"  {100 * w.get('share_below', float('nan')):9.0f}%")
     print(f"calibrated world: DARTS at least as good at every target on {100 * world['share_all_ge']:.0f}% "
-          f"of {world['n_draws']} simulated splits of {len(labels)} photos")
+          f"of {world['n_draws']} simulated splits of {len(labels)} photos, and on "
+          f"{100 * world['range_share_ge']['mean']:.0f}% of the accuracy range on average "
+          f"({100 * world['range_share_ge']['p05']:.0f}–{100 * world['range_share_ge']['p95']:.0f}%, 5th–95th percentile)")
+    print("DARTS − back-off along the range (accuracy: bits):")
+    print("  " + "  ".join(f"{a:.3f}: {d - b:+.3f}" for a, d, b in
+                           list(zip(cmp["accuracy"], cmp["darts"], cmp["backoff"]))[::4]))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ Reads probabilities saved by ``bench/compare_models.py --save-probs`` (command i
 
     .venv/bin/python bench/hedging_recalibration.py --model models/2026-11-27-lite0 \\
         --fit runs/probs/2026-11-27-lite0_val.npz runs/probs/2026-11-27-lite0_{cal,test}.npz
+
+``--reliability`` first prints, per inner node, how often the truth is under it against P(node)
+(e.g. ``... --reliability --fit runs/probs/2026-11-27-lite0_val.npz runs/probs/2026-11-27-lite0_test.npz``).
 """
 
 from __future__ import annotations
@@ -66,11 +69,26 @@ def node_nll(q: np.ndarray, y: np.ndarray, arrays: TreeArrays) -> float:
     return float(-np.mean(np.sum(np.where(truth, np.log(node_p[:, inner]), np.log(1 - node_p[:, inner])), axis=1)))
 
 
+def print_node_reliability(probs: np.ndarray, labels: np.ndarray, taxonomy, arrays: TreeArrays) -> None:
+    """For each inner node: photos binned by P(node), mean P vs how often the truth is under it."""
+    node_p = node_probabilities(probs, arrays.leaf_matrix)
+    print("node reliability (bins with ≥ 5 photos): node [bin) n mean-P share-truly-under")
+    for v, name in enumerate(taxonomy.node_names):
+        if v == 0 or arrays.is_leaf[v]:
+            continue
+        truth = arrays.leaf_mask[v][labels]
+        for lo, hi in ((0.5, 0.8), (0.8, 0.9), (0.9, 0.97), (0.97, 0.995)):
+            m = (node_p[:, v] >= lo) & (node_p[:, v] < hi)
+            if m.sum() >= 5:
+                print(f"  {name:12s} [{lo}, {hi}) n={m.sum():3d}  {node_p[m, v].mean():.3f}  {truth[m].mean():.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="model version dir (its calibration's rewards)")
     ap.add_argument("--fit", type=Path, required=True, help="npz the recalibrations are fitted on (validation)")
     ap.add_argument("--boot", type=int, default=200)
+    ap.add_argument("--reliability", action="store_true", help="also print each inner node's reliability bins")
     ap.add_argument("measure", nargs="+", type=Path, help="npz files they are measured on")
     args = ap.parse_args()
     taxonomy = load_taxonomy()
@@ -96,6 +114,8 @@ def main() -> None:
         f"depth-exponent (node) {np.round(b_node, 2)}": lambda p: depth_exponent(p, arrays, np.r_[b_node, 1.0]),
         "vector scaling": lambda p: vector_scaling(p, w),
     }
+    if args.reliability:
+        print_node_reliability(probs, labels, taxonomy, arrays)
     print(f"fitted on {len(fy)} photos ({args.fit.name}); measured on {len(labels)} "
           f"({', '.join(p.name for p in args.measure)}); DARTS − back-off in bits at equal realised accuracy")
     for name, recalibrate in variants.items():

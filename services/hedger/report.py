@@ -317,19 +317,26 @@ def calibrated_world_difference(
     * ``expected``: the difference between the two expected frontiers (every photo's correctness
       replaced by the probability of its answer), per target;
     * ``n_draws`` label vectors drawn from the probabilities, each scored like a real split:
-      ``mean``, ``sd`` and ``share_below`` (share of draws with DARTS behind) per target, and
-      ``share_all_ge``, the share of draws with DARTS at least as good at every target.
+      ``mean``, ``sd`` and ``share_below`` (share of draws with DARTS behind) per target;
+      ``share_all_ge``, the share of draws with DARTS at least as good at every target; and
+      ``range_share_ge``: over 101 accuracies from where both rules start (expected accuracy) to
+      0.999, the share on which DARTS is at least as good, per draw (``mean``, ``p05``, ``p95``;
+      compare ``compare_darts_backoff``'s ``share_ge`` on the real labels).
     """
     node_p, _, arrays, path, lams, thr = _sweep_grids(probs, None, taxonomy, calibration, max_points)
     d_nodes, b_nodes = _operating_answers(node_p, arrays, path, lams, thr)
+    d_exp, b_exp = _expected(d_nodes, node_p, arrays), _expected(b_nodes, node_p, arrays)
+    lo = max(d_exp[0].mean(axis=1).min(), b_exp[0].mean(axis=1).min())
     at = np.array([float(t) for t in targets])
+    n_t = len(at)
+    at = np.concatenate([at, np.linspace(min(lo, 0.999), 0.999, 101)])
 
     def diff(d: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         gd = frontier_gain(d[0].mean(axis=1), d[1].mean(axis=1), at)
         gb = frontier_gain(b[0].mean(axis=1), b[1].mean(axis=1), at)
         return gd - gb
 
-    expected = diff(_expected(d_nodes, node_p, arrays), _expected(b_nodes, node_p, arrays))
+    expected = diff(d_exp, b_exp)
     leaf_p = node_p[:, arrays.leaf_node]
     cum = np.cumsum(leaf_p / leaf_p.sum(axis=1, keepdims=True), axis=1)
     rng = np.random.default_rng(seed)
@@ -337,6 +344,9 @@ def calibrated_world_difference(
     for k in range(n_draws):
         y = np.minimum((cum < rng.random((len(cum), 1))).sum(axis=1), arrays.n_leaves - 1)
         draws[k] = diff(_realised(d_nodes, y, arrays), _realised(b_nodes, y, arrays))
+    grid = draws[:, n_t:]
+    shares = np.array([np.mean(row[np.isfinite(row)] >= -1e-9) if np.isfinite(row).any() else np.nan for row in grid])
+    draws = draws[:, :n_t]
     out: dict[str, Any] = {"n_draws": n_draws, "targets": {}}
     behind = np.zeros(n_draws, dtype=bool)
     for i, key in enumerate(targets):
@@ -350,6 +360,9 @@ def calibrated_world_difference(
             out["targets"][key].update(mean=float(col[ok].mean()), sd=float(col[ok].std()),
                                        share_below=float(np.mean(col[ok] < -1e-9)))
     out["share_all_ge"] = float(np.mean(~behind)) if n_draws else None
+    ok = shares[np.isfinite(shares)]
+    out["range_share_ge"] = ({"mean": float(ok.mean()), "p05": float(np.percentile(ok, 5)),
+                              "p95": float(np.percentile(ok, 95))} if ok.size else None)
     return out
 
 

@@ -245,4 +245,8 @@ def hedging_section(hedged: dict) -> list[str]:
         lines += ["", f"Over the accuracy range {cmp['accuracy_range'][0]:.3f}–{cmp['accuracy_range'][1]:.3f}: "
                       f"mean difference {cmp['mean_diff']:+.3f} bits, DARTS ≥ back-off on "
                       f"{100 * cmp['share_ge']:.0f}% of it."]
+        share = world.get("range_share_ge")
+        if share:
+            lines[-1] += (f" In the calibrated world: {100 * share['mean']:.0f}% on average "
+                          f"(5th–95th percentile of splits {100 * share['p05']:.0f}–{100 * share['p95']:.0f}%).")
     return lines + [""]

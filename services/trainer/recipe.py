@@ -44,6 +44,10 @@ class Recipe:
     weight_decay: float = 0.02
     warmup_frac: float = 0.05
     label_smoothing: float = 0.1
+    # where the smoothed mass goes: "all" leaves (the usual), or only the true leaf's "siblings"
+    # in the taxonomy (none for a leaf without any); "siblings" miscalibrates the probabilities
+    # inside each group and hurts hedging (docs/hedging.md), so "all" stays
+    label_smoothing_scope: str = "all"
     class_weight_power: float = 0.5  # loss weight ∝ (1 / class frequency) ** power; 0 = off
     # --- bookkeeping ---------------------------------------------------------------------
     seed: int = 0
@@ -57,6 +61,8 @@ class Recipe:
         # a misspelt mix would otherwise surface only at the first mixed batch, after caching
         if self.mix not in ("none", "cutmix", "mixup"):
             raise ValueError(f"unknown mix '{self.mix}' (none, cutmix, mixup)")
+        if self.label_smoothing_scope not in ("all", "siblings"):
+            raise ValueError(f"unknown label_smoothing_scope '{self.label_smoothing_scope}' (all, siblings)")
         if self.fine_tune not in ("back", "full"):
             raise ValueError(f"unknown fine_tune '{self.fine_tune}' (back, full)")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -72,6 +72,29 @@ def _class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Te
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def sibling_smoothing_targets(taxonomy: Taxonomy, epsilon: float) -> torch.Tensor:
+    """(C, C) training targets: row c keeps 1 − ε on leaf c and spreads ε uniformly over c and its
+    siblings (the leaves with the same parent), as label smoothing does over all leaves; a leaf
+    without siblings keeps a one-hot row. The idea: uniform smoothing teaches every photo a floor
+    of probability on every class (a shirt on "shoe"), which the hedger reads as doubt about
+    "body". Measured, it does worse: the floor moves onto the siblings, probabilities inside a
+    group go wrong (test ECE 12 %) and DARTS falls behind back-off (docs/hedging.md), so the
+    recipe keeps it off; it stays so that the run can be repeated."""
+    leaves = taxonomy.leaves
+    index = {leaf: i for i, leaf in enumerate(leaves)}
+    targets = torch.zeros(len(leaves), len(leaves))
+    for leaf in leaves:
+        parent = taxonomy.nodes[leaf].parent
+        group = [index[x] for x in leaves if taxonomy.nodes[x].parent == parent]
+        row = index[leaf]
+        if len(group) > 1:
+            targets[row, group] = epsilon / len(group)
+            targets[row, row] += 1.0 - epsilon
+        else:
+            targets[row, row] = 1.0
+    return targets
+
+
 def mix_batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, rng: np.random.Generator
               ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
     """CutMix / mixup on a batch of cached front activations (N, C, H, W).
@@ -150,7 +173,7 @@ class FineTuner:
 
     def __init__(self, net: GarmentNet, forward, param_groups: list[dict], recipe: Recipe,
                  y_train: np.ndarray, steps_per_epoch: int, val_logits, y_val: np.ndarray,
-                 checkpoint, device: torch.device, start: float) -> None:
+                 checkpoint, device: torch.device, start: float, targets: torch.Tensor | None = None) -> None:
         self.net, self.forward, self.recipe, self.device = net, forward, recipe, device
         self.val_logits, self.y_val, self.checkpoint, self.start = val_logits, y_val, checkpoint, start
         self.opt = torch.optim.AdamW(param_groups, weight_decay=recipe.weight_decay)
@@ -158,10 +181,12 @@ class FineTuner:
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * recipe.epochs
         self.warmup = max(1, int(recipe.warmup_frac * self.total_steps))
-        self.loss_fn = torch.nn.CrossEntropyLoss(
-            weight=_class_weights(y_train, net.fc.out_features, recipe.class_weight_power).to(device),
-            label_smoothing=recipe.label_smoothing,
-        )
+        weights = _class_weights(y_train, net.fc.out_features, recipe.class_weight_power).to(device)
+        if targets is None:
+            self.loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=recipe.label_smoothing)
+        else:  # soft targets per class (sibling_smoothing_targets)
+            soft, ce = targets.to(device), torch.nn.CrossEntropyLoss(weight=weights)
+            self.loss_fn = lambda logits, labels: ce(logits, soft[labels])
         # about a dozen validation points in all for the curves (4 per epoch for 3 epochs, 1 for 40)
         self.eval_every = max(1, steps_per_epoch // max(1, 12 // recipe.epochs))
         self.history: list[dict] = []
@@ -286,7 +311,9 @@ def train(
                     "history": history, "taxonomy_digest": taxonomy.digest}, model_dir / "checkpoint.pt")
 
     fit = _fit_on_cached_front if recipe.fine_tune == "back" else _fit_end_to_end
-    history, split_logits = fit(net, parts, y, recipe, cfg, device, checkpoint, start)
+    targets = (sibling_smoothing_targets(taxonomy, recipe.label_smoothing)
+               if recipe.label_smoothing_scope == "siblings" else None)
+    history, split_logits = fit(net, parts, y, recipe, cfg, device, checkpoint, start, targets)
 
     # 4. temperature scaling on validation ------------------------------------------------------
     val_logits = split_logits("val")
@@ -349,7 +376,7 @@ def _eval_arrays(samples: list[Sample], cfg: PreprocessConfig, tta: bool, desc: 
 
 
 def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: PreprocessConfig,
-                         device: torch.device, checkpoint, start: float):
+                         device: torch.device, checkpoint, start: float, targets: torch.Tensor | None = None):
     """The CPU recipe: the frozen front runs once per augmented view (ONNX Runtime on a CPU,
     PyTorch on a GPU) and only back + head are trained, on the cached activations."""
     net.freeze_front()
@@ -394,7 +421,8 @@ def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, 
         [{"params": list(net.back.parameters()), "lr": recipe.lr},
          {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
         recipe, y["train"], steps_per_epoch,
-        lambda: eval_logits(net, net.forward_from_front, split_acts("val"), device), y["val"], checkpoint, device, start)
+        lambda: eval_logits(net, net.forward_from_front, split_acts("val"), device), y["val"], checkpoint, device, start,
+        targets)
 
     def batches(epoch: int):
         order = tuner.rng.permutation(len(train_acts))
@@ -408,7 +436,7 @@ def _fit_on_cached_front(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, 
 
 
 def _fit_end_to_end(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: PreprocessConfig,
-                    device: torch.device, checkpoint, start: float):
+                    device: torch.device, checkpoint, start: float, targets: torch.Tensor | None = None):
     """The GPU recipe: the whole network, a fresh augmented view of every photo each epoch."""
     photos = _decode_training_photos(parts["train"], cfg)
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -432,7 +460,7 @@ def _fit_end_to_end(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: 
          {"params": list(net.back.parameters()), "lr": recipe.lr},
          {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
         recipe, y["train"], len(loader),
-        lambda: eval_logits(net, net, split_arrays("val"), device), y["val"], checkpoint, device, start)
+        lambda: eval_logits(net, net, split_arrays("val"), device), y["val"], checkpoint, device, start, targets)
     history = tuner.run(lambda epoch: iter(loader))
     return history, lambda name: eval_logits(net, net, split_arrays(name), device)
 

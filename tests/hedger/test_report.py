@@ -165,3 +165,6 @@ def test_calibrated_world_on_a_calibrated_synthetic_model() -> None:
     for key, v in world["targets"].items():
         assert v["expected"] >= -1e-9, key
         assert v["sd"] >= 0.0 and 0.0 <= v["share_below"] <= 1.0
+    share = world["range_share_ge"]
+    assert 0.0 <= share["p05"] <= share["mean"] <= share["p95"] <= 1.0
+    assert share["mean"] > 0.5  # right probabilities: DARTS ahead on most of the range in most draws

@@ -100,7 +100,8 @@ def trained_end_to_end(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-full")
     data = write_dataset(root / "data", labels, per_label=5, senders=17)
     recipe = Recipe.from_overrides({"input_size": 64, "resize_size": 72, "epochs": 8, "batch_size": 16,
-                                    "threads": 1, "workers": 2, "device": "cpu"}, preset="gpu")
+                                    "threads": 1, "workers": 2, "device": "cpu",
+                                    "label_smoothing_scope": "siblings"}, preset="gpu")
     return data, train(data, root / "models", taxonomy, recipe, version="tiny-full")
 
 
@@ -108,6 +109,7 @@ def test_end_to_end_recipe_trains_the_front_and_exports_a_checked_model(trained_
     data, result = trained_end_to_end
     card = ModelCard.load(result.model_dir)
     assert card.recipe["fine_tune"] == "full" and card.metrics["train_device"] == "cpu"
+    assert card.recipe["label_smoothing_scope"] == "siblings"  # the sibling-scoped loss, in a real run
     assert card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
     assert card.metrics["history"][-1]["epoch"] == 8
     # the front moved: its first convolution is no longer the ImageNet one
