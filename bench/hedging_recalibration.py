@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from services.hedger.darts import TreeArrays, node_probabilities, tree_arrays
-from services.hedger.report import bootstrap_gain_difference
+from services.hedger.comparison import bootstrap_gain_difference
 from shared.model_card import ModelCard
 from shared.taxonomy import load_taxonomy
 

@@ -130,12 +130,12 @@ def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None 
             summary["rotation"][str(angle)] = float((p.argmax(1) == y).mean())
             summary["rotation_true_prob"][str(angle)] = float(p[np.arange(len(y)), y].mean())
     if card.calibration:
-        from services.hedger.report import (
+        from services.hedger.comparison import (
             bootstrap_gain_difference,
             calibrated_world_difference,
             compare_darts_backoff,
-            hedged_summary,
         )
+        from services.hedger.report import hedged_summary
 
         summary["hedged"] = hedged_summary(probs, y, taxonomy, card.calibration)
         comparison = compare_darts_backoff(probs, y, taxonomy, card.calibration)

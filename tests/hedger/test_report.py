@@ -1,4 +1,4 @@
-"""The evaluation object, curves, comparison and plots."""
+"""The evaluation object, curves, plots, and the DARTS vs back-off comparison."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ from services.hedger.calibration import calibrate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.hedger.report import (
-    REPORT_TARGETS,
+from services.hedger.comparison import (
     bootstrap_gain_difference,
     calibrated_world_difference,
     compare_darts_backoff,
     frontier_gain,
-    hedged_summary,
-    operating_curves,
-    write_hedging_plots,
 )
+from services.hedger.report import REPORT_TARGETS, hedged_summary, operating_curves, write_hedging_plots
 from shared.taxonomy import load_taxonomy
 from tests.hedger.synth import synthetic
 from tests.hedger.trees import prob_vectors, taxonomies
