@@ -28,6 +28,14 @@ class JobNotFound(GatewayError):
     status_code, code = 404, "job_not_found"
 
 
+class Unauthenticated(GatewayError):
+    status_code, code = 401, "unauthenticated"
+
+
+class Forbidden(GatewayError):
+    status_code, code = 403, "forbidden"
+
+
 class InvalidParameter(GatewayError):
     status_code, code = 422, "invalid_request"
 

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from services.gateway.config import GatewaySettings
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
+from shared.auth import ANONYMOUS_OPERATOR, Caller, Role
 from shared.db import session_scope
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
@@ -57,9 +58,30 @@ def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
 
+def get_caller(request: Request) -> Caller:
+    """The caller of this request. The seam for API keys ([G]): replace the body, keep the name."""
+    return ANONYMOUS_OPERATOR
+
+
+def require_role(role: Role) -> Callable[..., Caller]:
+    """A dependency that admits callers whose role allows ``role`` (403 otherwise)."""
+
+    def _check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not caller.may(role):
+            from services.gateway.errors import Forbidden
+
+            raise Forbidden(f"this needs the {role.value} role; the key's role is {caller.role.value}")
+        return caller
+
+    return _check
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
 TaxonomyDep = Annotated[Taxonomy, Depends(get_taxonomy)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+TrainerDep = Annotated[Caller, Depends(require_role(Role.trainer))]
+OperatorDep = Annotated[Caller, Depends(require_role(Role.operator))]
