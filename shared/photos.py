@@ -2,27 +2,68 @@
 
 Every failure is a ``PhotoError`` subclass with a message naming the problem, so the gateway can
 answer 4xx and a worker can mark one job failed instead of dying.
+
+Memory is the attack surface here: a 38 KB PNG can declare 6300 × 6300 pixels, and a decoder
+that holds that bitmap at full size, converts it to RGB at full size and then resizes it multiplies
+a few kilobytes into hundreds of megabytes per request. So a photo is decoded once and at the size
+its caller needs (``min_side``):
+
+* JPEG decodes at a reduced DCT scale (``draft``) no smaller than ``min_side``: the full-resolution
+  bitmap never exists.
+* Other formats (PNG, WebP, ...) cannot decode at a reduced size in PIL: the native bitmap is
+  decoded once, then converted to RGB and ``reduce``-d by an integer factor band by band, so no
+  full-size RGB copy is made next to it. How many such native bitmaps a process holds at once is
+  bounded by a :class:`DecodeBudget` (in bytes): concurrent large decodes wait for each other
+  instead of adding up.
+* The pixel cap (``max_pixels``) refuses a declared size before anything is decoded.
+
+An image whose shorter side is under twice ``min_side`` is never reduced, so ordinary photos (every
+photo of the dataset) decode exactly as before and serving matches training bit for bit.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 __all__ = [
     "PhotoError",
     "EmptyPhoto",
     "PhotoTooLarge",
     "NotAnImage",
+    "UnsupportedImage",
     "CorruptImage",
     "DecompressionBomb",
+    "DecodeBudget",
     "decode_photo",
+    "READABLE_FORMATS",
 ]
 
 DEFAULT_MAX_BYTES = 15 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: any phone photo, but no decompression bomb
+# Bytes of native bitmap decoded at once per process (see DecodeBudget). 160 MiB = one 40 MP
+# image in a 4-byte mode; bench/hostile_memory.py measures what it costs (SECURITY.md).
+DEFAULT_DECODE_BUDGET_BYTES = 160 * 1024 * 1024
+# Reduce only while the result stays at least this many times the size the caller needs: the
+# same trade as PIL's ``thumbnail(reducing_gap=2.0)``, close to a full-resolution resample.
+REDUCING_GAP = 2
+
+# The decoders untrusted bytes may reach. PIL would otherwise also try EPS (which runs
+# Ghostscript), PSD, FITS and dozens more formats nobody photographs clothes with.
+READABLE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+_TRANSPOSE = {  # EXIF orientation → the operation that makes the image upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_BAND_ROWS = 256  # rows converted to RGB at a time (before reduction)
 
 
 class PhotoError(ValueError):
@@ -43,6 +84,12 @@ class NotAnImage(PhotoError):
     code = "not_an_image"
 
 
+class UnsupportedImage(PhotoError):
+    """An image, but in a pixel format with no meaningful RGB rendering (e.g. multi-channel float)."""
+
+    code = "unsupported_image"
+
+
 class CorruptImage(PhotoError):
     code = "corrupt_image"
 
@@ -51,48 +98,149 @@ class DecompressionBomb(PhotoError):
     code = "decompression_bomb"
 
 
+class DecodeBudget:
+    """Bytes of native bitmap a process may hold at once; decodes over it wait their turn.
+
+    One image larger than the whole budget still decodes, alone. Without this, N concurrent
+    uploads of the same small-file/large-bitmap PNG cost N bitmaps; with it, memory is bounded by
+    the budget whatever the concurrency.
+    """
+
+    def __init__(self, capacity_bytes: int = DEFAULT_DECODE_BUDGET_BYTES) -> None:
+        self.capacity = capacity_bytes
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._used == 0 or self._used + nbytes <= self.capacity)
+            self._used += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= nbytes
+                self._cond.notify_all()
+
+
+_UNLIMITED = DecodeBudget(capacity_bytes=1 << 62)
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """What PIL stores per pixel: 1 for L/P/1, 2 for I;16*, else 4 (RGB is stored as RGBX)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode → 8-bit RGB: alpha composited on white, 16-bit and 32-bit grey scaled (not clipped)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit grey (PNG I;16) spans 0..65535; converting straight to L clips it all to white.
+        a = np.asarray(img, dtype=np.uint32 if mode == "I" else np.uint16)
+        grey = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if a.size and a.max() <= 1.0 else 1.0  # floats are 0..1 by convention, else 0..255
+        return Image.fromarray(np.clip(a * scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
+
+
+def _rgb_reduced(img: Image.Image, factor: int) -> Image.Image:
+    """``_to_rgb(img).reduce(factor)``, computed in bands of rows so that no full-size RGB copy
+    of a large image is made (the band's rows are a multiple of ``factor``: same result)."""
+    if factor == 1 and img.mode == "RGB":
+        return img
+    w, h = img.size
+    out = Image.new("RGB", (-(-w // factor), -(-h // factor)))
+    rows = max(1, _BAND_ROWS // factor) * factor
+    for top in range(0, h, rows):
+        band = _to_rgb(img.crop((0, top, w, min(top + rows, h))))
+        out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+    return out
+
+
+def _orientation(img: Image.Image) -> int | None:
+    try:
+        return img.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is not worth refusing the photo
+        return None
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
+            Image.init()  # register every plugin (MPO, AVIF) before restricting to ours
+            return Image.open(io.BytesIO(data), formats=[f for f in READABLE_FORMATS if f in Image.OPEN])
+    except UnidentifiedImageError:
+        raise NotAnImage("the file is not an image in a format Wardrobe reads "
+                         f"({', '.join(READABLE_FORMATS)})") from None
+    except Image.DecompressionBombError as exc:
+        raise DecompressionBomb(f"the image is a decompression bomb: {exc}") from None
+    except ValueError as exc:
+        if "too large" in str(exc).lower() or "memory" in str(exc).lower():  # PNG text-chunk bombs
+            raise DecompressionBomb(f"the image is a decompression bomb: {exc}") from None
+        raise CorruptImage(f"the image is truncated or corrupt and cannot be opened: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types on hostile input
+        raise CorruptImage(f"the image is truncated or corrupt and cannot be opened: {exc}") from None
+
+
 def decode_photo(
     data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-    draft: tuple[int, int] | None = None,
+    min_side: int | None = None, budget: DecodeBudget | None = None,
 ) -> Image.Image:
-    """Bytes → fully decoded RGB image, EXIF orientation applied.
+    """Bytes → decoded upright RGB image (EXIF orientation applied, alpha on white).
 
-    ``draft`` (validation only, never for the network's input): let JPEG decode at a reduced DCT
-    scale no smaller than this size. Every byte is still entropy-decoded, so truncated or corrupt
-    files fail the same way, several times faster.
+    ``min_side``: the caller needs the shorter side no larger than this (serving: see
+    ``shared.preprocessing.decode_min_side``); larger images are decoded reduced, never below
+    ``REDUCING_GAP × min_side``. None decodes at full size (training, which reads its own files).
+    ``budget``: the process's :class:`DecodeBudget`; None means unbounded.
+    Every byte of the image data is decoded either way, so truncated or corrupt files fail.
     """
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES, "truncated photos must fail, not decode as grey"
     if not data:
         raise EmptyPhoto("the photo is empty (0 bytes)")
     if len(data) > max_bytes:
         raise PhotoTooLarge(f"the photo is {len(data)} bytes; the limit is {max_bytes} bytes")
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise NotAnImage("the file is not an image in a format Wardrobe reads (JPEG, PNG, WebP, ...)") from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types on hostile input
-        raise CorruptImage(f"the image is truncated or corrupt and cannot be opened: {exc}") from None
+    img = _open(data)
     w, h = img.size
     if w * h > max_pixels:
         raise DecompressionBomb(f"the image is {w}x{h} pixels; the limit is {max_pixels} pixels")
+    if w == 0 or h == 0:
+        raise CorruptImage(f"the image is {w}x{h} pixels")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if draft is not None and img.format == "JPEG":
-                img.draft("RGB", draft)
+        if min_side is not None and img.format in ("JPEG", "MPO"):
+            gap = REDUCING_GAP * min_side
+            img.draft("RGB", (gap, gap))  # decode at 1/2, 1/4 or 1/8 scale when that stays ≥ gap
+        w, h = img.size
+        with (budget or _UNLIMITED).hold(w * h * _bytes_per_pixel(img.mode)):
             img.load()  # decode fully now: truncated files fail here, not later in a worker
-            img = ImageOps.exif_transpose(img)
-            if img.mode != "RGB":
-                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                    rgba = img.convert("RGBA")
-                    background = Image.new("RGB", rgba.size, (255, 255, 255))
-                    background.paste(rgba, mask=rgba.getchannel("A"))
-                    img = background
-                else:
-                    img = img.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            orientation = _orientation(img)
+            factor = max(1, min(w, h) // (REDUCING_GAP * min_side)) if min_side else 1
+            img = _rgb_reduced(img, factor)
+        if orientation in _TRANSPOSE:
+            img = img.transpose(_TRANSPOSE[orientation])
+    except Image.DecompressionBombError as exc:
         raise DecompressionBomb(f"the image is a decompression bomb: {exc}") from None
     except PhotoError:
         raise
+    except MemoryError:
+        raise DecompressionBomb("the image needs more memory to decode than this server allows") from None
+    except (ValueError, TypeError) as exc:
+        if "conversion" in str(exc) or "mode" in str(exc):
+            raise UnsupportedImage(f"the image's pixel format ({img.mode}) cannot be shown as RGB: {exc}") from None
+        raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
     except Exception as exc:  # noqa: BLE001
         raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
     return img

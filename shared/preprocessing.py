@@ -11,7 +11,7 @@ from PIL import Image
 
 from shared.model_card import PreprocessConfig
 
-__all__ = ["resize_and_center_crop", "to_input_array", "preprocess", "preprocess_batch"]
+__all__ = ["resize_and_center_crop", "to_input_array", "preprocess", "preprocess_batch", "decode_min_side"]
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -52,3 +52,10 @@ def preprocess_batch(images: list[Image.Image], cfg: PreprocessConfig) -> np.nda
     return np.stack([preprocess(img, cfg) for img in images]) if images else np.zeros(
         (0, 3, cfg.input_size, cfg.input_size), dtype=np.float32
     )
+
+
+def decode_min_side(cfg: PreprocessConfig) -> int:
+    """The shorter side serving needs from the decoder (``shared.photos.decode_photo(min_side=...)``):
+    ``resize_and_center_crop`` brings it to ``resize_size`` anyway, so a decoder may reduce a large
+    photo as long as it stays well above that."""
+    return cfg.resize_size

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from PIL import Image
 from shared.model_card import ModelCard, PreprocessConfig, sha256_file
 from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["make_tiny_model", "jpeg_bytes", "png_bytes", "bomb_png", "bad_uploads"]
+__all__ = ["make_tiny_model", "jpeg_bytes", "png_bytes", "bomb_png", "flat_png", "bad_uploads"]
 
 
 def make_tiny_model(
@@ -125,6 +127,24 @@ def bomb_png(side: int = 9000) -> bytes:
     buf = io.BytesIO()
     Image.new("L", (side, side)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def flat_png(width: int, height: int, color_type: int = 2, bit_depth: int = 8, interlace: int = 0,
+             rows: int | None = None) -> bytes:
+    """A PNG of one flat colour written row by row with zlib (never holding the bitmap): a 6300 × 6300
+    RGB one is 130 KB, a grey one 38 KB. ``color_type`` 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA
+    (PNG spec). ``rows`` writes only that many rows (a header-only bomb is enough to test a size cap)."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
+    row = b"\x00" + b"\x7f" * (width * channels * bit_depth // 8)  # filter 0, mid-grey
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height if rows is None else rows)) + z.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, interlace)
+    plte = chunk(b"PLTE", bytes(range(256)) * 3) if color_type == 3 else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + plte + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def bad_uploads(max_bytes: int) -> list[tuple]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from shared.config import CommonSettings
-from shared.photos import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from shared.photos import DEFAULT_DECODE_BUDGET_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 
 class GatewaySettings(CommonSettings):
@@ -22,6 +22,10 @@ class GatewaySettings(CommonSettings):
     )
     max_photo_bytes: int = DEFAULT_MAX_BYTES
     max_photo_pixels: int = DEFAULT_MAX_PIXELS
+    decode_budget_bytes: int = Field(
+        DEFAULT_DECODE_BUDGET_BYTES, ge=1,
+        description="Bytes of full-size bitmap this process decodes at once; larger concurrent decodes wait.",
+    )
     migrate_on_startup: bool = Field(True, description="Wait for the DB, migrate, register a model, then serve.")
     db_wait_attempts: int = 30
     taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; the bundled one if unset.")

@@ -9,27 +9,51 @@ from prometheus_client import make_asgi_app
 
 from services.gateway.api.main import api_router
 from services.gateway.config import GatewaySettings
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from services.gateway.errors import error_body, install_error_handlers
 from services.gateway.startup import lifespan
 
-
 class BodySizeLimit:
-    """Refuses an upload whose Content-Length is over the limit before reading it (413)."""
+    """Refuses a request body over ``max_bytes`` with 413, counting bytes as they arrive.
+
+    A declared Content-Length over the limit is answered before anything is read; a chunked body
+    (no Content-Length) is counted message by message and cut the moment it passes the limit,
+    before the multipart parser has spooled it. (Starlette's own RequestBodyLimitMiddleware
+    answers in plain text; this one keeps the JSON error shape by raising an HTTPException that
+    FastAPI hands to the app's handler.)
+    """
 
     def __init__(self, app, max_bytes: int) -> None:  # noqa: ANN001 - ASGI app
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] == "http" and scope["method"] == "POST":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length and length.isdigit() and int(length) > self.max_bytes:
-                from fastapi.responses import JSONResponse
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            from fastapi.responses import JSONResponse
 
-                body = error_body("photo_too_large", f"the upload is {int(length)} bytes; the limit is "
-                                  f"{self.max_bytes} bytes")
-                await JSONResponse(body, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+            body = error_body("photo_too_large", f"the upload is {int(length)} bytes; the limit is "
+                              f"{self.max_bytes} bytes")
+            await JSONResponse(body, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive():  # noqa: ANN202
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(413, f"the upload is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+MULTIPART_OVERHEAD = 64 * 1024  # form boundaries, headers and the accuracy field around the photo
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -45,5 +69,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     app.mount("/metrics", make_asgi_app())
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + 64 * 1024)  # + multipart overhead
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + MULTIPART_OVERHEAD)
     return app

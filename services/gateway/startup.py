@@ -18,6 +18,7 @@ from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from shared.bootstrap import prepare_database
 from shared.celery_app import create_celery_app
+from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import load_taxonomy
 
@@ -32,6 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(prepare_database, url, s.model_dir, s.db_wait_attempts)
     app.state.database = Database(url)
     app.state.store = PhotoStore(s.resolved_photo_dir)
+    app.state.decode_budget = DecodeBudget(s.decode_budget_bytes)
     app.state.taxonomy = load_taxonomy(s.taxonomy_path)
     app.state.redis = aioredis.Redis.from_url(s.redis_url)
     app.state.notifier = Notifier(app.state.redis, s.redis_namespace)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from shared.config import CommonSettings
-from shared.photos import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from shared.photos import DEFAULT_DECODE_BUDGET_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 
 class InferenceSettings(CommonSettings):
@@ -24,6 +24,10 @@ class InferenceSettings(CommonSettings):
     batch_timeout_s: float = Field(120.0, gt=0.0, description="Longest a task waits for its batch's result.")
     max_photo_bytes: int = DEFAULT_MAX_BYTES
     max_photo_pixels: int = DEFAULT_MAX_PIXELS
+    decode_budget_bytes: int = Field(
+        DEFAULT_DECODE_BUDGET_BYTES, ge=1,
+        description="Bytes of full-size bitmap this process decodes at once; larger concurrent decodes wait.",
+    )
 
     @property
     def threads(self) -> int:

@@ -20,8 +20,8 @@ from shared import jobs
 from shared.celery_app import CLASSIFY, RETRY_POLICY, transient_errors
 from shared.db import session_scope
 from shared.events import EventPublisher
-from shared.photos import PhotoError, decode_photo
-from shared.preprocessing import preprocess
+from shared.photos import DecodeBudget, PhotoError, decode_photo
+from shared.preprocessing import decode_min_side, preprocess
 from shared.schemas import HedgeTaskIn, InferenceTaskIn
 from shared.storage import PhotoMissing, PhotoStore
 from shared.tables import JobStatus
@@ -42,6 +42,11 @@ def tracker() -> ModelTracker:
         s.resolved_database_url, s.model_check_interval_s,
         loader=lambda path: load_model(path, s.prefer_gpu, s.ort_intra_op_threads),
     )
+
+
+@lru_cache
+def decode_budget() -> DecodeBudget:
+    return DecodeBudget(get_settings().decode_budget_bytes)
 
 
 @lru_cache
@@ -94,8 +99,9 @@ def classify(self: Task, payload: dict) -> dict | None:
     try:
         with batcher().slot() as slot:
             t0 = time.perf_counter()
-            image = decode_photo(store().get(photo_key), s.max_photo_bytes, s.max_photo_pixels)
             model = tracker().current()
+            image = decode_photo(store().get(photo_key), s.max_photo_bytes, s.max_photo_pixels,
+                                 min_side=decode_min_side(model.card.preprocess), budget=decode_budget())
             x = preprocess(image, model.card.preprocess)  # (3, S, S) float32
             decode_ms = (time.perf_counter() - t0) * 1000.0
             future = slot.submit(model, x)

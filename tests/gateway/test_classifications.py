@@ -69,6 +69,24 @@ def test_post_with_content_length_over_limit_is_refused_before_parsing(client, g
     assert r.status_code == 413 and r.json()["error"]["code"] == "photo_too_large"
 
 
+def test_chunked_body_over_limit_is_cut_while_streaming(client, gateway_settings):
+    """No Content-Length: the body is counted as it arrives and cut at the limit (413), so it is
+    never spooled whole; the chunks after the cut are never asked for."""
+    chunk, sent = b"0" * 65536, []
+
+    def body():
+        yield b"--b\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\n\r\n"
+        for _ in range(2 * gateway_settings.max_photo_bytes // len(chunk)):
+            sent.append(len(chunk))
+            yield chunk
+
+    r = client.post("/v1/classifications", content=body(),
+                    headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "photo_too_large"
+    assert "limit" in r.json()["error"]["message"]
+    assert _jobs(gateway_settings) == {}
+
+
 def test_post_when_queue_is_down_answers_503_and_fails_the_job(client, fake_queue, gateway_settings):
     fake_queue.down = True
     r = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())})

@@ -14,6 +14,7 @@ from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from shared.auth import ANONYMOUS_OPERATOR, Caller, Role
 from shared.db import session_scope
+from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
 
@@ -54,6 +55,10 @@ def get_store(request: Request) -> PhotoStore:
     return request.app.state.store
 
 
+def get_decode_budget(request: Request) -> DecodeBudget:
+    return request.app.state.decode_budget
+
+
 def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
@@ -81,6 +86,7 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
+DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]
 TaxonomyDep = Annotated[Taxonomy, Depends(get_taxonomy)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 TrainerDep = Annotated[Caller, Depends(require_role(Role.trainer))]

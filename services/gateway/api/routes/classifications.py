@@ -10,12 +10,12 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway import crud
-from services.gateway.api.deps import DatabaseDep, NotifierDep, QueueDep, SettingsDep, StoreDep
+from services.gateway.api.deps import DatabaseDep, DecodeBudgetDep, NotifierDep, QueueDep, SettingsDep, StoreDep
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import InvalidParameter, JobNotFound, NoActiveModel, QueueUnavailable
 from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
 from services.gateway.notifier import Notifier, wait_event
-from shared.photos import PhotoError, PhotoTooLarge, decode_photo
+from shared.photos import DecodeBudget, PhotoError, PhotoTooLarge, decode_photo
 from shared.schemas import ClassificationPublic, ErrorResponse
 from shared.storage import PhotoStore
 from shared.tables import ClassificationJob
@@ -24,6 +24,7 @@ router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503, 504)}
 AccuracyParam = "Accuracy target in [0.5, 0.999]: the hedged answer is right at least this often."
+VALIDATION_SIDE = 64  # the gateway only validates: the smallest decode that reads every byte
 WaitParam = "Wait up to this many seconds (at most 30) for the result before answering."
 
 
@@ -43,10 +44,11 @@ def _wait(value: float, settings: GatewaySettings) -> float:
     return value
 
 
-def _validate_and_store(data: bytes, settings: GatewaySettings, store: PhotoStore) -> str:
-    """Decode (bad input never becomes a job), then store by content hash. JPEGs are decoded at a
-    reduced DCT scale: all data is still read, so truncation is caught, at a fraction of the CPU."""
-    decode_photo(data, settings.max_photo_bytes, settings.max_photo_pixels, draft=(64, 64))
+def _validate_and_store(data: bytes, settings: GatewaySettings, store: PhotoStore, budget: DecodeBudget) -> str:
+    """Decode (bad input never becomes a job), then store by content hash. Decoded small: every
+    byte is still decoded, so truncation is caught, but JPEGs at a reduced DCT scale and other
+    formats within the process's decode budget (shared.photos)."""
+    decode_photo(data, settings.max_photo_bytes, settings.max_photo_pixels, min_side=VALIDATION_SIDE, budget=budget)
     return store.put(data)
 
 
@@ -82,6 +84,7 @@ async def create_classification(
     queue: QueueDep,
     notifier: NotifierDep,
     store: StoreDep,
+    budget: DecodeBudgetDep,
     settings: SettingsDep,
     accuracy_form: Annotated[float | None, Form(alias="accuracy", description=AccuracyParam)] = None,
     accuracy_query: Annotated[float | None, Query(alias="accuracy", description=AccuracyParam)] = None,
@@ -94,7 +97,7 @@ async def create_classification(
         data = await photo.read(settings.max_photo_bytes + 1)
         if len(data) > settings.max_photo_bytes:
             raise PhotoTooLarge(f"the photo is over the limit of {settings.max_photo_bytes} bytes")
-        photo_key = await run_in_threadpool(_validate_and_store, data, settings, store)
+        photo_key = await run_in_threadpool(_validate_and_store, data, settings, store, budget)
     except PhotoError as exc:
         CLASSIFICATIONS.labels(outcome=f"rejected_{exc.code}").inc()
         raise

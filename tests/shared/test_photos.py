@@ -1,0 +1,153 @@
+"""Decoding untrusted photos: serving-size decoding, pixel formats, bombs, the decode budget."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.model_card import PreprocessConfig
+from shared.photos import (REDUCING_GAP, CorruptImage, DecodeBudget, DecompressionBomb, NotAnImage,
+                           decode_photo)
+from shared.preprocessing import decode_min_side, preprocess
+from tests.factories import flat_png
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+
+
+def test_pixel_amplification_png_is_decoded_reduced():
+    data = flat_png(6300, 6300)  # ~130 KB declaring 40 MP
+    img = decode_photo(data, min_side=256)
+    assert img.mode == "RGB" and min(img.size) >= REDUCING_GAP * 256 and max(img.size) < 6300 // 8
+    assert img.getpixel((10, 10)) == (127, 127, 127)
+
+
+def test_large_jpeg_decodes_at_a_reduced_dct_scale():
+    data = encode(noise((2400, 1600)), "JPEG", quality=80)
+    img = decode_photo(data, min_side=200)
+    assert img.size == (600, 400)  # 1/4 scale: the largest that stays ≥ 2 × 200 on both sides
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_ordinary_photos_decode_exactly_as_at_full_size(fmt):
+    """Photos under twice the serving size are never reduced: what serving feeds the network is
+    what training saw (bench/decode_parity.py checks the whole dataset)."""
+    cfg = PreprocessConfig(input_size=224, resize_size=256)
+    data = encode(noise((500, 380), seed=3), fmt)
+    full = preprocess(decode_photo(data), cfg)
+    served = preprocess(decode_photo(data, min_side=decode_min_side(cfg)), cfg)
+    np.testing.assert_array_equal(full, served)
+
+
+def test_reduced_decoding_stays_close_to_full_resolution():
+    cfg = PreprocessConfig(input_size=224, resize_size=256)
+    smooth = noise((60, 40), seed=1).resize((3000, 2000), Image.Resampling.BICUBIC)
+    data = encode(smooth, "PNG")
+    full = preprocess(decode_photo(data), cfg)
+    served = preprocess(decode_photo(data, min_side=decode_min_side(cfg)), cfg)
+    assert np.abs(full - served).mean() < 0.02  # normalised units: under 1 % of the range
+
+
+def test_band_wise_reduction_equals_whole_image_reduction():
+    img = noise((1300, 1100), seed=2)
+    data = encode(img, "PNG")
+    factor = 1100 // (REDUCING_GAP * 100)
+    expected = img.reduce(factor)
+    np.testing.assert_array_equal(np.asarray(decode_photo(data, min_side=100)), np.asarray(expected))
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped_to_white():
+    ramp = (np.arange(64, dtype=np.uint16)[None, :].repeat(8, 0) * 1024)  # 0 .. 64512
+    img = decode_photo(encode(Image.fromarray(ramp), "PNG"))
+    row = np.asarray(img)[0, :, 0]
+    assert row[0] == 0 and row[-1] == 64512 >> 8 and len(set(row.tolist())) == 64
+
+
+def test_cmyk_jpeg_keeps_its_colour():
+    img = decode_photo(encode(Image.new("RGB", (32, 32), (220, 20, 20)).convert("CMYK"), "JPEG", quality=95))
+    r, g, b = img.getpixel((16, 16))
+    assert r > 180 and g < 70 and b < 70
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparency_is_composited_on_white(mode):
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    img.paste((0, 0, 255, 255), (0, 0, 8, 16))  # left half opaque blue, right half transparent
+    if mode == "LA":
+        img = img.convert("LA")
+    elif mode == "P":
+        img = img.convert("P")  # PIL keeps the transparent index in info["transparency"]
+    out = decode_photo(encode(img, "PNG"))
+    assert out.getpixel((12, 8)) == (255, 255, 255)
+    assert out.getpixel((2, 8)) != (255, 255, 255)
+
+
+def test_transparency_survives_reduction():
+    data = flat_png(1200, 1200, color_type=6)  # grey 0x7f with alpha 0x7f everywhere
+    out = decode_photo(data, min_side=100)
+    assert out.size == (200, 200)
+    assert out.getpixel((5, 5)) == pytest.approx((191, 191, 191), abs=1)  # half grey over white
+
+
+def test_exif_orientation_applies_after_reduction():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = decode_photo(encode(noise((2400, 1200)), "JPEG", exif=exif), min_side=100)
+    assert out.size[1] > out.size[0]  # portrait after the rotation
+
+
+def test_huge_declared_size_is_a_bomb_not_corrupt():
+    with pytest.raises(DecompressionBomb, match="pixels|bomb"):
+        decode_photo(flat_png(20000, 20000, color_type=0, rows=1))
+    with pytest.raises(DecompressionBomb, match="limit"):
+        decode_photo(flat_png(7000, 7000, color_type=0, rows=1))  # 49 MP: over the 40 MP cap
+
+
+def test_truncated_png_is_corrupt():
+    data = flat_png(800, 800)
+    with pytest.raises(CorruptImage):
+        decode_photo(data[: len(data) // 2], min_side=100)
+
+
+def test_formats_outside_the_list_are_not_read():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(NotAnImage):
+        decode_photo(eps)
+    with pytest.raises(NotAnImage):
+        decode_photo(encode(Image.new("RGB", (8, 8)), "ICO"))
+
+
+def test_decode_budget_serialises_holders_over_capacity():
+    budget = DecodeBudget(capacity_bytes=100)
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    def work() -> None:
+        with budget.hold(60):
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1
+    with budget.hold(500):  # one holder larger than the budget still gets through, alone
+        pass
