@@ -37,7 +37,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack = launcher.start_stack(
             group, data_dir=settings.data_dir, model_dir=settings.model_dir, redis_url=settings.redis_url,
             database_url=settings.resolved_database_url, namespace=settings.redis_namespace, port=args.port,
-            host=args.host,
+            host=args.host, model_store=settings.model_store,
         )
         url = stack.url
         print(f"Wardrobe is up at {url}  (API docs: {url}/docs) — Ctrl-C to stop", flush=True)

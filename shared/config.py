@@ -23,7 +23,10 @@ class CommonSettings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite under data_dir if unset.")
     redis_url: str | None = Field(None, description="Broker and result backend; required by workers.")
     photo_dir: Path | None = Field(None, description="Content-addressed photo store; data_dir/photos if unset.")
-    model_dir: Path = Field(BUNDLED_MODELS_DIR, description="Model registry directory (versions + cards).")
+    model_dir: Path = Field(BUNDLED_MODELS_DIR, description="Bundled model versions (one is registered if none is active).")
+    model_store: str | None = Field(
+        None, description="Where model versions live, by key (a shared volume or file:// URL); model_dir if unset."
+    )
     redis_namespace: str = Field(
         "wardrobe", description="Prefix of every Redis key and channel (queues, events): isolates deployments."
     )
@@ -35,6 +38,10 @@ class CommonSettings(BaseSettings):
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.data_dir / 'wardrobe.sqlite3'}"
+
+    @property
+    def resolved_model_store(self) -> str:
+        return str(self.model_store or self.model_dir)
 
     @property
     def resolved_photo_dir(self) -> Path:

@@ -1,8 +1,10 @@
-"""The model registry: which model versions exist and which one serves.
+"""The model registry: which model versions exist, which one serves, and which served before.
 
-A model version is a directory ``<model_dir>/<version>/`` holding ``model.onnx`` + ``card.json``.
-The ``model_versions`` table records them; exactly one row is ``active``. Inference workers follow
-the active row (no restart), so switching versions is one call to :func:`activate`.
+A model version is a directory (``model.onnx`` + ``card.json``) published in the model store
+(``shared.model_store``) under a *key*; the ``model_versions`` table records the key, never a path.
+Exactly one row is ``active``; every change of it is a ``model_activations`` row, which is what
+a rollback reads. Inference workers follow the active row (no restart), so switching versions is
+one call to :func:`activate`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.model_card import CARD_FILENAME, ModelCard
-from shared.tables import ModelVersion
+from shared.model_store import LocalModelStore, ModelStore, ModelStoreError
+from shared.tables import ModelActivation, ModelVersion
 
-__all__ = ["register", "activate", "active_version", "get_version", "list_versions", "bundled_models",
-           "ensure_active_model", "RegistryError"]
+__all__ = ["publish", "register", "activate", "rollback", "activations", "active_version", "get_version",
+           "list_versions", "bundled_models", "ensure_active_model", "active_model_dir", "RegistryError",
+           "NothingToRollBack"]
 
 log = logging.getLogger(__name__)
 
 
 class RegistryError(LookupError):
     """Unknown model version or unusable model directory."""
+
+
+class NothingToRollBack(RegistryError):
+    """No version was active before the current one."""
 
 
 def _check_dir(path: Path) -> ModelCard:
@@ -36,30 +44,75 @@ def _check_dir(path: Path) -> ModelCard:
     return card
 
 
-def register(session: Session, path: str | Path, activate_it: bool = False) -> ModelVersion:
-    """Record the model in ``path`` (idempotent per version); optionally make it the active one."""
-    path = Path(path).resolve()
-    card = _check_dir(path)
+def publish(session: Session, store: ModelStore, src: str | Path, activate_it: bool = False, *,
+            kind: str = "activate", caller_id: str | None = None, reason: str | None = None) -> ModelVersion:
+    """Put the version in ``src`` into ``store`` and record it by key (idempotent per version)."""
+    src = Path(src).resolve()
+    card = _check_dir(src)
     row = session.get(ModelVersion, card.version)
     if row is None:
-        row = ModelVersion(version=card.version, path=str(path), card=card.model_dump(mode="json"), active=False)
+        try:
+            key = store.put_version(src, card.version)
+        except ModelStoreError as exc:
+            raise RegistryError(str(exc)) from exc
+        row = ModelVersion(version=card.version, key=key, card=card.model_dump(mode="json"), active=False)
         session.add(row)
         session.flush()
-        log.info("registered model version %s from %s", card.version, path)
+        log.info("registered model version %s (key %s in %r)", card.version, key, store)
     if activate_it:
-        activate(session, card.version)
+        activate(session, card.version, kind=kind, caller_id=caller_id, reason=reason)
     return row
 
 
-def activate(session: Session, version: str) -> ModelVersion:
-    row = session.get(ModelVersion, version)
+def register(session: Session, path: str | Path, activate_it: bool = False, *,
+             store: ModelStore | None = None) -> ModelVersion:
+    """Record the version in ``path``; without ``store`` it is registered in place (the store is
+    its parent directory, the key its name)."""
+    path = Path(path).resolve()
+    return publish(session, store or LocalModelStore(path.parent), path, activate_it)
+
+
+def activate(session: Session, version: str, *, kind: str = "activate", caller_id: str | None = None,
+             reason: str | None = None) -> ModelVersion:
+    """Make ``version`` the active one and record the change (nothing is recorded if it already is)."""
+    row = session.get(ModelVersion, version, with_for_update=True)
     if row is None:
         raise RegistryError(f"unknown model version {version!r}")
+    current = active_version(session)
+    if current is not None and current.version == version:
+        return row
     session.execute(update(ModelVersion).where(ModelVersion.version != version).values(active=False))
     row.active = True
+    session.add(ModelActivation(version=version, previous_version=current.version if current else None,
+                                kind=kind, caller_id=caller_id, reason=reason))
     session.flush()
-    log.info("model version %s is now active", version)
+    log.info("model version %s is now active (%s; was %s)", version, kind, current.version if current else None)
     return row
+
+
+def _rollback_target(session: Session, version: str) -> str | None:
+    """The version active before ``version`` was last brought in by something other than a rollback.
+    So A → B → C, rollback → B, rollback → A (a stack), not a toggle between B and C."""
+    row = session.scalars(
+        select(ModelActivation).where(ModelActivation.version == version, ModelActivation.kind != "rollback")
+        .order_by(ModelActivation.id.desc()).limit(1)
+    ).first()
+    return row.previous_version if row else None
+
+
+def rollback(session: Session, *, caller_id: str | None = None, reason: str | None = None) -> ModelVersion:
+    current = active_version(session)
+    if current is None:
+        raise NothingToRollBack("no model version is active")
+    target = _rollback_target(session, current.version)
+    if target is None or session.get(ModelVersion, target) is None:
+        raise NothingToRollBack(f"no version was active before {current.version!r}")
+    return activate(session, target, kind="rollback", caller_id=caller_id,
+                    reason=reason or f"rollback from {current.version}")
+
+
+def activations(session: Session, limit: int = 50) -> list[ModelActivation]:
+    return list(session.scalars(select(ModelActivation).order_by(ModelActivation.id.desc()).limit(limit)))
 
 
 def active_version(session: Session) -> ModelVersion | None:
@@ -90,8 +143,10 @@ def bundled_models(model_dir: str | Path) -> list[Path]:
     return [p for _, _, p in sorted(found, reverse=True)]
 
 
-def ensure_active_model(session: Session, model_dir: str | Path) -> ModelVersion | None:
-    """If no version is active, register and activate the newest bundled one. Returns the active row."""
+def ensure_active_model(session: Session, model_dir: str | Path, store: ModelStore | None = None
+                        ) -> ModelVersion | None:
+    """If no version is active, publish the newest bundled one (from ``model_dir``) into the store
+    and activate it. Returns the active row."""
     row = active_version(session)
     if row is not None:
         return row
@@ -101,6 +156,18 @@ def ensure_active_model(session: Session, model_dir: str | Path) -> ModelVersion
         return None
     try:
         with session.begin_nested():
-            return register(session, newest[0], activate_it=True)
+            return publish(session, store or LocalModelStore(model_dir), newest[0], activate_it=True,
+                           kind="bootstrap", reason=f"bundled in {Path(model_dir).name}/")
     except IntegrityError:  # another process registered it first
         return active_version(session)
+
+
+def active_model_dir(settings) -> Path | None:  # noqa: ANN001 - any CommonSettings
+    """A local directory holding the active version (for offline evaluation), or None."""
+    from shared.db import session_scope
+    from shared.model_store import open_model_store
+
+    with session_scope(settings.resolved_database_url) as session:
+        row = active_version(session)
+        key = row.key if row else None
+    return open_model_store(settings.resolved_model_store).fetch(key) if key else None

@@ -5,9 +5,9 @@ Tasks carry ids and storage keys, never photo bytes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 HedgeMethod = Literal["crc", "darts"]
 
@@ -104,10 +104,134 @@ class TaxonomyPublic(BaseModel):
 
 class ModelVersionPublic(BaseModel):
     version: str
+    key: str = Field(description="Where the version lives, relative to the model store's root.")
     active: bool
     architecture: str
     classes: int
+    taxonomy_version: str = ""
     created_at: str
+
+
+class ModelActivationPublic(BaseModel):
+    """One change of the active version (newest first in the history)."""
+
+    version: str
+    previous_version: str | None
+    kind: Literal["bootstrap", "activate", "promotion", "rollback"]
+    caller_id: str | None = None
+    reason: str | None = None
+    created_at: str
+
+
+# --- Feedback -------------------------------------------------------------------------------
+class FeedbackCreate(BaseModel):
+    """``{"correct": true}`` (the answer was right) or ``{"node": "<dotted name>"}`` (the truth is
+    at least this node: a leaf, or an inner node when the caller knows no more)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    correct: Literal[True] | None = Field(None, description="The answer was right.")
+    node: str | None = Field(None, max_length=255, description="The right taxonomy node (dotted name).")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "FeedbackCreate":
+        if (self.correct is None) == (self.node is None):
+            raise ValueError('send exactly one of {"correct": true} or {"node": "<dotted name>"}')
+        return self
+
+
+class FeedbackPublic(BaseModel):
+    id: str
+    classification_id: str
+    caller_id: str
+    photo_key: str
+    model_version: str | None
+    answer: str = Field(description="The node the classification answered (dotted name).")
+    node: str = Field(description="The right node per this feedback: the answer itself when confirmed.")
+    correct: bool = Field(description="Whether the answer was right (the node is the answer or below it).")
+    current: bool = Field(description="The caller's current verdict; older ones are kept as history.")
+    created_at: str
+
+
+class FeedbackListPublic(BaseModel):
+    current: list[FeedbackPublic] = Field(description="One current verdict per caller.")
+    history: list[FeedbackPublic] = Field(description="Every verdict ever given, oldest first.")
+
+
+# --- Training jobs --------------------------------------------------------------------------
+TrainingMode = Literal["quick", "full", "recalibrate"]
+TrainingJobStatusName = Literal["queued", "running", "done", "failed", "cancelled"]
+_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class TrainingJobCreate(BaseModel):
+    """A retrain (``quick``: last block + head on cached features; ``full``: the model recipe) or a
+    recalibration of the hedger from feedback. Unknown options are refused by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: TrainingMode
+    version: str | None = Field(None, pattern=_VERSION_PATTERN,
+                                description="Name of the candidate version; derived from the time if unset.")
+    promote: Literal["gate", "always", "never"] = Field(
+        "gate", description="'gate': promoted only if the gate passes it; 'never': kept as a candidate; "
+        "'always': promoted without the gate (still scored).")
+    tolerance: float | None = Field(None, ge=0.0, le=0.5,
+                                    description="Gate tolerance (top-1 points it may lose); the trainer's if unset.")
+    recipe_preset: str = Field("default", description="'full' only: recipe preset ('default' or 'gpu').")
+    recipe: dict[str, str] = Field(default_factory=dict, description="'full' only: recipe field overrides.")
+
+    @field_validator("recipe_preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from services.trainer.recipe import PRESETS  # a plain dataclass module: no torch
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown recipe preset '{value}' (known: {', '.join(PRESETS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _recipe_fits_mode(self) -> "TrainingJobCreate":
+        from services.trainer.recipe import Recipe
+
+        if self.mode != "full" and (self.recipe or self.recipe_preset != "default"):
+            raise ValueError(f"recipe and recipe_preset apply to mode 'full' only, not '{self.mode}'")
+        Recipe.from_overrides(self.recipe, preset=self.recipe_preset)  # names an unknown field
+        return self
+
+
+class GateDecision(BaseModel):
+    """The promotion gate's verdict on a candidate, with both scores and the reason."""
+
+    promote: bool
+    reason: str
+    candidate: dict[str, Any] = Field(default_factory=dict, description="Candidate's scores (e.g. top1 per set).")
+    active: dict[str, Any] = Field(default_factory=dict, description="The active version's scores on the same sets.")
+    active_version: str | None = None
+    tolerance: float | None = None
+
+
+class TrainingJobPublic(BaseModel):
+    id: str
+    mode: TrainingMode
+    options: dict[str, Any]
+    status: TrainingJobStatusName
+    stage: str | None
+    progress: float = Field(ge=0.0, le=1.0)
+    eta_s: float | None = Field(None, description="Seconds left, extrapolated from progress (running jobs).")
+    log_tail: list[str]
+    metrics: dict[str, Any]
+    candidate_version: str | None
+    gate: GateDecision | None
+    promoted: bool = Field(False, description="The candidate became the active version.")
+    requested_by: str | None
+    worker: str | None
+    cancel_requested: bool
+    error: ErrorInfo | None = None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    heartbeat_at: str | None
 
 
 # --- Task payloads: JSON on the wire, ids only --------------------------------------------
@@ -133,6 +257,12 @@ class TrainTaskIn(BaseModel):
     recipe: dict[str, str] = Field(default_factory=dict, description="Recipe field overrides (FIELD=VALUE).")
     split_file: str | None = Field(None, description="Split JSON to reuse; a new one in the version dir if unset.")
     activate: bool = Field(False, description="Make the new version active at once (promotion gates come later).")
+
+
+class TrainingJobTaskIn(BaseModel):
+    """``trainer.run_job``: the job's id; the worker reads the rest from the row."""
+
+    job_id: str
 
 
 class TrainTaskOut(BaseModel):

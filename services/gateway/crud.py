@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared import jobs, registry
-from shared.model_card import ONNX_FILENAME
+from shared.model_store import ModelStore
 from shared.schemas import ClassificationPublic, ClassificationResult, ErrorInfo, ModelVersionPublic, StageTimings
-from shared.tables import ClassificationJob
+from shared.tables import ClassificationJob, ModelVersion
 
 
 def to_public(job: ClassificationJob, rehedged: ClassificationResult | None = None,
@@ -48,16 +46,18 @@ def active_model(session: Session) -> str | None:
     return row.version if row else None
 
 
+def model_public(r: ModelVersion) -> ModelVersionPublic:
+    return ModelVersionPublic(version=r.version, key=r.key, active=r.active, architecture=r.card.get("architecture", ""),
+                              classes=len(r.card.get("classes", [])), taxonomy_version=r.card.get("taxonomy_version", ""),
+                              created_at=r.created_at.isoformat())
+
+
 def list_models(session: Session) -> list[ModelVersionPublic]:
-    return [
-        ModelVersionPublic(version=r.version, active=r.active, architecture=r.card.get("architecture", ""),
-                           classes=len(r.card.get("classes", [])), created_at=r.created_at.isoformat())
-        for r in registry.list_versions(session)
-    ]
+    return [model_public(r) for r in registry.list_versions(session)]
 
 
-def readiness(session: Session) -> dict[str, str]:
-    """'ok' or the problem, for the database and the active model."""
+def readiness(session: Session, store: ModelStore) -> dict[str, str]:
+    """'ok' or the problem, for the database and the active model (reachable in the model store)."""
     checks: dict[str, str] = {}
     session.execute(text("SELECT 1"))
     checks["database"] = "ok"
@@ -65,6 +65,6 @@ def readiness(session: Session) -> dict[str, str]:
     if row is None:
         checks["model"] = "no active model version"
     else:
-        onnx = Path(row.path) / (row.card or {}).get("onnx_file", ONNX_FILENAME)
-        checks["model"] = f"ok ({row.version})" if onnx.is_file() else f"model file {onnx} is missing"
+        checks["model"] = (f"ok ({row.version})" if store.exists(row.key)
+                           else f"model {row.key!r} is missing from the store {store!r}")
     return checks

@@ -18,6 +18,7 @@ from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from shared.bootstrap import prepare_database
 from shared.celery_app import create_celery_app
+from shared.model_store import open_model_store
 from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import load_taxonomy
@@ -30,10 +31,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     s: GatewaySettings = app.state.settings
     url = s.resolved_database_url
     if s.migrate_on_startup:
-        await run_in_threadpool(prepare_database, url, s.model_dir, s.db_wait_attempts)
+        await run_in_threadpool(prepare_database, url, s.model_dir, s.db_wait_attempts, True, s.resolved_model_store)
     app.state.database = Database(url)
     app.state.store = PhotoStore(s.resolved_photo_dir)
     app.state.decode_budget = DecodeBudget(s.decode_budget_bytes)
+    app.state.model_store = open_model_store(s.resolved_model_store)
     app.state.taxonomy = load_taxonomy(s.taxonomy_path)
     app.state.redis = aioredis.Redis.from_url(s.redis_url)
     app.state.notifier = Notifier(app.state.redis, s.redis_namespace)

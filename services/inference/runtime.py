@@ -85,9 +85,10 @@ class ModelTracker:
         self._lock = threading.Lock()
 
     def _active(self) -> tuple[str, str] | None:
+        """(version, store key) of the active row; ``loader`` turns the key into a loaded model."""
         with session_scope(self.database_url) as session:
             row = registry.active_version(session)
-            return (row.version, row.path) if row else None
+            return (row.version, row.key) if row else None
 
     def current(self) -> LoadedModel:
         with self._lock:
@@ -103,10 +104,10 @@ class ModelTracker:
                 self._checked_at = now
                 if active is None:
                     raise NoActiveModel("no model version is active in the registry")
-                version, path = active
+                version, key = active
                 if self._model is None or self._model.version != version:
                     previous = self._model.version if self._model else None
-                    self._model = self.loader(path)
+                    self._model = self.loader(key)
                     if previous:
                         log.info("switched model %s -> %s", previous, version)
             return self._model

@@ -23,6 +23,7 @@ from shared.events import EventPublisher
 from shared.photos import DecodeBudget, PhotoError, decode_photo
 from shared.preprocessing import decode_min_side, preprocess
 from shared.schemas import HedgeTaskIn, InferenceTaskIn
+from shared.model_store import ModelStore, open_model_store
 from shared.storage import PhotoMissing, PhotoStore
 from shared.tables import JobStatus
 
@@ -36,11 +37,16 @@ def store() -> PhotoStore:
 
 
 @lru_cache
+def model_store() -> ModelStore:
+    return open_model_store(get_settings().resolved_model_store)
+
+
+@lru_cache
 def tracker() -> ModelTracker:
     s = get_settings()
     return ModelTracker(
         s.resolved_database_url, s.model_check_interval_s,
-        loader=lambda path: load_model(path, s.prefer_gpu, s.ort_intra_op_threads),
+        loader=lambda key: load_model(model_store().fetch(key), s.prefer_gpu, s.ort_intra_op_threads),
     )
 
 

@@ -5,12 +5,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from shared.config import CommonSettings
 
 
 class TrainerSettings(CommonSettings):
     dataset_dir: Path | None = None  # images.csv + images/; the CLI's --data overrides it
     threads: int = 2
+    # --- training jobs (services.trainer.jobs_runner) ---------------------------------------
+    work_dir: Path | None = Field(None, description="Scratch space of training jobs; data_dir/trainer if unset.")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="A running job's worker beats this often.")
+    heartbeat_timeout_s: float = Field(
+        60.0, gt=0, description="A running job whose worker has not beaten for this long is failed by the sweep."
+    )
+    sweep_interval_s: float = Field(30.0, gt=0, description="Celery beat runs the dead-job sweep this often.")
+    slot_retry_s: float = Field(5.0, gt=0, description="A job waiting for the running one re-checks this often.")
+    gate_tolerance: float = Field(0.01, ge=0, le=0.5, description="Top-1 a candidate may lose and still be promoted.")
+    # --- automatic trigger (off by default) -------------------------------------------------
+    auto_retrain_after_feedback: int | None = Field(
+        None, gt=0, description="Enqueue a retrain once this many feedback items arrived since the last job."
+    )
+    auto_retrain_every_s: float | None = Field(None, gt=0, description="Enqueue a retrain on this schedule.")
+    auto_retrain_mode: str = Field("quick", pattern="^(quick|full|recalibrate)$")
+    auto_check_interval_s: float = Field(60.0, gt=0, description="How often beat checks the automatic trigger.")
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or self.data_dir / "trainer"
 
 
 def get_settings() -> TrainerSettings:

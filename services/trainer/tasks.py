@@ -13,10 +13,11 @@ from pathlib import Path
 from celery import shared_task
 
 from services.trainer.config import get_settings
-from shared import registry
-from shared.celery_app import TRAIN
+from shared import registry, training_jobs
+from shared.celery_app import RUN_JOB, SWEEP, TRAIN
 from shared.db import session_scope
-from shared.schemas import TrainTaskIn, TrainTaskOut
+from shared.model_store import open_model_store
+from shared.schemas import TrainingJobTaskIn, TrainTaskIn, TrainTaskOut
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,14 @@ def run_training(request: TrainTaskIn) -> TrainTaskOut:
             existing = registry.get_version(session, request.version)
             if existing is not None:
                 log.info("model version %s is already registered; not retraining", request.version)
-                return TrainTaskOut(version=existing.version, model_dir=existing.path, seconds=0.0,
+                return TrainTaskOut(version=existing.version, model_dir=existing.key, seconds=0.0,
                                     activated=existing.active)
     result = train(Path(request.dataset_dir), settings.model_dir, load_taxonomy(),
                    Recipe.from_overrides(request.recipe, preset=request.recipe_preset),
                    split_file=Path(request.split_file) if request.split_file else None, version=request.version)
     with session_scope(url) as session:
-        registry.register(session, result.model_dir, activate_it=request.activate)
+        registry.publish(session, open_model_store(settings.resolved_model_store), result.model_dir,
+                         activate_it=request.activate)
     log.info("trained and registered model version %s in %.0f s", result.card.version, result.seconds)
     return TrainTaskOut(version=result.card.version, model_dir=str(result.model_dir), seconds=result.seconds,
                         activated=request.activate)
@@ -50,3 +52,33 @@ def run_training(request: TrainTaskIn) -> TrainTaskOut:
 def train_task(payload: dict) -> dict:
     """Bad requests (unknown recipe field, missing dataset) fail once with their message."""
     return run_training(TrainTaskIn.model_validate(payload)).model_dump()
+
+
+# --- training jobs (rows in training_jobs; services.trainer.jobs_runner) -------------------------
+@shared_task(name=RUN_JOB, bind=True, max_retries=None)
+def run_job_task(self, payload: dict) -> None:  # noqa: ANN001 - Celery task
+    """Runs the job, or waits (a retry, not a blocked worker) while another job holds the slot."""
+    from services.trainer.jobs_runner import run_training_job
+
+    request = TrainingJobTaskIn.model_validate(payload)
+    try:
+        run_training_job(request.job_id, worker=self.request.hostname or "trainer")
+    except training_jobs.SlotBusy as exc:
+        log.info("training job %s waits: %s", request.job_id, exc)
+        raise self.retry(countdown=get_settings().slot_retry_s) from None
+
+
+@shared_task(name=SWEEP)
+def sweep_task() -> int:
+    """Fail running jobs whose worker stopped beating (Celery beat runs this)."""
+    return len(sweep())
+
+
+def sweep(dead_worker: str | None = None) -> list[str]:
+    settings = get_settings()
+    with session_scope(settings.resolved_database_url) as session:
+        failed = training_jobs.fail_stale(session, settings.heartbeat_timeout_s, dead_worker=dead_worker)
+        ids = [str(job.id) for job in failed]
+    for job_id in ids:
+        log.warning("training job %s failed: its trainer worker died", job_id)
+    return ids

@@ -14,6 +14,7 @@ import pytest
 from services import launcher
 from shared import jobs
 from shared.db import session_scope
+from shared.model_store import LocalModelStore
 from shared.storage import PhotoStore
 
 MAX_PHOTO_BYTES = 300_000
@@ -28,6 +29,7 @@ class System:
     photo_dir: Path
     group: launcher.ProcessGroup
     http: httpx.Client
+    model_store: LocalModelStore  # where the workers find versions by key (not the bundled dir)
 
     @property
     def store(self) -> PhotoStore:
@@ -57,12 +59,12 @@ def system(redis_url: str, redis_namespace: str, session_database_url: str, mode
     try:
         stack = launcher.start_stack(
             group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=session_database_url,
-            namespace=redis_namespace, services=("inference", "hedger"),
+            namespace=redis_namespace, services=("inference", "hedger"), model_store=data_dir / "model-store",
             extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5"},
         )
         with httpx.Client(base_url=stack.url, timeout=40) as http:
             yield System(stack.url, session_database_url, redis_url, redis_namespace, data_dir / "photos", group,
-                         http)
+                         http, LocalModelStore(data_dir / "model-store"))
     except Exception:
         print("\n".join(f"----- {c.name}\n{c.tail(80)}" for c in group.children))
         raise

@@ -101,10 +101,11 @@ def test_concurrent_photos_are_micro_batched(system):
 
 
 def test_activating_another_model_version_switches_the_workers_without_restart(system, tmp_path):
+    """The new version is published into the store the workers read (by key), from elsewhere."""
     second = make_tiny_model(tmp_path, "tiny-2", seed=2)
     pid = system.group.get("inference").popen.pid
     with session_scope(system.database_url) as session:
-        registry.register(session, second, activate_it=True)
+        registry.publish(session, system.model_store, second, activate_it=True)
     try:
         deadline, version = time.monotonic() + 20, None
         while time.monotonic() < deadline and version != "tiny-2":

@@ -7,6 +7,7 @@ import numpy as np
 from services.inference.runtime import LoadedModel, ModelTracker, load_model
 from shared import registry
 from shared.db import run_migrations, session_scope
+from shared.model_store import LocalModelStore
 from tests.factories import make_tiny_model
 
 
@@ -19,30 +20,33 @@ def test_load_model_runs_a_dynamic_batch_on_cpu(model_dir):
 
 
 def test_tracker_switches_to_the_newly_activated_version(tmp_path, database_url, model_dir):
+    """Versions are found by key in the model store (published there from anywhere)."""
     run_migrations(database_url)
-    second = make_tiny_model(tmp_path, "tiny-2", seed=2)
+    second = make_tiny_model(tmp_path / "elsewhere", "tiny-2", seed=2)
+    store = LocalModelStore(tmp_path / "store")
     with session_scope(database_url) as session:
-        registry.register(session, model_dir / "tiny-1", activate_it=True)
-        registry.register(session, second)
+        registry.publish(session, store, model_dir / "tiny-1", activate_it=True)
+        registry.publish(session, store, second)
     loads: list[str] = []
 
-    def loader(path: str) -> LoadedModel:
-        loads.append(path)
-        return load_model(path, prefer_gpu=False)
+    def loader(key: str) -> LoadedModel:
+        loads.append(key)
+        return load_model(store.fetch(key), prefer_gpu=False)
 
     tracker = ModelTracker(database_url, check_interval_s=0.0, loader=loader)
     assert tracker.current().version == "tiny-1"
     assert tracker.current().version == "tiny-1" and len(loads) == 1  # not reloaded
     with session_scope(database_url) as session:
         registry.activate(session, "tiny-2")
-    assert tracker.current().version == "tiny-2" and len(loads) == 2
+    assert tracker.current().version == "tiny-2" and loads == ["tiny-1", "tiny-2"]
 
 
 def test_tracker_checks_the_registry_at_most_every_interval(database_url, model_dir):
     run_migrations(database_url)
     with session_scope(database_url) as session:
         registry.register(session, model_dir / "tiny-1", activate_it=True)
-    tracker = ModelTracker(database_url, check_interval_s=3600, loader=lambda p: load_model(p, prefer_gpu=False))
+    tracker = ModelTracker(database_url, check_interval_s=3600,
+                           loader=lambda key: load_model(model_dir / key, prefer_gpu=False))
     first = tracker.current()
     with session_scope(database_url) as session:
         registry.activate(session, "tiny-1")

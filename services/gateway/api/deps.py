@@ -14,6 +14,7 @@ from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from shared.auth import ANONYMOUS_OPERATOR, Caller, Role
 from shared.db import session_scope
+from shared.model_store import ModelStore
 from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
@@ -59,6 +60,10 @@ def get_decode_budget(request: Request) -> DecodeBudget:
     return request.app.state.decode_budget
 
 
+def get_model_store(request: Request) -> ModelStore:
+    return request.app.state.model_store
+
+
 def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
@@ -88,6 +93,7 @@ NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
 DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]
 TaxonomyDep = Annotated[Taxonomy, Depends(get_taxonomy)]
+ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 TrainerDep = Annotated[Caller, Depends(require_role(Role.trainer))]
 OperatorDep = Annotated[Caller, Depends(require_role(Role.operator))]

@@ -2,7 +2,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway import crud
-from services.gateway.api.deps import DatabaseDep
+from services.gateway.api.deps import DatabaseDep, ModelStoreDep
 
 router = APIRouter(tags=["health"])
 
@@ -13,7 +13,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: Redis, the database and the active model are reachable")
-async def readyz(request: Request, db: DatabaseDep) -> JSONResponse:
+async def readyz(request: Request, db: DatabaseDep, model_store: ModelStoreDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         await request.app.state.redis.ping()
@@ -21,7 +21,7 @@ async def readyz(request: Request, db: DatabaseDep) -> JSONResponse:
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"unreachable: {exc}"
     try:
-        checks.update(await db.run(crud.readiness))
+        checks.update(await db.run(crud.readiness, model_store))
     except Exception as exc:  # noqa: BLE001
         checks["database"] = f"unreachable: {exc}"
     ready = all(v.startswith("ok") for v in checks.values()) and {"redis", "database", "model"} <= set(checks)
