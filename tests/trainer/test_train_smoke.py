@@ -16,7 +16,7 @@ from shared.model_card import ModelCard, sha256_file
 
 pytestmark = pytest.mark.slow
 
-TINY = Recipe(input_size=64, resize_size=72, views=2, epochs=2, batch_size=16, threads=1)
+TINY = Recipe(input_size=64, resize_size=72, views=4, epochs=4, batch_size=16, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,11 @@ def test_training_writes_a_complete_model_version(trained):
     _, result = trained
     card = ModelCard.load(result.model_dir)
     assert card.version == "tiny-1" and len(card.classes) == 17
-    assert card.preprocess.input_size == 64 and card.recipe["views"] == 2
+    assert card.preprocess.input_size == 64 and card.recipe["views"] == TINY.views
     assert card.temperature > 0
     assert card.calibration["lam"]["crc"] and card.calibration["lam"]["darts"]
     assert card.hashes["model.onnx"] == sha256_file(result.model_dir / "model.onnx")
-    assert card.metrics["history"][-1]["epoch"] == 2 and len(card.metrics["history"]) >= 2
+    assert card.metrics["history"][-1]["epoch"] == TINY.epochs and len(card.metrics["history"]) >= 2
     assert (result.model_dir / "training_curves.png").stat().st_size > 1000
     assert (result.model_dir / "split.json").is_file()
 
