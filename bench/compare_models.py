@@ -18,7 +18,7 @@ import numpy as np
 
 from services.trainer.calibrate import expected_calibration_error
 from services.trainer.data import load_dataset
-from services.trainer.evaluate import ModelRunner
+from services.trainer.evaluation.evaluate import ModelRunner
 from services.trainer.train import load_photo
 from shared.taxonomy import load_taxonomy
 

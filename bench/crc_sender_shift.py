@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.hedger.calibration import crc_lambda, crc_thresholds, darts_accuracy_steps, darts_lambda
-from services.hedger.darts import answer_gain, darts_path, node_probabilities, path_choice, tree_arrays
+from shared.hedging.calibration import crc_lambda, crc_thresholds, darts_accuracy_steps, darts_lambda
+from shared.hedging.darts import answer_gain, darts_path, node_probabilities, path_choice, tree_arrays
 from shared.model_card import ModelCard
 from shared.taxonomy import load_taxonomy
 

@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from services.hedger.darts import darts_path, info_gain_rewards, node_probabilities, tree_arrays
+from shared.hedging.darts import darts_path, info_gain_rewards, node_probabilities, tree_arrays
 from shared.taxonomy import load_taxonomy
 
 

@@ -10,7 +10,7 @@ The λ sweep does not use the calibration tables (only their rewards), so poolin
 calibration split in does not favour either method. Prints the difference in mean information
 gain (bits) at each report target, with a paired-bootstrap 95 % interval, and the same comparison
 in a "calibrated world" (labels drawn from the model's own probabilities,
-``services.hedger.comparison.calibrated_world_difference``): what DARTS should gain in expectation,
+``services.trainer.evaluation.comparison.calibrated_world_difference``): what DARTS should gain in expectation,
 and how often a split of this many photos shows it behind anyway.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.hedger.comparison import bootstrap_gain_difference, calibrated_world_difference, compare_darts_backoff
+from services.trainer.evaluation.comparison import bootstrap_gain_difference, calibrated_world_difference, compare_darts_backoff
 from shared.model_card import ModelCard
 from shared.taxonomy import load_taxonomy
 

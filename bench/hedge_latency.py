@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.hedger.calibration import calibrate  # noqa: E402
-from services.hedger.hedging import get_hedger, hedge  # noqa: E402
+from shared.hedging.calibration import calibrate  # noqa: E402
+from shared.hedging.hedging import get_hedger, hedge  # noqa: E402
 from shared.taxonomy import load_taxonomy  # noqa: E402
 
 BUDGET_US = 100.0

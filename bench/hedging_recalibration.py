@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from services.hedger.darts import TreeArrays, node_probabilities, tree_arrays
-from services.hedger.comparison import bootstrap_gain_difference
+from shared.hedging.darts import TreeArrays, node_probabilities, tree_arrays
+from services.trainer.evaluation.comparison import bootstrap_gain_difference
 from shared.model_card import ModelCard
 from shared.taxonomy import load_taxonomy
 

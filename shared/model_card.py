@@ -41,7 +41,7 @@ class ModelCard(BaseModel):
     onnx_file: str = ONNX_FILENAME
     onnx_output: str = "probabilities"  # softmax(logits / temperature), already calibrated
     temperature: float = 1.0
-    calibration: dict[str, Any] = Field(default_factory=dict)  # hedger λ(ε) tables, see services.hedger
+    calibration: dict[str, Any] = Field(default_factory=dict)  # hedger λ(ε) tables, see shared.hedging
     data: dict[str, Any] = Field(default_factory=dict)  # dataset dir, split file, counts
     recipe: dict[str, Any] = Field(default_factory=dict)  # resolved training recipe
     metrics: dict[str, Any] = Field(default_factory=dict)

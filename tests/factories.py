@@ -77,7 +77,7 @@ def make_tiny_model(
         dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
     )
     if calibration == "auto":
-        from services.hedger.calibration import calibrate
+        from shared.hedging.calibration import calibrate
 
         rng = np.random.default_rng(seed)
         with torch.no_grad():

@@ -1,6 +1,6 @@
 """Celery wiring of the hedger: ``hedger.hedge`` (chained after inference) and ``hedger.rehedge``.
 
-The hedging itself is a pure function in ``services.hedger.hedging`` (imported lazily); here we
+The hedging itself is a pure function in ``shared.hedging.hedging`` (imported lazily); here we
 only read the job, pick the model version's calibration, call it and store the answer.
 """
 
@@ -89,7 +89,7 @@ def build_result(
     leaf_probs: dict[str, float], tax: Taxonomy, calibration: dict[str, Any], accuracy: float,
     method: str | None = None, top_k: int = 5,
 ) -> ClassificationResult:
-    from services.hedger.hedging import hedge  # written alongside; imported lazily
+    from shared.hedging.hedging import hedge  # written alongside; imported lazily
 
     vec = leaf_vector(leaf_probs, tax)
     answer = hedge(vec, tax, calibration, accuracy, method=method)

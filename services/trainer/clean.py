@@ -57,7 +57,7 @@ def find_label_issues(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, split_f
                       min_suggested_prob: float = 0.5, min_class_photos: int = 10) -> LabelIssues:
     """Write ``label_issues.csv`` (flagged training photos, worst first), ``oof_probs.npz`` and
     ``label_issues.png`` into ``out_dir``; fold models are built in a temporary directory."""
-    from services.trainer.evaluate import ModelRunner
+    from services.trainer.evaluation.evaluate import ModelRunner
     from services.trainer.train import load_photo, train
 
     start = time.time()

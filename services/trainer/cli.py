@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run_evaluate(data: Path, model: Path, json_out: Path, split: str | None, split_file: Path | None,
                   rotation: bool) -> dict:
-    from services.trainer.evaluate import evaluate
+    from services.trainer.evaluation.evaluate import evaluate
 
     return evaluate(data, model, json_out, split=split, split_file=split_file, rotation=rotation)
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.trainer import plots
+from services.trainer.evaluation import plots
 from services.trainer.augment import shrink_for_cache, training_transform, augmented_view
 from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
 from services.trainer.data import Dataset, Sample, load_dataset, load_or_create_split
@@ -467,6 +467,6 @@ def _fit_end_to_end(net: GarmentNet, parts: dict, y: dict, recipe: Recipe, cfg: 
 
 def calibrate_hedger(probs: np.ndarray, labels: np.ndarray, taxonomy: Taxonomy, train_labels: np.ndarray) -> dict:
     """λ(ε) tables for the hedger, computed once per model version on the calibration split."""
-    from services.hedger.calibration import calibrate
+    from shared.hedging.calibration import calibrate
 
     return calibrate(probs, labels, taxonomy).model_dump(mode="json")

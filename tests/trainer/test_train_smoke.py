@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from services.trainer.evaluate import evaluate
+from services.trainer.evaluation.evaluate import evaluate
 from services.trainer.recipe import Recipe
 from services.trainer.train import train
 from shared.model_card import ModelCard, sha256_file

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.hedger.calibration import calibrate
-from services.hedger.darts import tree_arrays
-from services.hedger.errors import CalibrationError, HedgeInputError
-from services.hedger.hedging import Hedger, get_hedger, hedge, hedge_batch
+from shared.hedging.calibration import calibrate
+from shared.hedging.darts import tree_arrays
+from shared.hedging.errors import CalibrationError, HedgeInputError
+from shared.hedging.hedging import Hedger, get_hedger, hedge, hedge_batch
 from shared.schemas import HedgedAnswer
 from shared.taxonomy import load_taxonomy
-from tests.hedger.synth import synthetic
-from tests.hedger.trees import FOUR_LEAF, prob_vectors
+from tests.shared.hedging.synth import synthetic
+from tests.shared.hedging.trees import FOUR_LEAF, prob_vectors
 
 TAX = load_taxonomy()
 L = len(TAX.leaves)
@@ -79,7 +79,7 @@ def test_default_method_is_crc_and_cache_is_reused() -> None:
 def test_four_leaf_hand_example_end_to_end() -> None:
     """FOUR_LEAF, p = (0.4, 0.35, 0.15, 0.1): a1 below λ = 1/7, A up to λ = 3, then the root.
     With a hand-made table (λ = 0 up to 0.8, 1 up to 0.95, 5 above) the answers follow."""
-    from services.hedger.calibration import DEFAULT_TARGETS, Calibration
+    from shared.hedging.calibration import DEFAULT_TARGETS, Calibration
 
     lam = [0.0 if t <= 0.8 else 1.0 if t <= 0.95 else 5.0 for t in DEFAULT_TARGETS]
     cal = Calibration(taxonomy_version=FOUR_LEAF.version, taxonomy_digest=FOUR_LEAF.digest,

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from services.trainer import plots
+from services.trainer.evaluation import plots
 from services.trainer.augment import rotate_photo
 from services.trainer.calibrate import expected_calibration_error
 from services.trainer.data import load_dataset
@@ -130,12 +130,12 @@ def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None 
             summary["rotation"][str(angle)] = float((p.argmax(1) == y).mean())
             summary["rotation_true_prob"][str(angle)] = float(p[np.arange(len(y)), y].mean())
     if card.calibration:
-        from services.hedger.comparison import (
+        from services.trainer.evaluation.comparison import (
             bootstrap_gain_difference,
             calibrated_world_difference,
             compare_darts_backoff,
         )
-        from services.hedger.report import hedged_summary
+        from services.trainer.evaluation.report import hedged_summary
 
         summary["hedged"] = hedged_summary(probs, y, taxonomy, card.calibration)
         comparison = compare_darts_backoff(probs, y, taxonomy, card.calibration)
@@ -175,7 +175,7 @@ def write_report(summary: dict, probs: np.ndarray, y: np.ndarray, matrix: np.nda
                for a in summary["rotation"]}
         images["rotation"] = plots.rotation_curve(rot, out / f"{stem}_rotation.png")
     if card.calibration:
-        from services.hedger.report import write_hedging_plots
+        from services.trainer.evaluation.report import write_hedging_plots
 
         for path in write_hedging_plots(probs, y, taxonomy, card.calibration, out, summary=summary.get("hedged")):
             images[Path(path).stem] = Path(path)

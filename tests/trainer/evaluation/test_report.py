@@ -6,20 +6,20 @@ import math
 
 import numpy as np
 
-from services.hedger.calibration import calibrate
+from shared.hedging.calibration import calibrate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.hedger.comparison import (
+from services.trainer.evaluation.comparison import (
     bootstrap_gain_difference,
     calibrated_world_difference,
     compare_darts_backoff,
     frontier_gain,
 )
-from services.hedger.report import REPORT_TARGETS, hedged_summary, operating_curves, write_hedging_plots
+from services.trainer.evaluation.report import REPORT_TARGETS, hedged_summary, operating_curves, write_hedging_plots
 from shared.taxonomy import load_taxonomy
-from tests.hedger.synth import synthetic
-from tests.hedger.trees import prob_vectors, taxonomies
+from tests.shared.hedging.synth import synthetic
+from tests.shared.hedging.trees import prob_vectors, taxonomies
 
 TAX = load_taxonomy()
 L = len(TAX.leaves)
@@ -80,8 +80,8 @@ def test_frontier_gain_is_the_pareto_front() -> None:
 def test_curves_hold_every_operating_point() -> None:
     """The sweep grids are exact: no λ (DARTS) or threshold (back-off) anywhere gives a point
     above the curve's Pareto front, so neither method is judged on a thinned-out curve."""
-    from services.hedger.darts import answer_gain, darts_path, is_correct, node_probabilities, path_choice, tree_arrays
-    from services.hedger.report import backoff_choice
+    from shared.hedging.darts import answer_gain, darts_path, is_correct, node_probabilities, path_choice, tree_arrays
+    from services.trainer.evaluation.report import backoff_choice
 
     rng = np.random.default_rng(11)
     pc, yc = synthetic(400, L, rng)
@@ -136,7 +136,7 @@ def test_backoff_is_strictly_behind_on_a_hand_computed_case() -> None:
     Back-off's points: (a, b) at expected accuracy (0.9 + 0.8)/2 = 0.85, then (a, root) at 0.95;
     at 0.9 it mixes them. DARTS goes (a, b) → (root, b) (photo 1 leaves a at λ = 5.27, photo 2
     leaves b only at λ = 6.34), which is right 0.9 of the time and keeps b's full gain."""
-    from tests.hedger.trees import make_taxonomy
+    from tests.shared.hedging.trees import make_taxonomy
 
     tax = make_taxonomy([[None, None], None])
     probs = np.array([[0.5, 0.4, 0.1], [0.1, 0.1, 0.8]])

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from services.hedger.calibration import Calibration, lambda_for
-from services.hedger.darts import DartsPath, TreeArrays, answer_gain, darts_path, is_correct, node_probabilities, path_choice, tree_arrays
+from shared.hedging.calibration import Calibration, lambda_for
+from shared.hedging.darts import DartsPath, TreeArrays, answer_gain, darts_path, is_correct, node_probabilities, path_choice, tree_arrays
 from shared.taxonomy import Taxonomy
 
 __all__ = [

@@ -9,19 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.hedger.calibration import (
+from shared.hedging.calibration import (
     DEFAULT_TARGETS,
     Calibration,
     calibrate,
     crc_lambda,
     lambda_for,
 )
-from services.hedger.darts import darts_path, is_correct, node_probabilities, path_choice, tree_arrays
-from services.hedger.errors import HedgeInputError
+from shared.hedging.darts import darts_path, is_correct, node_probabilities, path_choice, tree_arrays
+from shared.hedging.errors import HedgeInputError
 from shared.model_card import ModelCard, PreprocessConfig
 from shared.taxonomy import load_taxonomy
-from tests.hedger.synth import synthetic
-from tests.hedger.trees import JUMP_TREE, taxonomies
+from tests.shared.hedging.synth import synthetic
+from tests.shared.hedging.trees import JUMP_TREE, taxonomies
 
 TAX = load_taxonomy()
 L = len(TAX.leaves)

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from services.hedger.calibration import METHODS, Calibration, validate_target
-from services.hedger.darts import _P_TOL, _TIE_RTOL, choose, darts_path, tree_arrays
-from services.hedger.errors import HedgeInputError
+from shared.hedging.calibration import METHODS, Calibration, validate_target
+from shared.hedging.darts import _P_TOL, _TIE_RTOL, choose, darts_path, tree_arrays
+from shared.hedging.errors import HedgeInputError
 from shared.schemas import HedgedAnswer, NodeRef, ScoredNode
 from shared.taxonomy import Taxonomy
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from services.hedger.calibration import Calibration
-from services.hedger.darts import DartsPath, TreeArrays, path_choice
-from services.hedger.report import REPORT_TARGETS, backoff_choice, operating_curves, sweep_grids
+from shared.hedging.calibration import Calibration
+from shared.hedging.darts import DartsPath, TreeArrays, path_choice
+from services.trainer.evaluation.report import REPORT_TARGETS, backoff_choice, operating_curves, sweep_grids
 from shared.taxonomy import Taxonomy
 
 __all__ = ["frontier_gain", "compare_darts_backoff", "bootstrap_gain_difference", "calibrated_world_difference"]

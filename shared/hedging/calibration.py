@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from services.hedger.darts import (
+from shared.hedging.darts import (
     LAM_MAX,
     DartsPath,
     darts_path,
@@ -40,7 +40,7 @@ from services.hedger.darts import (
     prior_rewards,
     tree_arrays,
 )
-from services.hedger.errors import CalibrationError, HedgeInputError
+from shared.hedging.errors import CalibrationError, HedgeInputError
 from shared.taxonomy import Taxonomy
 
 __all__ = [

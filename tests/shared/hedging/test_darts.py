@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.hedger.darts import (
+from shared.hedging.darts import (
     LAM_MAX,
     choose,
     darts_path,
@@ -21,7 +21,7 @@ from services.hedger.darts import (
     prior_rewards,
     tree_arrays,
 )
-from tests.hedger.trees import FOUR_LEAF, JUMP_TREE, prob_vectors, taxonomies
+from tests.shared.hedging.trees import FOUR_LEAF, JUMP_TREE, prob_vectors, taxonomies
 
 SETTINGS = settings(max_examples=120, deadline=None)
 lams = st.one_of(st.just(0.0), st.floats(0.0, 50.0), st.floats(0.0, 1e5))
