@@ -31,6 +31,11 @@ class CommonSettings(BaseSettings):
         "wardrobe", description="Prefix of every Redis key and channel (queues, events): isolates deployments."
     )
     log_level: str = "INFO"
+    wardrobe_api_key: str | None = Field(None, description="`wardrobe classify`: the API key it sends.")
+    wardrobe_bootstrap_key: str | None = Field(
+        None, description="`wardrobe up`: make sure this operator API key exists (scripts, tests); unset: "
+        "an operator key is drawn and printed on first start.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
