@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["main", "COMMAND_MODULES"]
 
 # Where subcommands live; services/trainer/cli.py adds `train` and `evaluate`.
-COMMAND_MODULES = ["services.cli", "services.keys_cli", "services.trainer.cli"]
+COMMAND_MODULES = ["services.cli", "services.trainer.cli"]
 
 log = logging.getLogger("wardrobe")
 
@@ -37,14 +37,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack = launcher.start_stack(
             group, data_dir=settings.data_dir, model_dir=settings.model_dir, redis_url=settings.redis_url,
             database_url=settings.resolved_database_url, namespace=settings.redis_namespace, port=args.port,
-            host=args.host, model_store=settings.model_store, bootstrap_key=settings.wardrobe_bootstrap_key,
+            host=args.host, model_store=settings.model_store,
         )
         url = stack.url
         print(f"Wardrobe is up at {url}  (API docs: {url}/docs) — Ctrl-C to stop", flush=True)
-        if stack.new_operator_key:
-            print(f"First start: created an operator API key (shown once, keep it):\n    {stack.new_operator_key}\n"
-                  "Send it as 'Authorization: Bearer <key>'; make client keys with `wardrobe keys create`.",
-                  flush=True)
         while True:
             if dead := group.dead():
                 log.error("%s exited (code %s); stopping", dead[0].name, dead[0].popen.returncode)
@@ -72,14 +68,8 @@ def format_answer(path: str, body: dict) -> str:
 def cmd_classify(args: argparse.Namespace) -> int:
     import httpx
 
-    from shared.config import CommonSettings
-
-    key = args.key or CommonSettings().wardrobe_api_key
-    if not key:
-        print("an API key is needed: --key KEY or WARDROBE_API_KEY (`wardrobe keys create`)", file=sys.stderr)
-        return 2
     failures = 0
-    with httpx.Client(base_url=args.url, timeout=args.wait + 10, headers={"Authorization": f"Bearer {key}"}) as client:
+    with httpx.Client(base_url=args.url, timeout=args.wait + 10) as client:
         for photo in args.photos:
             path = Path(photo)
             try:
@@ -105,6 +95,98 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# --- wardrobe migrate ---------------------------------------------------------------------------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """What a deployment runs once before the services start (compose `migrate`, the Kubernetes
+    Job): the same ``prepare_database`` as ``wardrobe up`` and the gateway's own start-up."""
+    from shared.bootstrap import prepare_database
+    from shared.config import CommonSettings
+
+    settings = CommonSettings()
+    try:
+        version = prepare_database(settings.resolved_database_url, settings.model_dir,
+                                   attempts=settings.db_wait_attempts, model_store=settings.resolved_model_store)
+    except RuntimeError as exc:  # the database never answered (each try was logged)
+        log.error("%s", exc)
+        return 1
+    if version is None:
+        log.warning("migrated, but no model in %s: classifications answer 503 until one is registered",
+                    settings.model_dir)
+    return 0
+
+
+# --- wardrobe ping ------------------------------------------------------------------------------
+def ping_gateway(url: str, ready: bool, timeout: float) -> str:
+    import httpx
+
+    path = "/readyz" if ready else "/healthz"
+    response = httpx.get(url.rstrip("/") + path, timeout=timeout)
+    if response.status_code != 200:
+        raise ConnectionError(f"{url}{path} answered {response.status_code}: {response.text[:200]}")
+    return f"{url}{path} answered 200"
+
+
+def ping_redis(redis_url: str, timeout: float) -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout).ping()
+    except redis.RedisError as exc:
+        raise ConnectionError(f"Redis: {exc}") from None
+    return "Redis answered PING"
+
+
+def ping_db(database_url: str) -> str:
+    from shared.db import wait_for_database
+
+    wait_for_database(database_url, attempts=1)  # RuntimeError when it does not answer
+    return "database answered SELECT 1"
+
+
+def ping_worker(redis_url: str, namespace: str, node: str, timeout: float) -> str:
+    """One Celery node answers a broker ``ping``: its consumer is alive. Builds the shared Celery
+    app (right broker, REDIS_NAMESPACE key prefix) without importing any worker's tasks or
+    onnxruntime, so a liveness probe stays cheap."""
+    from shared.celery_app import create_celery_app
+
+    app = create_celery_app(redis_url, namespace, main="probe")
+    try:
+        replies = app.control.ping(destination=[node], timeout=timeout)
+    finally:
+        app.close()
+    if not any(node in reply for reply in replies):
+        raise ConnectionError(f"worker {node} did not answer a ping within {timeout:g} s")
+    return f"worker {node} answered"
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    """Exit 0 when ``target`` answers, 1 (with the reason on stderr) when it does not: the health
+    checks of compose, the Dockerfile and Kubernetes."""
+    import socket
+
+    from shared.config import CommonSettings
+
+    try:
+        if args.target == "gateway":
+            message = ping_gateway(args.url, args.ready, args.timeout)
+        else:
+            settings = CommonSettings()
+            if args.target == "db":
+                message = ping_db(settings.resolved_database_url)
+            elif not settings.redis_url:
+                raise ConnectionError("REDIS_URL is not set")
+            elif args.target == "redis":
+                message = ping_redis(settings.redis_url, args.timeout)
+            else:  # a worker: by default this host's node of that queue (`-n <queue>@%h`)
+                node = args.node or f"{args.target}@{socket.gethostname()}"
+                message = ping_worker(settings.redis_url, settings.redis_namespace, node, args.timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"; say why
+        print(f"ping {args.target}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"ping {args.target}: {message}")
+    return 0
+
+
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     up = subparsers.add_parser("up", help="start Redis (if REDIS_URL is unset), the gateway and the workers")
     up.add_argument("--port", type=int, default=8000)
@@ -115,10 +197,26 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     classify = subparsers.add_parser("classify", help="classify photos with a running gateway")
     classify.add_argument("photos", nargs="+", metavar="PHOTO")
     classify.add_argument("--url", default="http://127.0.0.1:8000")
-    classify.add_argument("--key", default=None, help="API key (default: WARDROBE_API_KEY)")
     classify.add_argument("--accuracy", type=float, default=None, help="accuracy target in [0.5, 0.999]")
     classify.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each answer (max 30)")
     classify.set_defaults(func=cmd_classify)
+
+    migrate = subparsers.add_parser(
+        "migrate", help="wait for the database (DB_WAIT_ATTEMPTS logged tries), run the Alembic migrations, "
+                        "register and activate the newest model in MODEL_DIR if none is active")
+    migrate.set_defaults(func=cmd_migrate)
+
+    ping = subparsers.add_parser("ping", help="exit 0 if a part of the system answers, else 1 (health checks)")
+    from shared.celery_app import QUEUES
+
+    ping.add_argument("target", choices=("gateway", "redis", "db", *QUEUES),
+                      help="gateway (HTTP), redis (REDIS_URL), db (DATABASE_URL), or a worker's queue: "
+                           "that worker's Celery node on this host answers through the broker")
+    ping.add_argument("--url", default="http://127.0.0.1:8000", help="gateway: its base URL")
+    ping.add_argument("--ready", action="store_true", help="gateway: /readyz (Redis, DB, model) instead of /healthz")
+    ping.add_argument("--node", default=None, help="worker: the Celery node name (default: <queue>@<hostname>)")
+    ping.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    ping.set_defaults(func=cmd_ping)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,10 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shared.config import CommonSettings, SettingsError
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        level = "DEBUG" if args.verbose else CommonSettings().log_level
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return args.func(args)
+    except SettingsError as exc:  # a bad environment variable: say which, no traceback
+        print(f"wardrobe {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

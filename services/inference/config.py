@@ -22,8 +22,8 @@ class InferenceSettings(CommonSettings):
     ort_intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default).")
     prefer_gpu: bool = Field(True, description="Use CUDAExecutionProvider when ONNX Runtime offers it.")
     batch_timeout_s: float = Field(120.0, gt=0.0, description="Longest a task waits for its batch's result.")
-    max_photo_bytes: int = DEFAULT_MAX_BYTES
-    max_photo_pixels: int = DEFAULT_MAX_PIXELS
+    max_photo_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description="Largest photo decoded (bytes); as the gateway.")
+    max_photo_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest decoded image (pixels); as the gateway.")
     decode_budget_bytes: int = Field(
         DEFAULT_DECODE_BUDGET_BYTES, ge=1,
         description="Bytes of full-size bitmap this process decodes at once; larger concurrent decodes wait.",

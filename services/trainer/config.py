@@ -1,5 +1,8 @@
-"""Trainer settings, from the environment (WARDROBE_DATA_DIR-style names are not used: plain
-names like DATASET_DIR, as every other service)."""
+"""Settings of the trainer (the ``wardrobe train`` / ``evaluate`` commands and the trainer worker).
+
+How many threads training uses is part of the recipe (``Recipe.threads``; ``wardrobe train --set
+threads=N``), not a setting.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,11 @@ from pathlib import Path
 from pydantic import Field
 
 from shared.config import CommonSettings
+from shared.schemas import TrainingMode
 
 
 class TrainerSettings(CommonSettings):
-    dataset_dir: Path | None = None  # images.csv + images/; the CLI's --data overrides it
-    threads: int = 2
+    dataset_dir: Path | None = Field(None, description="images.csv + images/; the CLI's --data overrides it.")
     # --- training jobs (services.trainer.jobs_runner) ---------------------------------------
     work_dir: Path | None = Field(None, description="Scratch space of training jobs; data_dir/trainer if unset.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="A running job's worker beats this often.")
@@ -27,7 +30,7 @@ class TrainerSettings(CommonSettings):
         None, gt=0, description="Enqueue a retrain once this many feedback items arrived since the last job."
     )
     auto_retrain_every_s: float | None = Field(None, gt=0, description="Enqueue a retrain on this schedule.")
-    auto_retrain_mode: str = Field("quick", pattern="^(quick|full|recalibrate)$")
+    auto_retrain_mode: TrainingMode = Field("quick", description="Mode of automatic jobs.")
     auto_check_interval_s: float = Field(60.0, gt=0, description="How often beat checks the automatic trigger.")
 
     @property

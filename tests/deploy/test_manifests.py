@@ -5,8 +5,11 @@ Dockerfile reader) and compared with the code base:
 
 * every process command is a real entry point: the uvicorn factory is importable, each Celery
   ``-A`` module exists, defines ``app`` and is the one ``services.launcher`` starts, ``-Q`` is the
-  queue ``shared.celery_app`` routes that service's tasks to, ``python -c`` snippets compile and
-  import names that exist, ``wardrobe ...`` parses with the real CLI;
+  queue ``shared.celery_app`` routes that service's tasks to, ``wardrobe ...`` parses with the real
+  CLI (health checks are ``wardrobe ping`` of the container's own service, the one-shot database
+  preparation is ``wardrobe migrate``; no ``python -c`` one-liners);
+* each image installs its service's extra and, where it runs a model, exactly one ONNX Runtime
+  build (the ``cpu`` or ``gpu`` extra, chosen by the ``ORT_BUILD`` build argument);
 * every environment variable set for a Wardrobe container is a field of that service's settings
   class (case-insensitively, as pydantic-settings reads them), and its value validates;
 * probes and health checks hit real gateway routes on the port uvicorn listens on;
@@ -70,6 +73,7 @@ GATEWAY_PORT = 8000
 class Stage:
     name: str
     base: str
+    args: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     cmd: list[str] | None = None
     entrypoint: list[str] | None = None
@@ -137,8 +141,7 @@ def dockerfile() -> Dockerfile:
     for keyword, rest in _instructions(DOCKERFILE.read_text()):
         if keyword == "ARG":
             name, _, default = rest.partition("=")
-            if current is None:
-                args[name] = default
+            (args if current is None else current.args)[name] = default
         elif keyword == "FROM":
             m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", rest, re.IGNORECASE)
             assert m, f"every stage is named: FROM {rest}"
@@ -267,9 +270,9 @@ def check_command(argv: list[str], service: str, where: str) -> None:
     elif prog == "celery":
         check_celery(argv, service, where)
     elif prog.startswith("python") and argv[1:2] == ["-c"]:
-        check_python_snippet(argv[2], argv[3:], service, where)
+        pytest.fail(f"{where}: a `python -c` one-liner; use a `wardrobe` command (services/cli.py)")
     elif prog == "wardrobe":
-        check_wardrobe_cli(argv[1:], where)
+        check_wardrobe_cli(argv[1:], service, where)
     elif prog == "sleep":  # preStop pauses
         assert len(argv) == 2 and argv[1].isdigit(), f"{where}: {argv}"
     else:
@@ -297,56 +300,85 @@ def check_celery(argv: list[str], service: str, where: str) -> None:
     assert node == f"{service}@%h", f"{where}: node {node!r}; the liveness ping expects {service}@%h"
 
 
-def check_python_snippet(code: str, extra_args: list[str], service: str, where: str) -> None:
-    tree = ast.parse(code)
-    compile(tree, where, "exec")
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("shared", "services"):
-            module = importlib.import_module(node.module)
-            for alias in node.names:
-                assert hasattr(module, alias.name), f"{where}: {node.module} has no {alias.name}"
-    if "control.ping" in code:  # a worker liveness probe
-        assert service in WORKERS, f"{where}: Celery ping outside a worker"
-        assert extra_args == [service], f"{where}: the ping names node {extra_args}@host, not {service}@host"
-        assert "'@' + socket.gethostname()" in code, f"{where}: must ping this container's node only"
-        assert "REDIS_NAMESPACE" in code and "REDIS_URL" in code, f"{where}: must use the worker's broker + prefix"
-    if "prepare_database" in code:
-        assert service in ("migrate", "gateway"), where
-
-
-def check_wardrobe_cli(args: list[str], where: str) -> None:
+def check_wardrobe_cli(args: list[str], service: str, where: str) -> None:
+    """``wardrobe ARGS`` parses with the real CLI; ``ping`` checks the container's own service (a
+    worker its own queue's node, the gateway its own port and a real route); ``migrate`` runs only
+    where the migrations run."""
     from services.cli import build_parser
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["wardrobe"] == "services.cli:main"
     try:
-        build_parser().parse_args(args)
+        parsed = build_parser().parse_args(args)
     except SystemExit as exc:  # --help exits 0; a bad option exits 2
         assert exc.code == 0, f"{where}: `wardrobe {' '.join(args)}` does not parse"
+        return
+    if parsed.command == "ping":
+        assert parsed.target == service, f"{where}: a {service} container pings {parsed.target}"
+        if service == "gateway":
+            url = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/?", parsed.url)
+            assert url and int(url.group(1)) == GATEWAY_PORT, f"{where}: pings {parsed.url}"
+            assert is_gateway_route("/readyz" if parsed.ready else "/healthz"), where
+        else:
+            assert parsed.node is None, f"{where}: the default node <queue>@<hostname> is the one `-n` names"
+    if parsed.command == "migrate":
+        assert service in ("migrate", "gateway"), f"{where}: migrations run from the gateway image"
 
 
-def check_url_probe(argv: list[str], where: str) -> None:
-    """A `python -c urllib.request.urlopen('http://127.0.0.1:PORT/PATH')` health check."""
-    (url,) = re.findall(r"https?://[^'\"]+", " ".join(argv))
-    m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)(/\S*)", url)
-    assert m, f"{where}: {url}"
-    assert int(m.group(1)) == GATEWAY_PORT, f"{where}: port {m.group(1)}"
-    assert is_gateway_route(m.group(2)), f"{where}: {m.group(2)} is not a gateway route"
+def wardrobe_ping(argv: list[str] | None) -> tuple[str, bool] | None:
+    """(target, --ready) of a ``wardrobe ping`` command, else None."""
+    if not argv or Path(argv[0]).name != "wardrobe" or argv[1:2] != ["ping"]:
+        return None
+    from services.cli import build_parser
+
+    parsed = build_parser().parse_args(argv[1:])
+    return parsed.target, parsed.ready
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------
-def test_dockerfile_has_one_target_per_service_on_python_311_slim() -> None:
+ORT_BUILDS = ("cpu", "gpu")  # the extras holding the two ONNX Runtime builds; an image gets at most one
+
+
+def image_extras() -> dict[str, set[str]]:
+    """Each image the Dockerfile can build -> the extras its ``pip install '.[...]'`` installs.
+    A ``${ORT_BUILD}`` in the install line is expanded to every ONNX Runtime build (the default
+    names the image after its target, the other ``<target>-<build>``)."""
     df = dockerfile()
-    assert df.args["PYTHON_IMAGE"] == "python:3.11-slim"
+    images: dict[str, set[str]] = {}
     for service in SERVICES:
-        assert service in df.stages, f"no `{service}` target"
-        assert df.chain(service)[-1].base == "${PYTHON_IMAGE}"
         build = f"build-{service}"
         assert build in df.stages[service].copies_from, f"{service} takes its venv from {build}"
         installs = [r for r in df.stages[build].runs if "pip install" in r]
-        assert any(f"'.[{service}]'" in r for r in installs), f"{build} must pip install '.[{service}]'"
-        others = [s for s in SERVICES if s != service]
-        assert not any(f".[{o}]" in r for r in installs for o in others), f"{build} installs another extra"
+        assert len(installs) == 1, f"{build}: one pip install"
+        m = re.search(r"""["']\.\[([^\]]*)\]["']""", installs[0])
+        assert m, f"{build} must pip install '.[<extras>]': {installs[0]}"
+        extras = m.group(1).split(",")
+        if "${ORT_BUILD}" in extras:
+            default = df.stages[build].args.get("ORT_BUILD")
+            assert default in ORT_BUILDS, f"{build}: ORT_BUILD defaults to {default!r}"
+            for ort in ORT_BUILDS:
+                name = service if ort == default else f"{service}-{ort}"
+                images[name] = {e if e != "${ORT_BUILD}" else ort for e in extras}
+        else:
+            images[service] = set(extras)
+    return images
+
+
+def test_dockerfile_has_one_target_per_service_on_python_311_slim() -> None:
+    df = dockerfile()
+    assert df.args["PYTHON_IMAGE"] == "python:3.11-slim"
+    images = image_extras()
+    for service in SERVICES:
+        assert service in df.stages, f"no `{service}` target"
+        assert df.chain(service)[-1].base == "${PYTHON_IMAGE}"
+    for image, extras in images.items():
+        service = image.split("-")[0]
+        assert service in extras, f"{image} must install the {service} extra"
+        assert not extras & (set(SERVICES) - {service}), f"{image} installs another service's extra: {extras}"
+        runs_a_model = service in ("inference", "trainer")
+        assert len(extras & set(ORT_BUILDS)) == (1 if runs_a_model else 0), f"{image}: ONNX Runtime builds {extras}"
+    assert images["inference"] == {"inference", "cpu"}, "the default inference image is the small CPU one"
+    assert images["inference-gpu"] == {"inference", "gpu"}
 
 
 def test_images_run_as_an_unprivileged_user() -> None:
@@ -370,12 +402,27 @@ def _requirements(extra: str | None) -> set[str]:
     return names
 
 
+ORT_DISTRIBUTIONS = {"onnxruntime", "onnxruntime-gpu"}  # both install the `onnxruntime` module
+
+
 def test_extras_keep_torch_out_of_serving_images() -> None:
     for service in ("gateway", "hedger", "inference"):
         assert not {"torch", "torchvision"} & _requirements(service), f"{service} would get torch"
-    assert "onnxruntime" in _requirements("inference")
-    assert "onnxruntime" not in _requirements("gateway") | _requirements("hedger")
     assert "torch" in _requirements("trainer")
+    assert _requirements("cpu") & ORT_DISTRIBUTIONS == {"onnxruntime"}
+    assert _requirements("gpu") & ORT_DISTRIBUTIONS == {"onnxruntime-gpu"}
+    for service in SERVICES:  # the build is chosen next to the service's extra, never inside it
+        assert not _requirements(service) & ORT_DISTRIBUTIONS, f"{service}'s extra pins an ONNX Runtime build"
+
+
+def test_no_environment_gets_both_onnxruntime_builds() -> None:
+    """Each image, and `all` (make up / make test / CI), `all-gpu`: at most one build."""
+    environments = {image: extras for image, extras in image_extras().items()}
+    environments |= {"all": {"all"}, "all-gpu": {"all-gpu"}}
+    for name, extras in environments.items():
+        found = set().union(*(_requirements(e) for e in extras)) & ORT_DISTRIBUTIONS
+        expected = 1 if name.split("-")[0] in ("inference", "trainer", "all") else 0
+        assert len(found) == expected, f"{name} installs {found or 'no ONNX Runtime'}"
 
 
 def test_dockerfile_commands_are_real_entry_points() -> None:
@@ -388,8 +435,8 @@ def test_dockerfile_health_checks() -> None:
     df = dockerfile()
     gateway = df.resolved("gateway")
     assert GATEWAY_PORT in gateway.expose
-    check_url_probe(gateway.healthcheck, "Dockerfile gateway HEALTHCHECK")
-    assert "/healthz" in " ".join(gateway.healthcheck), "the image's own check is liveness"
+    check_command(gateway.healthcheck, "gateway", "Dockerfile gateway HEALTHCHECK")
+    assert wardrobe_ping(gateway.healthcheck) == ("gateway", False), "the image's own check is liveness"
     for worker in WORKERS:
         hc = df.resolved(worker).healthcheck
         assert hc, f"{worker}: no HEALTHCHECK"
@@ -499,10 +546,10 @@ def test_compose_commands_are_real_entry_points() -> None:
         if hc and not hc.get("disable"):
             test = hc["test"]
             assert test[0] == "CMD", f"compose {name}: exec-form healthcheck"
+            check_command(test[1:], service, f"compose {name} healthcheck")
+            assert wardrobe_ping(test[1:]), f"compose {name}: health check is `wardrobe ping`"
             if service == "gateway":
-                check_url_probe(test[1:], f"compose {name} healthcheck")
-            else:
-                check_command(test[1:], service, f"compose {name} healthcheck")
+                assert wardrobe_ping(test[1:]) == ("gateway", True), "compose: healthy = ready (--wait)"
     assert compose_services()["migrate"]["healthcheck"]["disable"] is True  # the gateway image's check
 
 
@@ -644,6 +691,7 @@ def check_k8s(objects: list[dict], label: str) -> None:
         elif service in WORKERS:
             probe = container["livenessProbe"]["exec"]["command"]
             check_command(probe, service, f"{where} livenessProbe")
+            assert wardrobe_ping(probe) == (service, False), f"{where}: liveness is `wardrobe ping {service}`"
             assert container["livenessProbe"]["timeoutSeconds"] >= 10, f"{where}: the ping needs time"
         # selectors
         if workload["kind"] == "Deployment":

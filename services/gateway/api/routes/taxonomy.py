@@ -1,9 +1,9 @@
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from services.gateway.api.deps import TaxonomyDep, get_caller
+from services.gateway.api.deps import TaxonomyDep
 from shared.schemas import TaxonomyNodePublic, TaxonomyPublic
 
-router = APIRouter(prefix="/v1/taxonomy", tags=["taxonomy"], dependencies=[Depends(get_caller)])
+router = APIRouter(prefix="/v1/taxonomy", tags=["taxonomy"])
 
 
 @router.get("", response_model=TaxonomyPublic, summary="The garment taxonomy (nodes, display texts, icons)")
