@@ -66,13 +66,14 @@ def raw_ort(model_path: Path, photos: list[bytes], repeats: int) -> dict:
             "batch32_throughput_per_s": 32 / statistics.median(b32)}
 
 
-async def run_load(url: str, photos: list[bytes], n: int, concurrency: int, accuracy: float) -> dict:
+async def run_load(url: str, photos: list[bytes], n: int, concurrency: int, accuracy: float, key: str) -> dict:
     import httpx
 
     sem = asyncio.Semaphore(concurrency)
     latencies, failures, server = [], 0, []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
         async def one(i: int) -> None:
             nonlocal failures
             async with sem:
@@ -111,6 +112,8 @@ def main() -> int:
     ap.add_argument("--low-load", type=int, default=40, help="sequential requests for low-load latency")
     ap.add_argument("--accuracy", type=float, default=0.9)
     ap.add_argument("--url", help="use a running gateway instead of starting the system")
+    ap.add_argument("--key", help="API key for --url (an unlimited operator key: the bench must not be rate-limited); "
+                    "default WARDROBE_BOOTSTRAP_KEY")
     ap.add_argument("--model", type=Path, help="model version dir for the raw ORT numbers (with --url)")
     ap.add_argument("--model-dir", type=Path, default=None, help="model registry dir (default: settings)")
     ap.add_argument("--standin", default=None, help="build an untrained torchvision stand-in, e.g. efficientnet_b0")
@@ -143,15 +146,19 @@ def main() -> int:
     try:
         if args.url:
             url = args.url
+            key = args.key or settings.wardrobe_bootstrap_key
+            if not key:
+                ap.error("--url needs --key (or WARDROBE_BOOTSTRAP_KEY)")
         else:
+            key = f"bench-{uuid.uuid4().hex}"  # the operator key the stack is started with
             stack = launcher.start_stack(group, data_dir=tmp / "data", model_dir=model_dir,
                                          redis_url=settings.redis_url, database_url=settings.database_url,
                                          namespace=f"wardrobe-bench-{uuid.uuid4().hex[:6]}",
-                                         services=("inference", "hedger"))
+                                         services=("inference", "hedger"), bootstrap_key=key)
             url = stack.url
-        asyncio.run(run_load(url, photos, 8, 1, args.accuracy))  # warm-up
-        result["low_load"] = asyncio.run(run_load(url, photos, args.low_load, 1, args.accuracy))
-        result["loaded"] = asyncio.run(run_load(url, photos, args.n, args.concurrency, args.accuracy))
+        asyncio.run(run_load(url, photos, 8, 1, args.accuracy, key))  # warm-up
+        result["low_load"] = asyncio.run(run_load(url, photos, args.low_load, 1, args.accuracy, key))
+        result["loaded"] = asyncio.run(run_load(url, photos, args.n, args.concurrency, args.accuracy, key))
     finally:
         group.stop_all()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["main", "COMMAND_MODULES"]
 
 # Where subcommands live; services/trainer/cli.py adds `train` and `evaluate`.
-COMMAND_MODULES = ["services.cli", "services.trainer.cli"]
+COMMAND_MODULES = ["services.cli", "services.keys_cli", "services.trainer.cli"]
 
 log = logging.getLogger("wardrobe")
 
@@ -37,10 +37,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack = launcher.start_stack(
             group, data_dir=settings.data_dir, model_dir=settings.model_dir, redis_url=settings.redis_url,
             database_url=settings.resolved_database_url, namespace=settings.redis_namespace, port=args.port,
-            host=args.host, model_store=settings.model_store,
+            host=args.host, model_store=settings.model_store, bootstrap_key=settings.wardrobe_bootstrap_key,
         )
         url = stack.url
         print(f"Wardrobe is up at {url}  (API docs: {url}/docs) — Ctrl-C to stop", flush=True)
+        if stack.new_operator_key:
+            print(f"First start: created an operator API key (shown once, keep it):\n    {stack.new_operator_key}\n"
+                  "Send it as 'Authorization: Bearer <key>'; make client keys with `wardrobe keys create`.",
+                  flush=True)
         while True:
             if dead := group.dead():
                 log.error("%s exited (code %s); stopping", dead[0].name, dead[0].popen.returncode)
@@ -68,8 +72,14 @@ def format_answer(path: str, body: dict) -> str:
 def cmd_classify(args: argparse.Namespace) -> int:
     import httpx
 
+    from shared.config import CommonSettings
+
+    key = args.key or CommonSettings().wardrobe_api_key
+    if not key:
+        print("an API key is needed: --key KEY or WARDROBE_API_KEY (`wardrobe keys create`)", file=sys.stderr)
+        return 2
     failures = 0
-    with httpx.Client(base_url=args.url, timeout=args.wait + 10) as client:
+    with httpx.Client(base_url=args.url, timeout=args.wait + 10, headers={"Authorization": f"Bearer {key}"}) as client:
         for photo in args.photos:
             path = Path(photo)
             try:
@@ -197,6 +207,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     classify = subparsers.add_parser("classify", help="classify photos with a running gateway")
     classify.add_argument("photos", nargs="+", metavar="PHOTO")
     classify.add_argument("--url", default="http://127.0.0.1:8000")
+    classify.add_argument("--key", default=None, help="API key (default: WARDROBE_API_KEY)")
     classify.add_argument("--accuracy", type=float, default=None, help="accuracy target in [0.5, 0.999]")
     classify.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each answer (max 30)")
     classify.set_defaults(func=cmd_classify)

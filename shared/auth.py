@@ -35,6 +35,8 @@ class Caller:
 
     id: str
     role: Role
+    rate_limit_per_minute: int | None = None  # None: the gateway's default; 0: not limited
+    max_photo_bytes: int | None = None  # None: the gateway's limit; a key may only be stricter
 
     def may(self, needed: Role) -> bool:
         return self.role.allows(needed)
@@ -44,5 +46,5 @@ class Caller:
         return self.role is Role.operator or owner_id == self.id
 
 
-# Until API keys exist (issue [G]) every request is this caller.
+# Only for code paths that act on the system's own behalf (never for an HTTP request).
 ANONYMOUS_OPERATOR = Caller(id="anonymous", role=Role.operator)

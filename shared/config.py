@@ -66,6 +66,11 @@ class CommonSettings(BaseSettings):
     db_wait_attempts: int = Field(
         30, ge=1, description="Tries, 1 s apart, while waiting for the database at start-up (migrate, gateway)."
     )
+    wardrobe_api_key: str | None = Field(None, description="`wardrobe classify`: the API key it sends.")
+    wardrobe_bootstrap_key: str | None = Field(
+        None, description="`wardrobe up`: make sure this operator API key exists (scripts, tests); unset: "
+        "an operator key is drawn and printed on first start.",
+    )
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -38,9 +38,10 @@ def ms_between(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds() * 1000.0, 3)
 
 
-def create_job(session: Session, photo_key: str, accuracy: float) -> ClassificationJob:
+def create_job(session: Session, photo_key: str, accuracy: float, owner_id: str | None = None) -> ClassificationJob:
     job = ClassificationJob(
-        id=uuid.uuid4(), status=JobStatus.pending, photo_key=photo_key, accuracy_target=accuracy, timings={}
+        id=uuid.uuid4(), status=JobStatus.pending, photo_key=photo_key, accuracy_target=accuracy, timings={},
+        owner_id=owner_id,
     )
     session.add(job)
     session.flush()

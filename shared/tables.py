@@ -16,8 +16,10 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.auth import Role
+
 __all__ = ["Base", "JobStatus", "ClassificationJob", "ModelVersion", "ModelActivation", "Feedback",
-           "TrainingJobStatus", "TrainingJob", "utcnow"]
+           "TrainingJobStatus", "TrainingJob", "ApiKey", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -47,6 +49,7 @@ class ClassificationJob(Base):
         Enum(JobStatus, name="job_status", native_enum=False, length=16), default=JobStatus.pending
     )
     photo_key: Mapped[str] = mapped_column(String(64))  # sha256 hex of the photo bytes
+    owner_id: Mapped[str | None] = mapped_column(String(64))  # the API key id that created it (Caller.id)
     accuracy_target: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str | None] = mapped_column(String(128))
     leaf_probs: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # leaf name -> probability
@@ -59,7 +62,8 @@ class ClassificationJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_classification_jobs_status", "status"),)
+    __table_args__ = (Index("ix_classification_jobs_status", "status"),
+                      Index("ix_classification_jobs_owner_id", "owner_id"))
 
 
 class ModelVersion(Base):
@@ -158,3 +162,20 @@ class TrainingJob(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_training_jobs_status", "status"),)
+
+
+class ApiKey(Base):
+    """An API key: only the sha256 of the secret is stored (keys are 256-bit random tokens, so a
+    plain hash cannot be brute-forced); ``id`` is public and names the key in lists, logs and
+    as the owner of what it creates."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[Role] = mapped_column(Enum(Role, name="api_key_role", native_enum=False, length=16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the secret
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)  # None: the gateway's default; 0: none
+    max_photo_bytes: Mapped[int | None] = mapped_column(Integer)  # None: the gateway's limit
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -29,5 +29,11 @@ class GatewaySettings(CommonSettings):
         DEFAULT_DECODE_BUDGET_BYTES, ge=1,
         description="Bytes of full-size bitmap this process decodes at once; larger concurrent decodes wait.",
     )
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="Requests per minute per API key unless the key sets its own (0: no limit).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to call the API (CORS); empty: none.",
+    )
     migrate_on_startup: bool = Field(True, description="Wait for the DB, migrate, register a model, then serve.")
     taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; the bundled one if unset.")

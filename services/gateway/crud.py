@@ -29,8 +29,8 @@ def to_public(job: ClassificationJob, rehedged: ClassificationResult | None = No
     )
 
 
-def create_job(session: Session, photo_key: str, accuracy: float) -> ClassificationJob:
-    return jobs.create_job(session, photo_key, accuracy)
+def create_job(session: Session, photo_key: str, accuracy: float, owner_id: str | None = None) -> ClassificationJob:
+    return jobs.create_job(session, photo_key, accuracy, owner_id)
 
 
 def read_job(session: Session, job_id: str) -> ClassificationJob | None:

@@ -19,6 +19,8 @@ class GatewayError(Exception):
     status_code = 500
     code = "internal_error"
 
+    headers: dict[str, str] | None = None
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -30,10 +32,23 @@ class JobNotFound(GatewayError):
 
 class Unauthenticated(GatewayError):
     status_code, code = 401, "unauthenticated"
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(GatewayError):
     status_code, code = 403, "forbidden"
+
+
+class RateLimited(GatewayError):
+    status_code, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class KeyNotFound(GatewayError):
+    status_code, code = 404, "key_not_found"
 
 
 class InvalidParameter(GatewayError):
@@ -84,7 +99,7 @@ def _describe(err: dict) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(PhotoError)
     async def _photo_error(_: Request, exc: PhotoError) -> JSONResponse:

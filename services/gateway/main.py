@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.api.main import api_router
 from services.gateway.config import GatewaySettings
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from services.gateway.errors import error_body, install_error_handlers
 from services.gateway.startup import lifespan
+
 
 class BodySizeLimit:
     """Refuses a request body over ``max_bytes`` with 413, counting bytes as they arrive.
@@ -33,8 +34,6 @@ class BodySizeLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length and length.isdigit() and int(length) > self.max_bytes:
-            from fastapi.responses import JSONResponse
-
             body = error_body("photo_too_large", f"the upload is {int(length)} bytes; the limit is "
                               f"{self.max_bytes} bytes")
             await JSONResponse(body, status_code=413)(scope, receive, send)
@@ -68,6 +67,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router)
-    app.mount("/metrics", make_asgi_app())
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + MULTIPART_OVERHEAD)
+    if settings.cors_origins:  # browsers may call the API only from these origins (outermost: 413s too)
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After"],
+                           max_age=600)
     return app

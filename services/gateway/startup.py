@@ -16,6 +16,7 @@ from services.gateway.api.deps import Database
 from services.gateway.config import GatewaySettings
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
+from services.gateway.ratelimit import RateLimiter
 from shared.bootstrap import prepare_database
 from shared.celery_app import create_celery_app
 from shared.model_store import open_model_store
@@ -39,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.taxonomy = load_taxonomy(s.taxonomy_path)
     app.state.redis = aioredis.Redis.from_url(s.redis_url)
     app.state.notifier = Notifier(app.state.redis, s.redis_namespace)
+    app.state.rate_limiter = RateLimiter(app.state.redis, s.redis_namespace)
     await app.state.notifier.start()
     celery = create_celery_app(s.redis_url, s.redis_namespace, main="gateway")
     app.state.queue = JobQueue(celery, app.state.redis, app.state.notifier)

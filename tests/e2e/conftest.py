@@ -4,6 +4,7 @@ inference and hedger Celery workers, serving a tiny model. Started once per test
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from shared.model_store import LocalModelStore
 from shared.storage import PhotoStore
 
 MAX_PHOTO_BYTES = 300_000
+OPERATOR_KEY = f"e2e-operator-{uuid.uuid4().hex}"  # WARDROBE_BOOTSTRAP_KEY of the stack under test
 
 
 @dataclass
@@ -61,8 +63,9 @@ def system(redis_url: str, redis_namespace: str, session_database_url: str, mode
             group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=session_database_url,
             namespace=redis_namespace, services=("inference", "hedger"), model_store=data_dir / "model-store",
             extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5"},
+            bootstrap_key=OPERATOR_KEY,
         )
-        with httpx.Client(base_url=stack.url, timeout=40) as http:
+        with httpx.Client(base_url=stack.url, timeout=40, headers={"Authorization": f"Bearer {OPERATOR_KEY}"}) as http:
             yield System(stack.url, session_database_url, redis_url, redis_namespace, data_dir / "photos", group,
                          http, LocalModelStore(data_dir / "model-store"))
     except Exception:

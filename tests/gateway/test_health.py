@@ -4,6 +4,9 @@ from fastapi.testclient import TestClient
 
 from services.gateway.api.deps import get_queue
 from services.gateway.main import create_app
+from shared import api_keys
+from shared.auth import Role
+from shared.db import session_scope
 from shared.taxonomy import load_taxonomy
 
 
@@ -26,7 +29,10 @@ def test_readyz_is_503_without_a_model_and_post_is_refused(gateway_settings, fak
         assert r.status_code == 503 and r.json()["checks"]["model"] == "no active model version"
         from tests.factories import jpeg_bytes
 
-        r = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())})
+        with session_scope(settings.resolved_database_url) as session:
+            key = api_keys.create_key(session, "c", Role.client).token
+        r = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())},
+                        headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_active_model"
     assert fake_queue.enqueued == []
 
@@ -38,8 +44,9 @@ def test_taxonomy_lists_every_node_with_display_and_icon(client):
     assert all(n["display"] and n["icon"] for n in body["nodes"])
 
 
-def test_models_lists_the_active_version(client):
-    assert [(m["version"], m["active"]) for m in client.get("/v1/models").json()] == [("tiny-1", True)]
+def test_models_lists_the_active_version(client, keys):
+    r = client.get("/v1/models", headers=keys.headers("operator"))
+    assert [(m["version"], m["active"]) for m in r.json()] == [("tiny-1", True)]
 
 
 def test_openapi_documents_the_classification_routes(client):
@@ -47,6 +54,8 @@ def test_openapi_documents_the_classification_routes(client):
     assert {"/v1/classifications", "/v1/classifications/{job_id}", "/v1/taxonomy", "/readyz"} <= set(paths)
 
 
-def test_metrics_are_exposed(client):
-    r = client.get("/metrics/")
+def test_metrics_are_exposed_to_operators_only(client, keys):
+    r = client.get("/metrics", headers=keys.headers("operator"))
     assert r.status_code == 200 and "wardrobe_classifications_total" in r.text
+    assert client.get("/metrics").status_code == 403  # the client key
+    assert client.get("/metrics", headers={"Authorization": ""}).status_code == 401

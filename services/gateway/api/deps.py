@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.config import GatewaySettings
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
-from shared.auth import ANONYMOUS_OPERATOR, Caller, Role
+from services.gateway.ratelimit import RateLimiter
+from shared import api_keys
+from shared.auth import Caller, Role
 from shared.db import session_scope
 from shared.model_store import ModelStore
 from shared.photos import DecodeBudget
@@ -68,9 +70,34 @@ def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
 
-def get_caller(request: Request) -> Caller:
-    """The caller of this request. The seam for API keys ([G]): replace the body, keep the name."""
-    return ANONYMOUS_OPERATOR
+def get_rate_limiter(request: Request) -> RateLimiter:
+    return request.app.state.rate_limiter
+
+
+async def get_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <API key>`", max_length=512)] = None,
+) -> Caller:
+    """The caller of this request, from ``Authorization: Bearer <API key>``: 401 without a valid
+    key, 429 (with Retry-After) once the key is over its rate limit. Every counted request goes
+    through here, re-hedges included."""
+    from services.gateway.errors import RateLimited, Unauthenticated
+
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
+    caller = await get_database(request).run(api_keys.resolve, token)
+    if caller is None:
+        raise Unauthenticated("the API key is unknown or revoked")
+    settings = get_settings(request)
+    limit = settings.rate_limit_per_minute if caller.rate_limit_per_minute is None else caller.rate_limit_per_minute
+    retry_after = await get_rate_limiter(request).hit(caller.id, limit)
+    if retry_after is not None:
+        raise RateLimited(f"key {caller.id} is over its limit of {limit} requests per minute; "
+                          f"retry in {retry_after} s", retry_after_s=retry_after)
+    request.state.caller = caller  # for the access log
+    return caller
 
 
 def require_role(role: Role) -> Callable[..., Caller]:

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from services.gateway.api.routes import classifications, health, models, taxonomy
+from services.gateway.api.routes import classifications, health, metrics, models, taxonomy
 
 api_router = APIRouter()
 api_router.include_router(classifications.router)
 api_router.include_router(taxonomy.router)
 api_router.include_router(models.router)
 api_router.include_router(health.router)
+api_router.include_router(metrics.router)

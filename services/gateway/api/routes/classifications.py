@@ -6,11 +6,12 @@ import math
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway import crud
-from services.gateway.api.deps import DatabaseDep, DecodeBudgetDep, NotifierDep, QueueDep, SettingsDep, StoreDep
+from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, NotifierDep, QueueDep, SettingsDep,
+                                       StoreDep)
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import InvalidParameter, JobNotFound, NoActiveModel, QueueUnavailable
 from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
@@ -23,7 +24,7 @@ from shared.tables import ClassificationJob
 
 router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503, 504)}
 AccuracyParam = "Accuracy target in [0.5, 0.999]: the hedged answer is right at least this often."
 VALIDATION_SIDE = 64  # the gateway only validates: the smallest decode that reads every byte
 WaitParam = "Wait up to this many seconds (at most 30) for the result before answering."
@@ -51,15 +52,15 @@ def _validate_and_store(data: bytes, settings: GatewaySettings, store: PhotoStor
     return store.put(data)
 
 
-def _create_job(session, photo_key: str, accuracy: float) -> ClassificationJob:  # noqa: ANN001
+def _create_job(session, photo_key: str, accuracy: float, owner_id: str) -> ClassificationJob:  # noqa: ANN001
     if crud.active_model(session) is None:
         raise NoActiveModel("no model version is active; register one first")
-    return crud.create_job(session, photo_key, accuracy)
+    return crud.create_job(session, photo_key, accuracy, owner_id)
 
 
 async def wait_for_job(job_id: str, wait_s: float, db: DatabaseDep, notifier: Notifier,
                        poll_s: float) -> ClassificationJob | None:
-    """The job once finished, or as it is after ``wait_s`` seconds."""
+    """The job once finished, or as it is after ``wait_s`` seconds (callers check ownership first)."""
     deadline = time.monotonic() + wait_s
     async with notifier.watch(job_id) as event:  # watch first: no completion can slip by
         while True:
@@ -79,6 +80,7 @@ async def wait_for_job(job_id: str, wait_s: float, db: DatabaseDep, notifier: No
 async def create_classification(
     response: Response,
     photo: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
+    caller: CallerDep,
     db: DatabaseDep,
     queue: QueueDep,
     notifier: NotifierDep,
@@ -92,15 +94,16 @@ async def create_classification(
     t0 = time.perf_counter()
     accuracy = _accuracy(accuracy_form if accuracy_form is not None else accuracy_query, settings)
     wait = _wait(wait, settings)
+    max_bytes = min(settings.max_photo_bytes, caller.max_photo_bytes or settings.max_photo_bytes)
     try:
-        data = await photo.read(settings.max_photo_bytes + 1)
-        if len(data) > settings.max_photo_bytes:
-            raise PhotoTooLarge(f"the photo is over the limit of {settings.max_photo_bytes} bytes")
+        data = await photo.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise PhotoTooLarge(f"the photo is over this key's limit of {max_bytes} bytes")
         photo_key = await run_in_threadpool(_validate_and_store, data, settings, store, budget)
     except PhotoError as exc:
         CLASSIFICATIONS.labels(outcome=f"rejected_{exc.code}").inc()
         raise
-    job = await db.run(_create_job, photo_key, accuracy)  # committed before enqueueing
+    job = await db.run(_create_job, photo_key, accuracy, caller.id)  # committed before enqueueing
     job_id = str(job.id)
     try:
         await queue.enqueue_classification(job_id)
@@ -124,7 +127,8 @@ async def create_classification(
     "the stored leaf probabilities for another target without running the network again.",
 )
 async def read_classification(
-    job_id: str,
+    job_id: Annotated[str, Path(max_length=64, description="The job id (a UUID).")],
+    caller: CallerDep,
     db: DatabaseDep,
     queue: QueueDep,
     notifier: NotifierDep,
@@ -134,12 +138,11 @@ async def read_classification(
 ) -> ClassificationPublic:
     target = _accuracy(accuracy, settings) if accuracy is not None else None
     wait = _wait(wait, settings)
-    if wait > 0:
-        job = await wait_for_job(job_id, wait, db, notifier, settings.wait_fallback_poll_s)
-    else:
-        job = await db.run(crud.read_job, job_id)
-    if job is None:
+    job = await db.run(crud.read_job, job_id)
+    if job is None or not caller.owns(job.owner_id):  # another client's job is as absent as none
         raise JobNotFound(f"no classification job with id {job_id!r}")
+    if wait > 0:
+        job = await wait_for_job(job_id, wait, db, notifier, settings.wait_fallback_poll_s) or job
     if target is None or job.leaf_probs is None or job.status.value != "done":
         return crud.to_public(job)
     try:

@@ -1,9 +1,9 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from services.gateway.api.deps import TaxonomyDep
+from services.gateway.api.deps import TaxonomyDep, get_caller
 from shared.schemas import TaxonomyNodePublic, TaxonomyPublic
 
-router = APIRouter(prefix="/v1/taxonomy", tags=["taxonomy"])
+router = APIRouter(prefix="/v1/taxonomy", tags=["taxonomy"], dependencies=[Depends(get_caller)])
 
 
 @router.get("", response_model=TaxonomyPublic, summary="The garment taxonomy (nodes, display texts, icons)")

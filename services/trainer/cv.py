@@ -1,0 +1,320 @@
+"""Cross-validation grouped by person, and the model trained on everything (``wardrobe cv``).
+
+Every user of Wardrobe is a person whose photos were never in training, and one person's photos
+look alike (same floor, light, camera and labelling habits). So recipes are compared by K-fold
+cross-validation in which **no sender is in two folds**, over all labelled photos; the single
+test split of ``models/split.json`` stays only as a quick check.
+
+Compute is the binding constraint (a shared 2-core CPU), and the CPU recipe freezes the front
+of the network, so the front's work is done **once for all folds**:
+
+    1. decode every labelled photo once; run the frozen front on ``views`` augmented views of
+       each (and on the served, centre-cropped photo upright and rotated ±30°); cache the
+       activations on disk (float16, ``cache/``; reused by a rerun with the same front/views)
+    2. for each fold: a fresh back + head fine-tuned (the trainer's ``FineTuner``) on the cached
+       views of the other folds' photos; the held-out photos' logits are the out-of-fold (OOF)
+       predictions (``folds/fold<k>.npz``; a rerun skips finished folds)
+    3. the shipped network: back + head fine-tuned on the cached views of **all** photos
+       (``final/checkpoint.pt``)
+    4. cross-fitting (``ship``): its temperature and the hedger's λ tables are fitted on the OOF
+       predictions (every sender, each predicted by a model that never saw them), then it is
+       exported and checked like any model version
+
+5 folds + the final network cost 5 × (photos × views × epochs) fine-tuning steps but only one
+pass of the front, where 6 independent ``train()`` runs would pay the front 6 times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from services.trainer.augment import augmented_view, rotate_photo, shrink_for_cache, training_transform
+from services.trainer.data import Sample, load_dataset, split_by_sender
+from services.trainer.features import OrtRunner, run_in_batches
+from services.trainer.model import GarmentNet
+from services.trainer.recipe import Recipe
+from services.trainer.train import FineTuner, _seed_everything, eval_logits, load_photo
+from shared.model_card import PreprocessConfig
+from shared.preprocessing import preprocess
+from shared.taxonomy import Taxonomy
+
+__all__ = ["assign_folds", "ViewCache", "build_cache", "fit_on_cache", "cross_validate", "CVRun",
+           "CV_ANGLES", "load_oof"]
+
+log = logging.getLogger(__name__)
+
+CV_ANGLES = (0, -30, 30)  # served photo upright and turned ±30° (the rotation check)
+CURVE_PHOTOS = 256  # held-out photos scored at each validation point (training curves only)
+
+
+# --- 0. folds ------------------------------------------------------------------------------------
+def assign_folds(senders: list[str], labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Fold index (0..k-1) per photo; every sender's photos land in one fold.
+
+    scikit-learn's ``StratifiedGroupKFold`` (installed with cleanlab) also balances the classes
+    across folds, which matters for rare classes held by few senders; without it, the trainer's
+    deterministic greedy sender split (``split_by_sender``) with equal shares."""
+    senders = [str(s) for s in senders]
+    n_senders = len(set(senders))
+    if n_senders < k:
+        raise ValueError(f"{k} folds need at least {k} senders, the data has {n_senders}")
+    folds = np.full(len(senders), -1, dtype=np.int64)
+    try:
+        import warnings
+
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():  # "least populated class has fewer members than n_splits"
+            warnings.simplefilter("ignore", UserWarning)
+            for f, (_, test) in enumerate(splitter.split(np.zeros(len(senders)), labels, groups=senders)):
+                folds[test] = f
+    except ImportError:
+        samples = [Sample(str(i), Path(), s, "", None) for i, s in enumerate(senders)]
+        parts = split_by_sender(samples, seed=seed, fractions={str(f): 1.0 / k for f in range(k)})
+        for f in range(k):
+            folds[[int(i) for i in parts[str(f)]]] = f
+    assert (folds >= 0).all(), "every photo gets a fold"
+    return folds
+
+
+# --- 1. the front, once --------------------------------------------------------------------------
+@dataclass
+class ViewCache:
+    """Front activations: ``views`` (V, N, C, h, w) augmented training views and ``served[angle]``
+    (N, C, h, w) for the photo as served (resize, centre crop), upright or rotated."""
+
+    views: np.ndarray
+    served: dict[int, np.ndarray]
+
+    def training_views(self, with_served: bool) -> np.ndarray:
+        """(V', N, C, h, w): the augmented views, plus the served crops (upright and rotated) when
+        ``with_served`` — on a crowded CPU those are the cheapest views there are, since the
+        evaluation needs them anyway (the recipe trains on rotations up to ±50° in any case)."""
+        extra = [self.served[a][None] for a in sorted(self.served)] if with_served else []
+        if not extra:
+            return self.views
+        return np.concatenate([self.views, *extra]) if len(self.views) else np.concatenate(extra)
+
+
+def _cache_key(recipe: Recipe, ids: list[str], angles: tuple[int, ...]) -> dict:
+    """What the cached activations depend on; a rerun reuses the cache only if all of it matches."""
+    r = recipe.to_dict()
+    keys = ("architecture", "input_size", "resize_size", "split_block", "views", "crop_scale",
+            "rotation_degrees", "hflip", "color_jitter", "seed")
+    key = {"recipe": {k: r[k] for k in keys}, "augment": r["extra"].get("augment", "default"),
+           "ids_sha": _sha(ids), "angles": list(angles)}
+    return json.loads(json.dumps(key))  # as read back from meta.json (tuples become lists)
+
+
+def _sha(ids: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def build_cache(samples: list[Sample], net: GarmentNet, recipe: Recipe, cfg: PreprocessConfig,
+                cache_dir: Path, angles: tuple[int, ...] = CV_ANGLES) -> ViewCache:
+    """Decode each photo once, run the frozen front on its served crops and augmented views, and
+    keep the activations in ``cache_dir`` (reused when the front, views and photos match)."""
+    cache_dir = Path(cache_dir)
+    key = _cache_key(recipe, [s.image_id for s in samples], angles)
+    meta = cache_dir / "meta.json"
+    if meta.is_file() and json.loads(meta.read_text()) == key:
+        log.info("reusing cached front activations in %s", cache_dir)
+        return ViewCache(np.load(cache_dir / "views.npy"),
+                         {a: np.load(cache_dir / f"served_{a}.npy") for a in angles})
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta.unlink(missing_ok=True)
+    start = time.time()
+    front = OrtRunner(net.front, recipe.input_size, recipe.threads)
+
+    # served crops (upright and rotated), streamed in chunks so full-size photos never pile up
+    photos, served = [], {a: [] for a in angles}
+    chunk = 64
+    for i in tqdm(range(0, len(samples), chunk), desc="decode + served crops", mininterval=5.0):
+        decoded = [load_photo(s.path) for s in samples[i:i + chunk]]
+        for a in angles:
+            batch = np.stack([preprocess(rotate_photo(img, a, cfg), cfg) for img in decoded])
+            served[a].append(front(batch).astype(np.float16))
+        photos.extend(shrink_for_cache(img, cfg) for img in decoded)
+    served_arr = {a: np.concatenate(v) for a, v in served.items()}
+    log.info("decoded %d photos and cached %d served crops each in %.0f s", len(photos), len(angles),
+             time.time() - start)
+
+    transform = training_transform(recipe, cfg)
+    shape = served_arr[angles[0]].shape[1:]
+    views = np.lib.format.open_memmap(cache_dir / "views.npy", mode="w+", dtype=np.float16,
+                                      shape=(recipe.views, len(samples), *shape)) if recipe.views else \
+        np.zeros((0, len(samples), *shape), np.float16)  # no augmented views (served crops only)
+    for v in range(recipe.views):
+        torch.manual_seed(recipe.seed * 1000 + v)  # torchvision's random draws, as in train()
+        views[v] = run_in_batches(photos, lambda im: augmented_view(im, transform, cfg), front,
+                                  desc=f"view {v + 1}/{recipe.views}", total=len(photos))
+        log.info("cached view %d/%d (%.0f s so far)", v + 1, recipe.views, time.time() - start)
+    if recipe.views:
+        views.flush()
+    else:
+        np.save(cache_dir / "views.npy", views)
+    for a, arr in served_arr.items():
+        np.save(cache_dir / f"served_{a}.npy", arr)
+    meta.write_text(json.dumps(key, indent=1) + "\n")  # last: a half-written cache is never reused
+    return ViewCache(np.load(cache_dir / "views.npy"), served_arr)
+
+
+# --- 2-3. fine-tuning on cached views -----------------------------------------------------------------
+def fit_on_cache(net: GarmentNet, cache: ViewCache, train_idx: np.ndarray, y: np.ndarray, recipe: Recipe,
+                 curve_idx: np.ndarray, start: float, views: np.ndarray | None = None) -> list[dict]:
+    """Fine-tune back + head on the cached views of ``train_idx`` photos (the CPU recipe's loop).
+
+    ``views``: (V, N, C, h, w) training views (default: the cache's augmented views).
+    ``curve_idx``: photos scored (served crop, upright) at each validation point, for the curves
+    only; nothing is selected on them."""
+    views = cache.views if views is None else views
+    device = torch.device("cpu")
+    net.freeze_front()
+    net.back.to(memory_format=torch.channels_last)
+    n_views = views.shape[0]
+    assert n_views > 0, "no training views: set views ≥ 1 or train on the served crops"
+    pairs = len(train_idx) * n_views  # (view, photo) pairs: each a cached training example
+    steps_per_epoch = math.ceil(pairs / recipe.batch_size)
+    curve_acts, y_curve = cache.served[0][curve_idx], y[curve_idx]
+    tuner = FineTuner(
+        net, net.forward_from_front,
+        [{"params": list(net.back.parameters()), "lr": recipe.lr},
+         {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
+        recipe, y[train_idx], steps_per_epoch,
+        lambda: eval_logits(net, net.forward_from_front, curve_acts, device), y_curve,
+        lambda epoch, history: None, device, start)
+
+    def batches(epoch: int):
+        order = tuner.rng.permutation(pairs)
+        for b in range(steps_per_epoch):
+            flat = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
+            view, photo = flat // len(train_idx), train_idx[flat % len(train_idx)]
+            yield torch.from_numpy(views[view, photo]), torch.from_numpy(y[photo])
+
+    return tuner.run(batches)
+
+
+def _new_net(recipe: Recipe, n_classes: int) -> GarmentNet:
+    return GarmentNet(recipe.architecture, n_classes, recipe.input_size, recipe.split_block,
+                      dropout=recipe.dropout, drop_connect=recipe.drop_connect)
+
+
+@dataclass
+class CVRun:
+    out_dir: Path
+    samples: list[Sample]
+    y: np.ndarray
+    folds: np.ndarray
+    oof_logits: dict[int, np.ndarray]  # angle → (N, classes), each photo scored by its fold's model
+    final_checkpoint: Path | None
+    seconds: float
+
+
+def cross_validate(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, recipe: Recipe | None = None,
+                   folds: int = 5, final: bool = True, max_photos: int | None = None,
+                   angles: tuple[int, ...] = CV_ANGLES, train_on_served: bool = False) -> CVRun:
+    """Steps 1-3 of the module docstring; returns the OOF logits (also in ``oof.npz``).
+
+    ``train_on_served``: the served crops (upright, ±30°) are training views too, next to the
+    recipe's ``views`` augmented ones (which may then be 0).
+
+    Resumable: the cache, each finished fold and the final network are kept in ``out_dir`` and
+    skipped by a rerun with the same recipe and data. ``max_photos`` takes a sender-grouped
+    subset for smoke runs only."""
+    recipe = recipe or Recipe()
+    if recipe.fine_tune != "back":
+        raise ValueError("wardrobe cv shares the frozen front across folds: it needs fine_tune=back")
+    start = time.time()
+    torch.set_num_threads(recipe.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = PreprocessConfig(input_size=recipe.input_size, resize_size=recipe.resize_size)
+    classes = taxonomy.leaves
+    index = {leaf: i for i, leaf in enumerate(classes)}
+
+    dataset = load_dataset(data_dir, taxonomy, on_error="skip")
+    samples = sorted(dataset.classified, key=lambda s: s.image_id)  # 'Not sure'/'Other'/'Skip' left out
+    if max_photos:
+        samples = samples[:max_photos]
+    y = np.array([index[s.leaf] for s in samples], dtype=np.int64)
+    senders = [s.sender for s in samples]
+    fold_of = assign_folds(senders, y, folds, seed=recipe.seed)
+    (out_dir / "folds.json").write_text(json.dumps(
+        {"k": folds, "seed": recipe.seed, "folds": {s.image_id: int(f) for s, f in zip(samples, fold_of)}}) + "\n")
+    log.info("%d labelled photos from %d senders in %d sender-disjoint folds of %s photos", len(samples),
+             len(set(senders)), folds, np.bincount(fold_of).tolist())
+    (out_dir / "recipe.json").write_text(json.dumps(
+        {**recipe.to_dict(), "cv": {"folds": folds, "train_on_served": train_on_served, "angles": list(angles)}},
+        indent=1) + "\n")
+
+    _seed_everything(recipe.seed)
+    cache = build_cache(samples, _new_net(recipe, len(classes)), recipe, cfg, out_dir / "cache", angles)
+    views = cache.training_views(train_on_served)
+    log.info("training views per photo: %d (%d augmented%s)", len(views), len(cache.views),
+             " + the served crops" if train_on_served else "")
+
+    fold_dir = out_dir / "folds"
+    fold_dir.mkdir(exist_ok=True)
+    for k in range(folds):
+        path = fold_dir / f"fold{k}.npz"
+        if path.is_file():
+            log.info("fold %d already done (%s)", k, path)
+            continue
+        t0 = time.time()
+        _seed_everything(recipe.seed + k)
+        held = np.flatnonzero(fold_of == k)
+        train_idx = np.flatnonzero(fold_of != k)
+        net = _new_net(recipe, len(classes))
+        history = fit_on_cache(net, cache, train_idx, y, recipe, held[:CURVE_PHOTOS], time.time(), views)
+        logits = {f"logits_{a}": eval_logits(net, net.forward_from_front, cache.served[a][held]) for a in angles}
+        np.savez(path, idx=held, history=json.dumps(history), seconds=time.time() - t0, **logits)
+        top1 = float((logits["logits_0"].argmax(1) == y[held]).mean())
+        log.info("fold %d/%d: %d held-out photos, top-1 %.3f (%.0f s)", k + 1, folds, len(held), top1, time.time() - t0)
+
+    oof = {a: np.zeros((len(samples), len(classes)), np.float32) for a in angles}
+    fold_seconds = []
+    for k in range(folds):
+        saved = np.load(fold_dir / f"fold{k}.npz")
+        for a in angles:
+            oof[a][saved["idx"]] = saved[f"logits_{a}"]
+        fold_seconds.append(float(saved["seconds"]))
+    np.savez(out_dir / "oof.npz", ids=np.array([s.image_id for s in samples]), senders=np.array(senders),
+             labels=y, folds=fold_of, classes=np.array(classes),
+             **{f"logits_{a}": v for a, v in oof.items()})
+
+    final_checkpoint = None
+    if final:
+        final_checkpoint = out_dir / "final" / "checkpoint.pt"
+        if not final_checkpoint.is_file():
+            t0 = time.time()
+            _seed_everything(recipe.seed)
+            net = _new_net(recipe, len(classes))
+            everyone = np.arange(len(samples))
+            # no photo is held out: the curves of the final network show its fit on training photos
+            history = fit_on_cache(net, cache, everyone, y, recipe, everyone[:CURVE_PHOTOS], time.time(), views)
+            final_checkpoint.parent.mkdir(exist_ok=True)
+            torch.save({"model": net.state_dict(), "recipe": recipe.to_dict(), "classes": classes,
+                        "history": history, "taxonomy_digest": taxonomy.digest, "seconds": time.time() - t0,
+                        "photos": len(samples), "senders": len(set(senders))}, final_checkpoint)
+            log.info("final network on all %d photos in %.0f s", len(samples), time.time() - t0)
+    seconds = time.time() - start
+    (out_dir / "timing.json").write_text(json.dumps({"fold_seconds": fold_seconds, "run_seconds": seconds}) + "\n")
+    return CVRun(out_dir, samples, y, fold_of, oof, final_checkpoint, seconds)
+
+
+def load_oof(out_dir: Path) -> dict:
+    """``oof.npz`` as a dict (ids, senders, labels, folds, classes, logits_<angle>)."""
+    with np.load(Path(out_dir) / "oof.npz") as f:
+        return {k: f[k] for k in f.files}

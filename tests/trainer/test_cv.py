@@ -1,0 +1,123 @@
+"""``wardrobe cv``: folds grouped by sender, the front cached once for all folds, out-of-fold
+predictions for every photo, a resumable run, and the network trained on everything."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import numpy as np
+import pytest
+
+from services.trainer.cv import assign_folds, cross_validate, load_oof
+from services.trainer.recipe import Recipe
+from tests.trainer.conftest import write_dataset
+
+TINY = Recipe(input_size=64, resize_size=72, views=2, epochs=1, batch_size=16, threads=1)
+
+
+def _senders_and_labels(n_senders: int = 23, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 30, size=n_senders)  # people send very different numbers of photos
+    senders = [f"s{j}" for j, n in enumerate(sizes) for _ in range(n)]
+    labels = rng.integers(0, 5, size=len(senders))
+    return senders, labels
+
+
+def _assert_grouped(senders: list[str], folds: np.ndarray, k: int) -> None:
+    assert sorted(set(folds.tolist())) == list(range(k)), "every fold holds photos"
+    fold_of_sender: dict[str, int] = {}
+    for s, f in zip(senders, folds):
+        assert fold_of_sender.setdefault(s, int(f)) == f, f"sender {s} is in two folds"
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_no_sender_in_two_folds(k):
+    senders, labels = _senders_and_labels()
+    folds = assign_folds(senders, labels, k, seed=0)
+    _assert_grouped(senders, folds, k)
+    assert np.array_equal(folds, assign_folds(senders, labels, k, seed=0)), "deterministic"
+
+
+def test_no_sender_in_two_folds_without_sklearn(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.startswith("sklearn"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    senders, labels = _senders_and_labels(seed=1)
+    folds = assign_folds(senders, labels, 5)
+    _assert_grouped(senders, folds, 5)
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 29, "greedy split balances photo counts within one sender's size"
+
+
+def test_more_folds_than_senders_is_refused():
+    with pytest.raises(ValueError, match="at least 5 senders"):
+        assign_folds(["a", "a", "b", "c"], np.zeros(4, dtype=int), 5)
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory):
+    from shared.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    root = tmp_path_factory.mktemp("cv")
+    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves[:6]]
+    data = write_dataset(root / "data", labels, per_label=6, senders=9,
+                         extra_rows=[("img-00-000", "0", "Not sure")])  # a non-class row is left out
+    run = cross_validate(data, taxonomy, root / "run", TINY, folds=3)
+    return taxonomy, data, root / "run", run
+
+
+@pytest.mark.slow
+def test_every_photo_is_predicted_once_by_a_model_that_never_saw_its_sender(cv_run):
+    _, _, out, run = cv_run
+    oof = load_oof(out)
+    assert len(oof["ids"]) == 36 and set(oof["folds"].tolist()) == {0, 1, 2}
+    seen = np.zeros(len(oof["ids"]), dtype=int)
+    for k in range(3):
+        fold = np.load(out / "folds" / f"fold{k}.npz")
+        seen[fold["idx"]] += 1
+        assert (oof["folds"][fold["idx"]] == k).all()
+        held_senders = set(oof["senders"][fold["idx"]].tolist())
+        trained_senders = set(oof["senders"][oof["folds"] != k].tolist())
+        assert not held_senders & trained_senders
+        assert np.allclose(oof["logits_0"][fold["idx"]], fold["logits_0"])
+    assert (seen == 1).all()
+    for angle in (0, -30, 30):
+        assert np.isfinite(oof[f"logits_{angle}"]).all() and np.abs(oof[f"logits_{angle}"]).sum(1).min() > 0
+    assert not np.allclose(oof["logits_0"], oof["logits_30"]), "rotated crops are really rotated"
+    assert run.final_checkpoint is not None and run.final_checkpoint.is_file()
+
+
+@pytest.mark.slow
+def test_rerun_reuses_the_cache_and_finished_folds(cv_run, caplog):
+    taxonomy, data, out, run = cv_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "folds").iterdir()}
+    cache_mtime = (out / "cache" / "views.npy").stat().st_mtime_ns
+    caplog.set_level("INFO")
+    again = cross_validate(data, taxonomy, out, TINY, folds=3)
+    assert "reusing cached front activations" in caplog.text
+    assert (out / "cache" / "views.npy").stat().st_mtime_ns == cache_mtime
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "folds").iterdir()} == before
+    assert np.array_equal(again.oof_logits[0], run.oof_logits[0])
+
+
+@pytest.mark.slow
+def test_the_cache_key_names_what_the_activations_depend_on(cv_run):
+    from dataclasses import replace
+
+    from services.trainer.cv import CV_ANGLES, _cache_key
+
+    _, _, out, _ = cv_run
+    meta = json.loads((out / "cache" / "meta.json").read_text())
+    ids = load_oof(out)["ids"].tolist()
+    assert _cache_key(TINY, ids, CV_ANGLES) == meta
+    assert _cache_key(replace(TINY, views=3), ids, CV_ANGLES) != meta
+    assert _cache_key(replace(TINY, color_jitter=0.5), ids, CV_ANGLES) != meta
+    assert _cache_key(TINY, ids[:-1], CV_ANGLES) != meta
+    assert _cache_key(replace(TINY, epochs=5), ids, CV_ANGLES) == meta, "fine-tuning fields reuse the cache"
