@@ -51,6 +51,9 @@ __all__ = [
     "METHODS",
     "Calibration",
     "calibrate",
+    "calibrate_by_sender",
+    "crc_lambda_by_sender",
+    "CRC_UNITS",
     "lambda_for",
     "crc_lambda",
     "darts_lambda",
@@ -65,6 +68,8 @@ MAX_TARGET = 0.999
 METHODS: tuple[str, ...] = ("crc", "darts")
 RewardKind = Literal["info_gain", "prior"]
 Method = Literal["crc", "darts"]
+CRC_UNITS: tuple[str, ...] = ("photo", "sender")  # the exchangeable unit the crc table assumes
+CrcUnit = Literal["photo", "sender"]
 
 
 def _default_targets() -> list[float]:
@@ -114,6 +119,10 @@ class Calibration(BaseModel):
     targets: list[float]
     lam: dict[Method, list[float]]
     calib_accuracy: dict[Method, list[float]]
+    # "photo": the crc table bounds a new photo's error (photos exchangeable); "sender": it bounds
+    # a new person's expected share of wrong answers (people exchangeable; calibrate_by_sender)
+    crc_unit: CrcUnit = "photo"
+    n_senders: int | None = Field(None, ge=1, description="Calibration senders (crc_unit='sender').")
 
     @model_validator(mode="after")
     def _check(self) -> "Calibration":
@@ -267,6 +276,66 @@ def calibrate(
         },
         calib_accuracy={"crc": crc_acc, "darts": [d[1] for d in darts]},
     )
+
+
+def crc_lambda_by_sender(tau: np.ndarray, senders: np.ndarray | list, target: float, lam_max: float) -> float:
+    """Conformal risk control with the **sender** as the exchangeable unit.
+
+    Photos of one person are not exchangeable with other people's (same floor, light, camera,
+    labelling habits), but people are: every user is a new person. Sender j's loss at λ is the
+    share of their photos whose nested answer misses the truth, ``L_j(λ) = mean_{i∈j} 1[τ_i > λ]``:
+    in [0, 1], non-increasing and right-continuous in λ, so CRC applies to the m sender losses.
+    λ̂ is the smallest λ with ``(m/(m+1))·mean_j L_j(λ) + 1/(m+1) ≤ ε``; guarantee: for a new
+    sender exchangeable with the calibration senders, ``E[L_new(λ̂)] ≤ ε`` (their expected share of
+    wrong answers). The slack 1/(m+1) is per person, so above 1 − 1/(m+1) every answer is the root.
+    """
+    tau = np.asarray(tau, dtype=np.float64)
+    _, sender_idx, counts = np.unique(np.asarray(senders), return_inverse=True, return_counts=True)
+    m = len(counts)
+    allowed = (1.0 - target) * (m + 1) - 1.0  # m·R̂(λ) may be at most this
+    if allowed < -1e-9:
+        return float(lam_max)
+    weight = 1.0 / counts[sender_idx]  # each photo's share of its sender's loss: m·R̂ = Σ w·1[τ > λ]
+    order = np.argsort(tau, kind="stable")
+    values, first = np.unique(tau[order], return_index=True)
+    # m·R̂ at λ = values[k]: the weight of photos with τ > values[k] (all photos of larger value)
+    above = np.concatenate([np.cumsum(weight[order][::-1])[::-1], [0.0]])
+    at_value = above[np.append(first[1:], len(tau))]
+    if weight[tau > 0].sum() <= allowed + 1e-9:
+        return 0.0
+    ok = np.flatnonzero(at_value <= allowed + 1e-9)
+    if len(ok) == 0:  # cannot happen: at the largest τ nobody is above it
+        return float(lam_max)
+    return _nudge(float(values[ok[0]]), lam_max)
+
+
+def calibrate_by_sender(
+    leaf_probs: np.ndarray,
+    true_leaf: np.ndarray,
+    senders: np.ndarray | list,
+    taxonomy: Taxonomy,
+    **kwargs: Any,
+) -> Calibration:
+    """``calibrate`` with the crc table computed over **senders** (``crc_lambda_by_sender``)
+    instead of photos: a promise that holds for a new person rather than a new photo of the
+    people already seen. The darts table is unchanged; ``crc_unit='sender'`` records the choice."""
+    cal = calibrate(leaf_probs, true_leaf, taxonomy, **kwargs)
+    senders = np.asarray(senders)
+    if senders.shape != (cal.n,):
+        raise ValueError(f"senders must be ({cal.n},), one per photo, got {senders.shape}")
+    arrays = tree_arrays(taxonomy)
+    probs = np.asarray(leaf_probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    path = darts_path(node_probabilities(probs, arrays.leaf_matrix), np.asarray(cal.rewards), arrays.lca,
+                      cal.lam_max)
+    tau = crc_thresholds(path, np.asarray(true_leaf), arrays.leaf_mask)
+    lam = np.maximum.accumulate([crc_lambda_by_sender(tau, senders, t, cal.lam_max) for t in cal.targets])
+    return cal.model_copy(update={
+        "lam": {**cal.lam, "crc": lam.tolist()},
+        "calib_accuracy": {**cal.calib_accuracy, "crc": [float(np.mean(tau <= x)) for x in lam]},
+        "crc_unit": "sender",
+        "n_senders": int(len(np.unique(senders))),
+    })
 
 
 def lambda_for(calibration: Calibration | dict[str, Any], target: float, method: str | None = None) -> float:
