@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from shared.auth import Caller, Role
 from shared.tables import ApiKey, utcnow
 
-__all__ = ["NewKey", "hash_secret", "create_key", "resolve", "list_keys", "revoke", "ensure_bootstrap_key"]
+__all__ = ["NewKey", "hash_secret", "create_key", "resolve", "get_key", "list_keys", "revoke", "ensure_bootstrap_key"]
 
 PREFIX = "wdr"
 
@@ -54,6 +54,10 @@ def resolve(session: Session, token: str) -> Caller | None:
         return None
     return Caller(id=row.id, role=row.role, rate_limit_per_minute=row.rate_limit_per_minute,
                   max_photo_bytes=row.max_photo_bytes)
+
+
+def get_key(session: Session, key_id: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
 
 
 def list_keys(session: Session, include_revoked: bool = False) -> list[ApiKey]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-__all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "REHEDGE", "TRAIN", "RUN_JOB", "SWEEP", "AUTO_RETRAIN",
+__all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "REHEDGE", "RUN_JOB", "SWEEP", "AUTO_RETRAIN",
            "create_celery_app", "key_prefix"]
 
 QUEUES = ("inference", "hedger", "trainer")
@@ -19,7 +19,6 @@ TASK_ROUTES = {f"{queue}.*": {"queue": queue} for queue in QUEUES}
 CLASSIFY = "inference.classify"  # InferenceTaskIn -> HedgeTaskIn (chained into HEDGE)
 HEDGE = "hedger.hedge"  # HedgeTaskIn -> None; stores the result, marks the job done
 REHEDGE = "hedger.rehedge"  # RehedgeTaskIn -> ClassificationResult (awaited by the gateway)
-TRAIN = "trainer.train"  # TrainTaskIn -> TrainTaskOut; registers a new model version
 RUN_JOB = "trainer.run_job"  # TrainingJobTaskIn -> None; runs a training_jobs row to its end
 SWEEP = "trainer.sweep"  # () -> None; fails training jobs whose worker stopped beating (beat)
 AUTO_RETRAIN = "trainer.auto_retrain"  # () -> None; the automatic trigger (beat, off by default)

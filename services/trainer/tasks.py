@@ -1,8 +1,11 @@
-"""Celery wiring of the trainer: ``trainer.train`` fine-tunes a new model version and registers it.
+"""Celery wiring of the trainer: ``trainer.run_job`` runs a ``training_jobs`` row to its end.
 
-The training itself is ``services.trainer.train.train`` (a plain function, tested directly); here we
-only validate the request, run it and record the version in the registry. A new version is not
-made active unless asked: gated promotion decides that (a later step of the design).
+The broker is not trusted (SECURITY.md): anyone who can write to Redis can send a task. So the
+only training task carries nothing but a job id, and runs only a row that exists and names who
+asked for it, whose key (if it is one) is still valid with a role that may retrain. Rows are
+written by the gateway after authentication, or by the CLI and beat, which hold the database
+credentials; a message cannot create one. ``run_training`` (train and register, no activation)
+stays a plain function for the command line and tests, not a task.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from celery import shared_task
 
 from services.trainer.config import get_settings
 from shared import registry, training_jobs
-from shared.celery_app import RUN_JOB, SWEEP, TRAIN
+from shared.celery_app import RUN_JOB, SWEEP
 from shared.db import session_scope
 from shared.model_store import open_model_store
 from shared.schemas import TrainingJobTaskIn, TrainTaskIn, TrainTaskOut
@@ -48,10 +51,21 @@ def run_training(request: TrainTaskIn) -> TrainTaskOut:
                         activated=request.activate)
 
 
-@shared_task(name=TRAIN)
-def train_task(payload: dict) -> dict:
-    """Bad requests (unknown recipe field, missing dataset) fail once with their message."""
-    return run_training(TrainTaskIn.model_validate(payload)).model_dump()
+def refusal(job_id: str) -> str | None:
+    """Why the training job must not run (None: it may). Refused jobs that have a row are failed."""
+    from shared import api_keys
+    from shared.auth import Role
+
+    with session_scope(get_settings().resolved_database_url) as session:
+        job = training_jobs.get(session, job_id)
+        if job is None:
+            return f"no training job {job_id!r} exists: the message did not come from an authorised request"
+        if not job.requested_by:
+            return "the training job names no requester"
+        key = api_keys.get_key(session, job.requested_by)
+        if key is not None and (key.revoked_at is not None or not key.role.allows(Role.trainer)):
+            return f"the requester's key {key.id} is revoked or may not retrain"
+    return None
 
 
 # --- training jobs (rows in training_jobs; services.trainer.jobs_runner) -------------------------
@@ -61,6 +75,11 @@ def run_job_task(self, payload: dict) -> None:  # noqa: ANN001 - Celery task
     from services.trainer.jobs_runner import run_training_job
 
     request = TrainingJobTaskIn.model_validate(payload)
+    if reason := refusal(request.job_id):
+        log.warning("refusing trainer.run_job for job %s: %s", request.job_id, reason)
+        with session_scope(get_settings().resolved_database_url) as session:
+            training_jobs.fail(session, request.job_id, "unauthorised", reason)
+        return
     try:
         run_training_job(request.job_id, worker=self.request.hostname or "trainer")
     except training_jobs.SlotBusy as exc:

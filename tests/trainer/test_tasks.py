@@ -1,17 +1,19 @@
-"""The trainer's task: trains a tiny model from a dataset directory and registers it (inactive),
-called directly and through a real trainer worker on a real broker."""
+"""The trainer: trains a tiny model from a dataset directory and registers it (inactive), called
+directly; its task runs only training jobs an authorised request created (a real worker, a real broker)."""
 
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
 from services import launcher
-from services.trainer.tasks import run_training
-from shared import registry
+from services.trainer.tasks import refusal, run_training
+from shared import api_keys, registry, training_jobs
+from shared.auth import Role
 from shared.bootstrap import prepare_database
-from shared.celery_app import TRAIN, create_celery_app
+from shared.celery_app import RUN_JOB, create_celery_app
 from shared.db import session_scope
 from shared.schemas import TrainTaskIn
 
@@ -59,24 +61,58 @@ def test_a_retrain_job_can_ask_for_the_gpu_recipe(migrated, tiny_dataset):
     assert card.recipe["fine_tune"] == "full" and card.recipe["epochs"] == 1
 
 
+def _job(url: str, requested_by: str | None) -> str:
+    with session_scope(url) as session:
+        return str(training_jobs.create(session, "quick", {}, requested_by).id)
+
+
+def _status(url: str, job_id: str) -> tuple[str, str | None]:
+    with session_scope(url) as session:
+        job = training_jobs.get(session, job_id)
+        return job.status.value, job.error_code
+
+
+def test_a_training_job_runs_only_with_a_row_naming_a_valid_requester(migrated):
+    url, _ = migrated
+    with session_scope(url) as session:
+        trainer = api_keys.create_key(session, "ci", Role.trainer).row.id
+        client = api_keys.create_key(session, "app", Role.client).row.id
+        revoked = api_keys.create_key(session, "old", Role.operator).row.id
+        api_keys.revoke(session, revoked)
+    assert "no training job" in refusal(str(uuid.uuid4()))
+    assert "names no requester" in refusal(_job(url, None))
+    assert "revoked or may not retrain" in refusal(_job(url, client))
+    assert "revoked or may not retrain" in refusal(_job(url, revoked))
+    assert refusal(_job(url, trainer)) is None
+    assert refusal(_job(url, "cli:root")) is None  # written by someone holding the database credentials
+
+
 @pytest.mark.integration
-def test_trainer_worker_trains_and_registers_through_the_queue(migrated, tiny_dataset, redis_url, redis_namespace):
+def test_the_trainer_worker_refuses_what_no_authorised_request_created(migrated, redis_url, redis_namespace):
+    """Someone who can write to Redis but not to the database: a forged ``trainer.train`` with
+    ``activate``, a ``run_job`` for a made-up id or for a row without a requester: none runs."""
     url, models = migrated
     env = launcher.child_env({"REDIS_URL": redis_url, "DATABASE_URL": url, "MODEL_DIR": models,
                               "REDIS_NAMESPACE": redis_namespace})
+    orphan, allowed = _job(url, None), _job(url, "cli:root")
     with launcher.ProcessGroup() as group:
         node = launcher.start_worker(group, "trainer", env)
         launcher.wait_for_workers(redis_url, redis_namespace, [node], group=group)
         app = create_celery_app(redis_url, redis_namespace)
-        app.send_task(TRAIN, args=[TrainTaskIn(dataset_dir=str(tiny_dataset), version="queued-1",
-                                               recipe=TINY).model_dump()])
-        deadline = time.monotonic() + 240
+        app.send_task("trainer.train", args=[{"dataset_dir": "/tmp", "version": "forged", "activate": True}],
+                      queue="trainer")
+        app.send_task(RUN_JOB, args=[{"job_id": str(uuid.uuid4())}])
+        app.send_task(RUN_JOB, args=[{"job_id": orphan}])
+        app.send_task(RUN_JOB, args=[{"job_id": allowed}])
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with session_scope(url) as session:
-                if registry.get_version(session, "queued-1") is not None:
-                    break
+            if _status(url, orphan)[0] != "queued" and _status(url, allowed)[0] != "queued":
+                break
             assert group.get("trainer").alive(), group.get("trainer").tail(60)
             time.sleep(0.5)
         else:
-            pytest.fail("the trainer worker did not register the version:\n" + group.get("trainer").tail(60))
-    assert (models / "queued-1" / "card.json").is_file()
+            pytest.fail("the trainer worker did not take the jobs:\n" + group.get("trainer").tail(60))
+    assert _status(url, orphan) == ("failed", "unauthorised")
+    assert _status(url, allowed)[1] != "unauthorised"  # it ran (whatever the mode made of it)
+    with session_scope(url) as session:
+        assert registry.get_version(session, "forged") is None
