@@ -20,7 +20,7 @@ from shared.model_card import CARD_FILENAME, ModelCard
 from shared.model_store import LocalModelStore, ModelStore, ModelStoreError
 from shared.tables import ModelActivation, ModelVersion
 
-__all__ = ["publish", "register", "activate", "rollback", "activations", "active_version", "get_version",
+__all__ = ["publish", "register", "activate", "rollback", "rollback_target", "activations", "active_version", "get_version",
            "list_versions", "bundled_models", "ensure_active_model", "active_model_dir", "RegistryError",
            "NothingToRollBack"]
 
@@ -100,13 +100,21 @@ def _rollback_target(session: Session, version: str) -> str | None:
     return row.previous_version if row else None
 
 
-def rollback(session: Session, *, caller_id: str | None = None, reason: str | None = None) -> ModelVersion:
+def rollback_target(session: Session) -> str:
+    """The version a rollback would activate; :class:`NothingToRollBack` if there is none."""
     current = active_version(session)
     if current is None:
         raise NothingToRollBack("no model version is active")
     target = _rollback_target(session, current.version)
     if target is None or session.get(ModelVersion, target) is None:
         raise NothingToRollBack(f"no version was active before {current.version!r}")
+    return target
+
+
+def rollback(session: Session, *, caller_id: str | None = None, reason: str | None = None) -> ModelVersion:
+    """Back to the version active before the current one (see :func:`_rollback_target`)."""
+    current = active_version(session)
+    target = rollback_target(session)
     return activate(session, target, kind="rollback", caller_id=caller_id,
                     reason=reason or f"rollback from {current.version}")
 

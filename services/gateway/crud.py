@@ -5,10 +5,16 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from shared import jobs, registry
+from services.gateway.errors import (ClassificationNotFinished, InvalidParameter, JobNotFound, ModelNotFound,
+                                     ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
+                                     UnknownNode)
+from shared import feedback, jobs, registry, training_jobs
 from shared.model_store import ModelStore
-from shared.schemas import ClassificationPublic, ClassificationResult, ErrorInfo, ModelVersionPublic, StageTimings
-from shared.tables import ClassificationJob, ModelVersion
+from shared.schemas import (ClassificationPublic, ClassificationResult, ErrorInfo, FeedbackCreate, FeedbackListPublic,
+                            FeedbackPublic, GateDecision, ModelActivationPublic, ModelVersionPublic, StageTimings,
+                            TrainingJobCreate, TrainingJobPublic)
+from shared.tables import ClassificationJob, Feedback, ModelVersion, TrainingJob
+from shared.taxonomy import Taxonomy
 
 
 def to_public(job: ClassificationJob, rehedged: ClassificationResult | None = None,
@@ -68,3 +74,108 @@ def readiness(session: Session, store: ModelStore) -> dict[str, str]:
         checks["model"] = (f"ok ({row.version})" if store.exists(row.key)
                            else f"model {row.key!r} is missing from the store {store!r}")
     return checks
+
+
+# --- feedback ------------------------------------------------------------------------------------
+def feedback_public(row: Feedback) -> FeedbackPublic:
+    return FeedbackPublic(id=str(row.id), classification_id=str(row.classification_id), caller_id=row.caller_id,
+                          photo_key=row.photo_key, model_version=row.model_version, answer=row.answer, node=row.node,
+                          correct=row.correct, current=row.is_current, created_at=row.created_at.isoformat())
+
+
+def give_feedback(session: Session, classification_id: str, caller_id: str, body: FeedbackCreate,
+                  taxonomy: Taxonomy) -> FeedbackPublic:
+    try:
+        row = feedback.give(session, classification_id, caller_id, taxonomy, correct=bool(body.correct),
+                            node=body.node)
+    except feedback.UnknownClassification as exc:
+        raise JobNotFound(str(exc)) from None
+    except feedback.ClassificationNotFinished as exc:
+        raise ClassificationNotFinished(str(exc)) from None
+    except feedback.UnknownNode as exc:
+        raise UnknownNode(str(exc)) from None
+    except feedback.FeedbackError as exc:
+        raise InvalidParameter(str(exc)) from None
+    return feedback_public(row)
+
+
+def read_feedback(session: Session, classification_id: str) -> FeedbackListPublic:
+    rows = feedback.history(session, classification_id)
+    if rows is None:
+        raise JobNotFound(f"no classification with id {classification_id!r}")
+    items = [feedback_public(r) for r in rows]
+    return FeedbackListPublic(current=[f for f in items if f.current], history=items)
+
+
+# --- training jobs -------------------------------------------------------------------------------
+def training_job_public(job: TrainingJob) -> TrainingJobPublic:
+    iso = lambda t: t.isoformat() if t else None  # noqa: E731
+    return TrainingJobPublic(
+        id=str(job.id), mode=job.mode, options=job.options or {}, status=job.status.value, stage=job.stage,
+        progress=job.progress or 0.0, eta_s=training_jobs.eta_seconds(job), log_tail=job.log_tail or [],
+        metrics=job.metrics or {}, candidate_version=job.candidate_version,
+        gate=GateDecision.model_validate(job.gate) if job.gate else None,
+        promoted=bool((job.metrics or {}).get("promoted")), requested_by=job.requested_by, worker=job.worker,
+        cancel_requested=job.cancel_requested,
+        error=ErrorInfo(code=job.error_code or "failed", message=job.error or "") if job.error else None,
+        created_at=job.created_at.isoformat(), started_at=iso(job.started_at), finished_at=iso(job.finished_at),
+        heartbeat_at=iso(job.heartbeat_at),
+    )
+
+
+def create_training_job(session: Session, body: TrainingJobCreate, caller_id: str) -> TrainingJobPublic:
+    options = body.model_dump(exclude={"mode"}, exclude_defaults=True)
+    return training_job_public(training_jobs.create(session, body.mode, options, caller_id))
+
+
+def read_training_job(session: Session, job_id: str) -> TrainingJobPublic:
+    job = training_jobs.get(session, job_id)
+    if job is None:
+        raise TrainingJobNotFound(f"no training job with id {job_id!r}")
+    return training_job_public(job)
+
+
+def list_training_jobs(session: Session, limit: int, status: str | None) -> list[TrainingJobPublic]:
+    return [training_job_public(j) for j in training_jobs.list_jobs(session, limit, status)]
+
+
+def cancel_training_job(session: Session, job_id: str) -> TrainingJobPublic:
+    try:
+        job = training_jobs.request_cancel(session, job_id)
+    except training_jobs.JobFinished as exc:
+        raise TrainingJobFinished(str(exc)) from None
+    if job is None:
+        raise TrainingJobNotFound(f"no training job with id {job_id!r}")
+    return training_job_public(job)
+
+
+def fail_training_job(session: Session, job_id: str, code: str, message: str) -> None:
+    training_jobs.fail(session, job_id, code, message)
+
+
+# --- model management ----------------------------------------------------------------------------
+def activate_model(session: Session, version: str, store: ModelStore, caller_id: str) -> ModelVersionPublic:
+    row = registry.get_version(session, version)
+    if row is None:
+        known = ", ".join(r.version for r in registry.list_versions(session)[:10])
+        raise ModelNotFound(f"no model version {version!r} (known: {known or 'none'})")
+    if not store.exists(row.key):
+        raise ModelUnavailable(f"model version {version!r} is registered but {row.key!r} is not in the model store")
+    return model_public(registry.activate(session, version, kind="activate", caller_id=caller_id))
+
+
+def rollback_model(session: Session, store: ModelStore, caller_id: str) -> ModelVersionPublic:
+    try:
+        target = registry.rollback_target(session)
+    except registry.NothingToRollBack as exc:
+        raise NothingToRollBack(str(exc)) from None
+    row = registry.get_version(session, target)
+    if not store.exists(row.key):
+        raise ModelUnavailable(f"cannot roll back to {target!r}: {row.key!r} is not in the model store")
+    return model_public(registry.rollback(session, caller_id=caller_id))
+
+
+def model_history(session: Session, limit: int) -> list[ModelActivationPublic]:
+    return [ModelActivationPublic(version=a.version, previous_version=a.previous_version, kind=a.kind,
+                                  caller_id=a.caller_id, reason=a.reason, created_at=a.created_at.isoformat())
+            for a in registry.activations(session, limit)]

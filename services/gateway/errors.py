@@ -55,6 +55,36 @@ class InvalidParameter(GatewayError):
     status_code, code = 422, "invalid_request"
 
 
+class ClassificationNotFinished(GatewayError):
+    status_code, code = 409, "classification_not_finished"
+
+
+class UnknownNode(GatewayError):
+    status_code, code = 422, "unknown_node"
+
+
+class TrainingJobNotFound(GatewayError):
+    status_code, code = 404, "training_job_not_found"
+
+
+class TrainingJobFinished(GatewayError):
+    status_code, code = 409, "training_job_finished"
+
+
+class ModelNotFound(GatewayError):
+    status_code, code = 404, "model_not_found"
+
+
+class ModelUnavailable(GatewayError):
+    """Registered, but its files are not in the model store: workers could not load it."""
+
+    status_code, code = 409, "model_unavailable"
+
+
+class NothingToRollBack(GatewayError):
+    status_code, code = 409, "nothing_to_roll_back"
+
+
 class NoActiveModel(GatewayError):
     status_code, code = 503, "no_active_model"
 

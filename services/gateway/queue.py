@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from services.gateway.errors import QueueUnavailable, RehedgeFailed, RehedgeTimeout
 from services.gateway.notifier import Notifier, wait_event
-from shared.celery_app import CLASSIFY, HEDGE, REHEDGE
-from shared.schemas import ClassificationResult, InferenceTaskIn, RehedgeTaskIn
+from shared.celery_app import CLASSIFY, HEDGE, REHEDGE, RUN_JOB
+from shared.schemas import ClassificationResult, InferenceTaskIn, RehedgeTaskIn, TrainingJobTaskIn
 
 
 class JobQueue:
@@ -29,6 +29,14 @@ class JobQueue:
         """inference.classify → hedger.hedge for a committed job."""
         try:
             await run_in_threadpool(self._send_classification, job_id)
+        except Exception as exc:  # noqa: BLE001 - broker down: the caller fails the job
+            raise QueueUnavailable(f"the job queue is unavailable: {exc}") from exc
+
+    async def enqueue_training_job(self, job_id: str) -> None:
+        """trainer.run_job for a committed training job (the row is the truth; the message a nudge)."""
+        payload = TrainingJobTaskIn(job_id=job_id).model_dump()
+        try:
+            await run_in_threadpool(self.celery.send_task, RUN_JOB, args=(payload,))
         except Exception as exc:  # noqa: BLE001 - broker down: the caller fails the job
             raise QueueUnavailable(f"the job queue is unavailable: {exc}") from exc
 

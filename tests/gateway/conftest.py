@@ -24,6 +24,7 @@ from shared.schemas import ClassificationResult
 class FakeQueue:
     def __init__(self) -> None:
         self.enqueued: list[str] = []
+        self.training_jobs: list[str] = []
         self.rehedged: list[tuple[str, float]] = []
         self.down = False
         self.rehedge_result: ClassificationResult | None = None
@@ -32,6 +33,11 @@ class FakeQueue:
         if self.down:
             raise QueueUnavailable("the job queue is unavailable: connection refused")
         self.enqueued.append(job_id)
+
+    async def enqueue_training_job(self, job_id: str) -> None:
+        if self.down:
+            raise QueueUnavailable("the job queue is unavailable: connection refused")
+        self.training_jobs.append(job_id)
 
     async def rehedge(self, job_id: str, accuracy: float, timeout_s: float) -> ClassificationResult:
         self.rehedged.append((job_id, accuracy))
@@ -44,7 +50,8 @@ def gateway_settings(tmp_path: Path, redis_url: str, redis_namespace: str, datab
                      model_dir: Path) -> GatewaySettings:
     return GatewaySettings(
         redis_url=redis_url, redis_namespace=redis_namespace, database_url=database_url,
-        data_dir=tmp_path / "data", model_dir=model_dir, max_photo_bytes=300_000,
+        data_dir=tmp_path / "data", model_dir=model_dir, model_store=str(tmp_path / "model-store"),
+        max_photo_bytes=300_000,
     )
 
 

@@ -2,10 +2,12 @@
 
 from fastapi import APIRouter
 
-from services.gateway.api.routes import classifications, health, metrics, models, taxonomy
+from services.gateway.api.routes import classifications, feedback, health, metrics, models, taxonomy, training_jobs
 
 api_router = APIRouter()
 api_router.include_router(classifications.router)
+api_router.include_router(feedback.router)
+api_router.include_router(training_jobs.router)
 api_router.include_router(taxonomy.router)
 api_router.include_router(models.router)
 api_router.include_router(health.router)
