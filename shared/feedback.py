@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from shared.auth import Caller
 from shared.jobs import parse_job_id
 from shared.tables import ClassificationJob, Feedback, JobStatus
 from shared.taxonomy import Taxonomy
@@ -44,14 +45,15 @@ def _answered_node(job: ClassificationJob) -> str:
     return str(((job.result or {}).get("answer") or {}).get("node", {}).get("name", ""))
 
 
-def give(session: Session, classification_id: str, caller_id: str, taxonomy: Taxonomy, *,
+def give(session: Session, classification_id: str, caller: Caller, taxonomy: Taxonomy, *,
          correct: bool = False, node: str | None = None) -> Feedback:
-    """Store a verdict and make it the caller's current one for this classification."""
+    """Store a verdict and make it the caller's current one for this classification (a client may
+    judge only its own classifications: another's is as unknown as none)."""
     key = parse_job_id(classification_id)
     job = None
     if key is not None:  # the row lock serialises concurrent feedback on one classification
         job = session.scalars(select(ClassificationJob).where(ClassificationJob.id == key).with_for_update()).first()
-    if job is None:
+    if job is None or not caller.owns(job.owner_id):
         raise UnknownClassification(f"no classification with id {classification_id!r}")
     if job.status is not JobStatus.done:
         raise ClassificationNotFinished(
@@ -66,19 +68,21 @@ def give(session: Session, classification_id: str, caller_id: str, taxonomy: Tax
         raise FeedbackError('send {"correct": true} or {"node": "<dotted name>"}')
     else:
         node = answer
-    session.execute(update(Feedback).where(Feedback.classification_id == job.id, Feedback.caller_id == caller_id,
+    session.execute(update(Feedback).where(Feedback.classification_id == job.id, Feedback.caller_id == caller.id,
                                            Feedback.is_current.is_(True)).values(is_current=False))
-    row = Feedback(id=uuid.uuid4(), classification_id=job.id, caller_id=caller_id, photo_key=job.photo_key,
+    row = Feedback(id=uuid.uuid4(), classification_id=job.id, caller_id=caller.id, photo_key=job.photo_key,
                    model_version=job.model_version, answer=answer, correct=correct, node=node, is_current=True)
     session.add(row)
     session.flush()
     return row
 
 
-def history(session: Session, classification_id: str) -> list[Feedback] | None:
-    """Every verdict on the classification, oldest first; None if the classification is unknown."""
+def history(session: Session, classification_id: str, caller: Caller) -> list[Feedback] | None:
+    """Every verdict on the classification, oldest first; None if the classification is unknown
+    (or another client's)."""
     key = parse_job_id(classification_id)
-    if key is None or session.get(ClassificationJob, key) is None:
+    job = session.get(ClassificationJob, key) if key is not None else None
+    if job is None or not caller.owns(job.owner_id):
         return None
     return list(session.scalars(select(Feedback).where(Feedback.classification_id == key)
                                 .order_by(Feedback.created_at, Feedback.id)))

@@ -9,6 +9,7 @@ from services.gateway.errors import (ClassificationNotFinished, InvalidParameter
                                      ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
                                      UnknownNode)
 from shared import feedback, jobs, registry, training_jobs
+from shared.auth import Caller
 from shared.model_store import ModelStore
 from shared.schemas import (ClassificationPublic, ClassificationResult, ErrorInfo, FeedbackCreate, FeedbackListPublic,
                             FeedbackPublic, GateDecision, ModelActivationPublic, ModelVersionPublic, StageTimings,
@@ -83,10 +84,10 @@ def feedback_public(row: Feedback) -> FeedbackPublic:
                           correct=row.correct, current=row.is_current, created_at=row.created_at.isoformat())
 
 
-def give_feedback(session: Session, classification_id: str, caller_id: str, body: FeedbackCreate,
+def give_feedback(session: Session, classification_id: str, caller: Caller, body: FeedbackCreate,
                   taxonomy: Taxonomy) -> FeedbackPublic:
     try:
-        row = feedback.give(session, classification_id, caller_id, taxonomy, correct=bool(body.correct),
+        row = feedback.give(session, classification_id, caller, taxonomy, correct=bool(body.correct),
                             node=body.node)
     except feedback.UnknownClassification as exc:
         raise JobNotFound(str(exc)) from None
@@ -99,8 +100,8 @@ def give_feedback(session: Session, classification_id: str, caller_id: str, body
     return feedback_public(row)
 
 
-def read_feedback(session: Session, classification_id: str) -> FeedbackListPublic:
-    rows = feedback.history(session, classification_id)
+def read_feedback(session: Session, classification_id: str, caller: Caller) -> FeedbackListPublic:
+    rows = feedback.history(session, classification_id, caller)
     if rows is None:
         raise JobNotFound(f"no classification with id {classification_id!r}")
     items = [feedback_public(r) for r in rows]

@@ -8,6 +8,7 @@ import uuid
 from shared import feedback, jobs
 from shared.db import session_scope
 from shared.schemas import ClassificationResult, HedgedAnswer, ScoredNode
+from shared.auth import Caller, Role
 from shared.tables import Feedback, JobStatus
 from shared.taxonomy import load_taxonomy
 from tests.factories import jpeg_bytes
@@ -31,7 +32,7 @@ def test_confirming_an_answer_stores_it_with_photo_model_and_answer(client, gate
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["correct"] and body["node"] == "body.top" and body["answer"] == "body.top" and body["current"]
-    assert body["model_version"] == "tiny-1" and len(body["photo_key"]) == 64 and body["caller_id"] == "anonymous"
+    assert body["model_version"] == "tiny-1" and len(body["photo_key"]) == 64
 
 
 def test_a_correction_below_the_answer_means_the_answer_was_right(client, gateway_settings):
@@ -90,6 +91,7 @@ def test_concurrent_verdicts_leave_one_current_and_a_complete_history(client, ga
     """Many threads, each its own session and connection, give feedback at the same instant."""
     job_id = _classification(client, gateway_settings)
     taxonomy, url = load_taxonomy(), gateway_settings.resolved_database_url
+    alice = Caller("alice", Role.operator)
     nodes = ["feet.shoes", "body.top.t-shirt", "body.top", "accessory.hat"] * 3
     barrier, errors = threading.Barrier(len(nodes)), []
 
@@ -97,7 +99,7 @@ def test_concurrent_verdicts_leave_one_current_and_a_complete_history(client, ga
         try:
             barrier.wait()
             with session_scope(url) as session:
-                feedback.give(session, job_id, "alice", taxonomy, node=node)
+                feedback.give(session, job_id, alice, taxonomy, node=node)
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -108,11 +110,11 @@ def test_concurrent_verdicts_leave_one_current_and_a_complete_history(client, ga
         t.join()
     assert errors == []
     with session_scope(url) as session:
-        rows = feedback.history(session, job_id)
+        rows = feedback.history(session, job_id, alice)
     assert len(rows) == len(nodes)
     current = [r for r in rows if r.is_current]
     assert len(current) == 1 and current[0].id == rows[-1].id  # the last one given is the current one
-    body = client.get(f"/v1/classifications/{job_id}/feedback").json()
+    body = client.get(f"/v1/classifications/{job_id}/feedback").json()  # the owner sees everyone's
     assert len(body["current"]) == 1 and len(body["history"]) == len(nodes)
     assert sorted(f["node"] for f in body["history"]) == sorted(nodes)
 
@@ -121,8 +123,26 @@ def test_each_caller_has_its_own_current_verdict(client, gateway_settings):
     job_id = _classification(client, gateway_settings)
     taxonomy, url = load_taxonomy(), gateway_settings.resolved_database_url
     with session_scope(url) as session:
-        feedback.give(session, job_id, "alice", taxonomy, node="feet")
-        feedback.give(session, job_id, "bob", taxonomy, correct=True)
+        feedback.give(session, job_id, Caller("alice", Role.operator), taxonomy, node="feet")
+        feedback.give(session, job_id, Caller("bob", Role.operator), taxonomy, correct=True)
     with session_scope(url) as session:
         assert sorted(r.caller_id for r in feedback.current_feedback(session)) == ["alice", "bob"]
         assert session.query(Feedback).count() == 2
+
+
+def test_another_clients_classification_is_as_unknown_as_none(client, anonymous, keys, gateway_settings):
+    job_id = _classification(client, gateway_settings)
+    other = keys.headers("client2")
+    r = anonymous.post(f"/v1/classifications/{job_id}/feedback", json={"correct": True}, headers=other)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    assert anonymous.get(f"/v1/classifications/{job_id}/feedback", headers=other).status_code == 404
+    ok = anonymous.post(f"/v1/classifications/{job_id}/feedback", json={"correct": True},
+                        headers=keys.headers("operator"))
+    assert ok.status_code == 201  # an operator may judge any classification
+
+
+def test_feedback_needs_a_key(anonymous, client, gateway_settings):
+    job_id = _classification(client, gateway_settings)
+    r = anonymous.post(f"/v1/classifications/{job_id}/feedback", json={"correct": True},
+                       headers={"Authorization": ""})
+    assert r.status_code == 401

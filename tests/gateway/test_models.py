@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from shared import registry
 from shared.db import session_scope
 from shared.model_store import LocalModelStore
@@ -14,6 +16,13 @@ def _publish(settings, tmp_path, version: str, seed: int):  # noqa: ANN001
     src = make_tiny_model(tmp_path / "src", version, seed=seed)
     with session_scope(settings.resolved_database_url) as session:
         registry.publish(session, LocalModelStore(settings.resolved_model_store), src)
+
+
+
+@pytest.fixture
+def client(anonymous, keys):  # noqa: ANN001 - these routes need the operator role
+    anonymous.headers.update(keys.headers("operator"))
+    return anonymous
 
 
 def test_activate_and_rollback_walk_the_history_back(client, gateway_settings, tmp_path):
@@ -53,3 +62,9 @@ def test_activating_a_version_missing_from_the_store_is_409(client, gateway_sett
 def test_models_carry_their_store_key(client):
     (model,) = client.get("/v1/models").json()
     assert model["key"] == "tiny-1" and model["active"]
+
+
+def test_model_management_needs_the_operator_role(anonymous, keys):
+    for path in ("/v1/models/tiny-1/activate", "/v1/models/rollback"):
+        r = anonymous.post(path, headers=keys.headers("trainer"))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"

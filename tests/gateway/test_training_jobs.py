@@ -10,12 +10,19 @@ from shared import training_jobs as tj
 from shared.db import session_scope
 
 
+
+@pytest.fixture
+def client(anonymous, keys):  # noqa: ANN001 - these routes need the trainer role
+    anonymous.headers.update(keys.headers("trainer"))
+    return anonymous
+
+
 def test_post_returns_202_with_location_and_enqueues_the_job(client, fake_queue):
     r = client.post("/v1/training-jobs", json={"mode": "quick", "version": "q-1"})
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "queued" and body["mode"] == "quick" and body["options"] == {"version": "q-1"}
-    assert body["progress"] == 0.0 and body["eta_s"] is None and body["requested_by"] == "anonymous"
+    assert body["progress"] == 0.0 and body["eta_s"] is None and body["requested_by"]
     assert r.headers["location"] == f"/v1/training-jobs/{body['id']}"
     assert fake_queue.training_jobs == [body["id"]]
     assert client.get(f"/v1/training-jobs/{body['id']}").json()["status"] == "queued"
@@ -79,3 +86,9 @@ def test_cancel_of_a_running_job_asks_it_to_stop_and_of_a_done_job_is_409(client
     assert r.status_code == 409 and "done" in r.json()["error"]["message"]
     body = client.get(f"/v1/training-jobs/{job_id}").json()
     assert body["gate"]["reason"] == "worse by 3 points" and body["candidate_version"] == "v2"
+
+
+def test_training_jobs_need_the_trainer_role(anonymous, keys):
+    r = anonymous.post("/v1/training-jobs", json={"mode": "quick"}, headers=keys.headers("client"))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert anonymous.get("/v1/training-jobs", headers=keys.headers("client")).status_code == 403

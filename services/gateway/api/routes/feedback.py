@@ -10,7 +10,7 @@ from shared.schemas import ErrorResponse, FeedbackCreate, FeedbackListPublic, Fe
 
 router = APIRouter(prefix="/v1/classifications", tags=["feedback"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)}
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422)}
 
 
 @router.post(
@@ -18,11 +18,11 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)}
     summary="Say whether a classification was right",
     description='`{"correct": true}` confirms the answer; `{"node": "<dotted name>"}` names the right taxonomy '
     "node (an inner node means \"at least this\"). The caller's latest verdict is current; earlier ones stay in "
-    "the history. 404 unknown classification, 409 not finished yet, 422 unknown node.",
+    "the history. 404 unknown classification (or another client's), 409 not finished yet, 422 unknown node.",
 )
 async def create_feedback(classification_id: str, body: FeedbackCreate, db: DatabaseDep, taxonomy: TaxonomyDep,
                           caller: CallerDep) -> FeedbackPublic:
-    return await db.run(crud.give_feedback, classification_id, caller.id, body, taxonomy)
+    return await db.run(crud.give_feedback, classification_id, caller, body, taxonomy)
 
 
 @router.get(
@@ -30,4 +30,4 @@ async def create_feedback(classification_id: str, body: FeedbackCreate, db: Data
     summary="Feedback on a classification: the current verdict per caller and the whole history",
 )
 async def read_feedback(classification_id: str, db: DatabaseDep, caller: CallerDep) -> FeedbackListPublic:
-    return await db.run(crud.read_feedback, classification_id)
+    return await db.run(crud.read_feedback, classification_id, caller)
