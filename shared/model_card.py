@@ -10,7 +10,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from shared.hedging.calibration import Calibration
 
 __all__ = ["PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME"]
 
@@ -41,11 +43,18 @@ class ModelCard(BaseModel):
     onnx_file: str = ONNX_FILENAME
     onnx_output: str = "probabilities"  # softmax(logits / temperature), already calibrated
     temperature: float = 1.0
-    calibration: dict[str, Any] = Field(default_factory=dict)  # hedger λ(ε) tables, see shared.hedging
+    # the hedger's λ(ε) tables (shared.hedging.calibration), checked here, when the card loads
+    calibration: Calibration | None = None
     data: dict[str, Any] = Field(default_factory=dict)  # dataset dir, split file, counts
     recipe: dict[str, Any] = Field(default_factory=dict)  # resolved training recipe
     metrics: dict[str, Any] = Field(default_factory=dict)
     hashes: dict[str, str] = Field(default_factory=dict)  # file name -> sha256
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _no_tables(cls, value: Any) -> Any:
+        """Cards written before the field was typed say ``{}`` for "not calibrated"."""
+        return None if value == {} else value
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "ModelCard":

@@ -143,6 +143,20 @@ class Calibration(BaseModel):
             raise ValueError("rewards must be finite, ≥ 0, with the root's = 0")
         return self
 
+    def lookup(self, accuracy: Any, method: str | None = None) -> tuple[Method, float, float]:
+        """(method, λ, target) for a requested accuracy: the λ of the smallest grid target ≥ it.
+
+        The one λ lookup (serving and evaluation). Errs on the safe side: the tables are
+        non-decreasing in the target, so a target between grid points gets a λ at least as
+        large as its exact one.
+        """
+        target = validate_target(accuracy)
+        m = self.default_method if method is None else method
+        if m not in METHODS:
+            raise HedgeInputError(f"method must be one of {METHODS} or None, got {method!r}")
+        k = min(bisect_left(self.targets, target - 1e-9), len(self.targets) - 1)
+        return m, self.lam[m][k], target  # type: ignore[index,return-value]
+
     def check_taxonomy(self, taxonomy: Taxonomy) -> None:
         """Raise CalibrationError when this calibration was made for another tree."""
         if self.taxonomy_digest != taxonomy.digest or len(self.rewards) != len(taxonomy.node_names):
@@ -339,11 +353,6 @@ def calibrate_by_sender(
 
 
 def lambda_for(calibration: Calibration | dict[str, Any], target: float, method: str | None = None) -> float:
-    """λ for any target in [0.5, 0.999]: the λ of the smallest grid target ≥ it (safe side)."""
+    """λ for any target in [0.5, 0.999] (:meth:`Calibration.lookup`), from a table or its JSON."""
     cal = calibration if isinstance(calibration, Calibration) else Calibration.model_validate(calibration)
-    t = validate_target(target)
-    m = cal.default_method if method is None else method
-    if m not in METHODS:
-        raise HedgeInputError(f"method must be one of {METHODS}, got {method!r}")
-    k = bisect_left(cal.targets, t - 1e-9)
-    return cal.lam[m][min(k, len(cal.targets) - 1)]  # type: ignore[index]
+    return cal.lookup(target, method)[1]

@@ -1,8 +1,10 @@
 """DARTS core (Deng, Krause, Berg, Fei-Fei, "Hedging your bets", CVPR 2012), numpy only.
 
-Everything here is a pure function of arrays, vectorised over N photos, so that calibration,
-evaluation and serving share one implementation and the property tests exercise the exact
-code that answers requests.
+Everything here is a pure function, so that calibration, evaluation and serving share one
+implementation and the property tests exercise the exact code that answers requests: the path
+walk (:func:`walk`) and the tie rule (:func:`pick`) exist once, per photo in plain Python (one
+photo's ~26 nodes cost less in Python than in numpy calls); :func:`darts_path` and :func:`choose`
+run them over N photos.
 
 Notation: ``P`` is the (N, V) matrix of node probabilities (a node's probability is the sum of
 the leaf probabilities under it), ``r`` the (V,) node rewards, ``λ ≥ 0`` the hedging knob.
@@ -25,6 +27,8 @@ it is chosen) and sends a one-hot vector to its leaf even along single-child cha
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -40,7 +44,10 @@ __all__ = [
     "node_probabilities",
     "info_gain_rewards",
     "prior_rewards",
+    "pick",
     "choose",
+    "Walk",
+    "walk",
     "DartsPath",
     "darts_path",
     "path_choice",
@@ -156,18 +163,21 @@ def prior_rewards(taxonomy: Taxonomy, class_counts: np.ndarray | list[float], sm
     return np.maximum(rewards, 0.0)
 
 
-def _argmax_ties(score: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Row-wise argmax of ``score``; ties → larger probability, then the later (deeper) node.
+def pick(scores: Sequence[float], probs: Sequence[float]) -> int:
+    """Index of the largest score; ties (relative 1e-10) → larger probability, then the later node.
 
-    Depth-first node order puts a descendant after its ancestors, so "last index among equal
-    (score, probability)" is the deepest node of a single-child chain.
+    The one tie rule of DARTS, used by :func:`choose` and :func:`walk`. Depth-first node order
+    puts a descendant after its ancestors, so "the last among equal (score, probability)" is the
+    deepest node of a single-child chain. Plain Python on lists: for the ~26 nodes of one photo it
+    is several times faster than numpy's per-call overhead.
     """
-    best = score.max(axis=-1, keepdims=True)
-    cand = score >= best - _TIE_RTOL * np.maximum(np.abs(best), 1.0)
-    pk = np.where(cand, probs, -1.0)
-    cand &= pk >= pk.max(axis=-1, keepdims=True)
-    v = score.shape[-1]
-    return v - 1 - np.argmax(cand[..., ::-1], axis=-1)
+    best = max(scores)
+    thr = best - _TIE_RTOL * max(abs(best), 1.0)
+    chosen, best_p = 0, -1.0
+    for v, (s, q) in enumerate(zip(scores, probs)):
+        if s >= thr and q >= best_p:
+            chosen, best_p = v, q
+    return chosen
 
 
 def choose(node_probs: np.ndarray, lam: float | np.ndarray, rewards: np.ndarray) -> np.ndarray:
@@ -181,12 +191,67 @@ def choose(node_probs: np.ndarray, lam: float | np.ndarray, rewards: np.ndarray)
         raise ValueError(f"λ must be ≥ 0, got {lam}")
     if p.ndim == 2 and lam_arr.ndim == 1:
         lam_arr = lam_arr[:, None]
-    return _argmax_ties((rewards + lam_arr) * p, p)
+    scores = (rewards + lam_arr) * p
+    if p.ndim == 1:
+        return np.asarray(pick(scores.tolist(), p.tolist()), dtype=np.intp)
+    return np.array([pick(s, q) for s, q in zip(scores.tolist(), p.tolist())], dtype=np.intp)
 
 
 def expected_reward(node_probs: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     """Expected reward r_v · P_v of answering each node: what λ = 0 maximises."""
     return np.asarray(node_probs) * rewards
+
+
+class Walk(NamedTuple):
+    """One photo's DARTS path as lists: ``nodes[s]`` is chosen from ``breaks[s]`` on, ``nested[s]``
+    is the running LCA; ``capped``: the root still has to be appended at ``lam_max``."""
+
+    nodes: list[int]
+    breaks: list[float]
+    nested: list[int]
+    capped: bool
+
+
+def walk(p: Sequence[float], a: Sequence[float], lca: Sequence[Sequence[int]], lam_max: float = LAM_MAX,
+         stop: float = math.inf) -> Walk:
+    """Walk one photo's DARTS choice as λ grows from 0, exactly (no λ grid): the one path walk.
+
+    ``p`` are the node probabilities, ``a = r · p`` the lines' intercepts (score_v(λ) = a_v + λ p_v),
+    ``lca`` the LCA table as nested lists. From the current node u (chosen on [λ_u, ·)), the next
+    winner is the node v with larger probability whose line crosses u's first, at
+    ``λ = (a_u − a_v) / (p_v − p_u)``; among simultaneous crossings the most probable wins
+    (right-continuity). Each step strictly raises the probability, so there are at most V steps.
+    The walk ends at the first breakpoint at or beyond ``lam_max`` or beyond ``stop`` (serving
+    needs the answer at one λ only). Plain Python: a photo takes one to a few steps over ~26
+    nodes, where numpy's per-call overhead would cost more than the arithmetic.
+    """
+    cur = pick(a, p)
+    run, lam_cur = cur, 0.0
+    nodes, breaks, nested = [cur], [0.0], [cur]
+    inf = math.inf
+    n_nodes = len(p)
+    for _ in range(n_nodes):
+        pc, ac = p[cur], a[cur]
+        cross = [inf] * n_nodes
+        nb = inf
+        for v in range(n_nodes):
+            dp = p[v] - pc
+            if dp > _P_TOL:
+                x = (ac - a[v]) / dp
+                if x < lam_cur:
+                    x = lam_cur
+                cross[v] = x
+                if x < nb:
+                    nb = x
+        if not nb < lam_max or nb > stop:
+            break
+        thr = nb * (1.0 + _TIE_RTOL) + 1e-300
+        cur = pick([q if x <= thr else -1.0 for q, x in zip(p, cross)], p)
+        run, lam_cur = lca[run][cur], nb
+        nodes.append(cur)
+        breaks.append(nb)
+        nested.append(run)
+    return Walk(nodes, breaks, nested, cur != 0 and lam_max <= stop)
 
 
 class DartsPath(NamedTuple):
@@ -209,67 +274,29 @@ def darts_path(
     lam_max: float = LAM_MAX,
     stop: float | np.ndarray | None = None,
 ) -> DartsPath:
-    """Walk the DARTS choice as λ grows from 0, exactly (no λ grid).
+    """:func:`walk` for N photos, as padded arrays (what calibration and evaluation index into).
 
-    From the current node u (chosen on [λ_u, ·)), the next winner is the node v with larger
-    probability whose line ``(r_v + λ) P_v`` crosses u's first, at
-    ``λ = (r_u P_u − r_v P_v) / (P_v − P_u)``; among simultaneous crossings the most probable
-    wins (right-continuity). Each step strictly raises the probability, so there are at most
-    V steps. Breakpoints at or beyond ``lam_max`` are dropped and the root is appended at
-    ``lam_max`` (the cap; see :data:`LAM_MAX`). ``stop`` (scalar or per photo) ends a photo's
-    walk once its next breakpoint exceeds it — what serving needs for one λ.
+    Breakpoints at or beyond ``lam_max`` are dropped and the root is appended at ``lam_max``
+    (the cap; see :data:`LAM_MAX`). ``stop`` (scalar or per photo) ends a photo's walk once its
+    next breakpoint exceeds it.
     """
     p = np.atleast_2d(np.asarray(node_probs, dtype=np.float64))
-    n, v = p.shape
-    rows = np.arange(n)
-    a = p * rewards  # intercepts: score_v(λ) = a_v + λ P_v
-    cur = _argmax_ties(a, p)
-    run = cur.copy()
-    lam_cur = np.zeros(n)
-    stop_arr = np.full(n, np.inf) if stop is None else np.broadcast_to(np.asarray(stop, dtype=np.float64), (n,))
-    nodes, breaks, nested = [cur], [lam_cur.copy()], [run]
-    done = np.zeros(n, dtype=bool)
-    act = rows  # photos still walking: work only on them (most stop after a step or two)
-    for _ in range(v):
-        pa, aa, ca = p[act], a[act], cur[act]
-        sub = np.arange(len(act))
-        pc = pa[sub, ca]
-        dp = pa - pc[:, None]
-        up = dp > _P_TOL
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cross = np.where(up, (aa[sub, ca][:, None] - aa) / np.where(up, dp, 1.0), np.inf)
-        cross = np.maximum(cross, lam_cur[act][:, None])
-        nb = cross.min(axis=1)
-        stopped = ~(nb < lam_max) | (nb > stop_arr[act])
-        done[act[stopped]] = True
-        go = ~stopped
-        if not go.any():
-            break
-        act, cross, nb, pa = act[go], cross[go], nb[go], pa[go]
-        tie = cross <= nb[:, None] * (1.0 + _TIE_RTOL) + 1e-300
-        nxt = _argmax_ties(np.where(tie, pa, -1.0), pa)
-        cur, run, lam_cur = cur.copy(), run.copy(), lam_cur.copy()
-        cur[act] = nxt
-        run[act] = lca[run[act], nxt]
-        lam_cur[act] = nb
-        step_breaks = np.full(n, np.inf)
-        step_breaks[act] = nb
-        nodes.append(cur)
-        breaks.append(step_breaks)
-        nested.append(run)
-    nodes_a, breaks_a, nested_a = np.stack(nodes, axis=1), np.stack(breaks, axis=1), np.stack(nested, axis=1)
-    # the cap: the root from lam_max on, written into each row's first unused step
-    cap = (cur != 0) & (lam_max <= stop_arr)
-    if cap.any():
-        pad = lambda x, fill: np.concatenate([x, fill[:, None]], axis=1)  # noqa: E731
-        nodes_a, nested_a = pad(nodes_a, nodes_a[:, -1]), pad(nested_a, nested_a[:, -1])
-        breaks_a = pad(breaks_a, np.full(n, np.inf))
-        first_unused = np.isfinite(breaks_a).sum(axis=1)
-        tail = (np.arange(breaks_a.shape[1])[None, :] >= first_unused[:, None]) & cap[:, None]
-        nodes_a[tail] = 0
-        nested_a[tail] = 0
-        breaks_a[cap, first_unused[cap]] = lam_max
-    return DartsPath(nodes_a, breaks_a, nested_a)
+    n = p.shape[0]
+    stops = [math.inf] * n if stop is None else np.broadcast_to(np.asarray(stop, dtype=np.float64), (n,)).tolist()
+    lca_rows = np.asarray(lca).tolist()
+    walks = [walk(pr, ar, lca_rows, lam_max, st) for pr, ar, st in zip(p.tolist(), (p * rewards).tolist(), stops)]
+    width = max((len(w.nodes) for w in walks), default=1) + any(w.capped for w in walks)
+    nodes = np.empty((n, width), dtype=np.intp)
+    nested = np.empty((n, width), dtype=np.intp)
+    breaks = np.full((n, width), np.inf)
+    for i, w in enumerate(walks):
+        k = len(w.nodes)
+        nodes[i, :k], nested[i, :k], breaks[i, :k] = w.nodes, w.nested, w.breaks
+        if w.capped:  # the root from lam_max on
+            nodes[i, k:], nested[i, k:], breaks[i, k] = 0, 0, lam_max
+        else:  # padding repeats the last step
+            nodes[i, k:], nested[i, k:] = w.nodes[-1], w.nested[-1]
+    return DartsPath(nodes, breaks, nested)
 
 
 def path_choice(path: DartsPath, lam: float | np.ndarray, nested: bool) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""Serving: leaf probabilities + accuracy target → an explained :class:`HedgedAnswer`.
+"""Serving: probabilities + accuracy target → an explained :class:`HedgedAnswer`.
 
-A :class:`Hedger` is built once per (taxonomy, calibration) — arrays, λ tables and the
-pre-made ``NodeRef``s of every node and path — so that a request only pays for a (V×L)
-product, a short walk along the DARTS path and the answer's pydantic objects.
-:func:`hedge` / :func:`hedge_batch` are the functional entry points; they reuse a cached
-Hedger when given the same taxonomy and calibration objects again.
+A :class:`Hedger` is built once per model version — (taxonomy, calibration, the model's class
+order), arrays, λ tables and the pre-made ``NodeRef``s of every node and path — so that a request
+only pays for a (C×V) product, a short walk along the DARTS path (``darts.walk``, the same walk
+calibration and evaluation use) and the answer's pydantic objects. One photo and a batch take the
+same per-photo code. :func:`hedge` / :func:`hedge_batch` are the functional entry points; they
+reuse a cached Hedger when given the same taxonomy and calibration objects again.
 
 Methods: ``"crc"`` (default) answers the nested node N(λ) with λ from conformal risk control;
 ``"darts"`` answers plain DARTS c(λ) with the paper's calibration. See ``calibration.py``.
@@ -12,20 +13,20 @@ Methods: ``"crc"`` (default) answers the nested node N(λ) with λ from conforma
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any
 
 import numpy as np
 
-from shared.hedging.calibration import METHODS, Calibration, validate_target
-from shared.hedging.darts import _P_TOL, _TIE_RTOL, choose, darts_path, tree_arrays
-from shared.hedging.errors import HedgeInputError
-from shared.schemas import HedgedAnswer, NodeRef, ScoredNode
+from shared.hedging.calibration import Calibration
+from shared.hedging.darts import pick, tree_arrays, walk
+from shared.hedging.errors import CalibrationError, HedgeInputError
+from shared.schemas import ClassificationResult, HedgedAnswer, NodeRef, ScoredNode
 from shared.taxonomy import Taxonomy
 
-__all__ = ["Hedger", "get_hedger", "hedge", "hedge_batch", "check_leaf_probs", "N_ALTERNATIVES"]
+__all__ = ["Hedger", "get_hedger", "hedge", "hedge_batch", "check_leaf_probs", "N_ALTERNATIVES", "TOP_K"]
 
 N_ALTERNATIVES = 3  # "top few" more specific nodes shown under the answer
+TOP_K = 5  # leaf predictions listed in a result
 _SUM_TOL = 1e-3  # a probability vector may be off by float32 softmax rounding, not more
 _CACHE_SIZE = 16
 
@@ -44,7 +45,7 @@ def check_leaf_probs(leaf_probs: Any, n_leaves: int) -> np.ndarray:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != n_leaves:
         raise HedgeInputError(
-            f"expected {n_leaves} leaf probabilities per photo (one per taxonomy leaf), got shape {np.shape(leaf_probs)}"
+            f"expected {n_leaves} leaf probabilities per photo (one per class), got shape {np.shape(leaf_probs)}"
         )
     if not np.all(np.isfinite(arr)):
         raise HedgeInputError("leaf probabilities contain NaN or inf")
@@ -58,24 +59,35 @@ def check_leaf_probs(leaf_probs: Any, n_leaves: int) -> np.ndarray:
 
 
 class Hedger:
-    """Everything precomputed for one (taxonomy, calibration); thread-safe (read-only after init)."""
+    """Everything precomputed for one model version; thread-safe (read-only after init).
 
-    def __init__(self, taxonomy: Taxonomy, calibration: Calibration | dict[str, Any]) -> None:
+    ``classes`` is the model's output order (the card's ``classes``, leaves of ``taxonomy``; all
+    leaves in taxonomy order by default): probabilities are taken in that order as they come from
+    the network, and a leaf the model lacks simply has probability 0.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, calibration: Calibration | dict[str, Any],
+                 classes: list[str] | None = None) -> None:
         cal = calibration if isinstance(calibration, Calibration) else Calibration.model_validate(calibration)
         cal.check_taxonomy(taxonomy)
-        self.taxonomy = taxonomy
-        self.calibration = cal
+        classes = list(taxonomy.leaves if classes is None else classes)
+        unknown = sorted(set(classes) - set(taxonomy.leaves))
+        if unknown or len(set(classes)) != len(classes):
+            raise CalibrationError(f"the model's classes must be distinct leaves of taxonomy {taxonomy.version}; "
+                                   f"not leaves: {unknown}")
+        self.taxonomy, self.calibration, self.classes = taxonomy, cal, classes
         self.arrays = tree_arrays(taxonomy)
         self.rewards = np.asarray(cal.rewards, dtype=np.float64)
         self.rewards.setflags(write=False)
-        self._leaf_matrix_t = np.ascontiguousarray(self.arrays.leaf_matrix.T)
-        self._targets = list(cal.targets)
-        self._lam = {m: list(cal.lam[m]) for m in METHODS}  # type: ignore[index]
+        leaf_index = {leaf: j for j, leaf in enumerate(taxonomy.leaves)}
+        # (C, V): class j's probability counts towards every node above its leaf
+        self._class_matrix = np.ascontiguousarray(self.arrays.leaf_matrix[:, [leaf_index[c] for c in classes]].T)
         names = taxonomy.node_names
-        self._index = {n: i for i, n in enumerate(names)}
         nodes = [taxonomy.nodes[n] for n in names]
+        index = {n: i for i, n in enumerate(names)}
         self._refs = [NodeRef(name=n.name, display=n.display, icon=n.icon) for n in nodes]
-        self._paths = [[self._refs[self._index[a]] for a in taxonomy.ancestors(n)] for n in names]
+        self._paths = [[self._refs[index[a]] for a in taxonomy.ancestors(n)] for n in names]
+        self._class_refs = [self._refs[index[c]] for c in classes]
         anc = [set(taxonomy.ancestors(n)) for n in names]
         depth = self.arrays.depth
         self._descendants: list[list[int]] = [
@@ -84,38 +96,57 @@ class Hedger:
         ]
         self._rewards_list: list[float] = self.rewards.tolist()
         self._lca_list: list[list[int]] = self.arrays.lca.tolist()
-        self._v_range = range(len(names))
 
-    # --- λ ----------------------------------------------------------------------------------
     def resolve(self, accuracy: Any, method: str | None = None) -> tuple[str, float, float]:
-        """(method, λ, target) for a request; the λ of the smallest grid target ≥ the request."""
-        target = validate_target(accuracy)
-        m = self.calibration.default_method if method is None else method
-        if m not in METHODS:
-            raise HedgeInputError(f"method must be one of {METHODS} or None, got {method!r}")
-        k = min(bisect_left(self._targets, target - 1e-9), len(self._targets) - 1)
-        return m, self._lam[m][k], target
+        """(method, λ, target) for a request (:meth:`Calibration.lookup`)."""
+        return self.calibration.lookup(accuracy, method)
 
-    # --- the core (no pydantic) -------------------------------------------------------------
-    def node_probs(self, probs: np.ndarray) -> np.ndarray:
-        """(N, L) validated leaf probabilities → (N, V) node probabilities."""
-        return probs @ self._leaf_matrix_t
+    # --- validation: the one place probabilities are normalised -------------------------------
+    def check(self, probs: Any) -> np.ndarray:
+        """One photo's probabilities (C,), in class order → float64, validated, summing to 1.
 
-    def choose_nodes(self, node_probs: np.ndarray, lam: float, method: str) -> np.ndarray:
-        """Chosen node index per photo at λ: nested N(λ) for crc, plain c(λ) for darts."""
+        A non-finite entry makes the sum non-finite, so one sum checks NaN/inf and normalisation
+        at once; anything unusual goes through :func:`check_leaf_probs` for the precise error.
+        """
+        try:
+            arr = np.asarray(probs, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != (len(self.classes),):
+            checked = check_leaf_probs(probs, len(self.classes))  # raises the precise error
+            if checked.shape[0] != 1:
+                raise HedgeInputError(f"hedge() takes one photo's probabilities; use hedge_batch for {checked.shape[0]}")
+            return checked[0]
+        total = float(arr.sum())
+        if not (abs(total - 1.0) <= _SUM_TOL) or float(arr.min()) < 0.0:
+            return check_leaf_probs(arr, len(self.classes))[0]  # raises the precise error or clips
+        return arr / total
+
+    # --- the choice: one photo at a time, batch or not ---------------------------------------
+    def _choose(self, p: list[float], lam: float, method: str) -> int:
+        """darts: argmax (r+λ)P; crc: the nested answer, the running LCA along the path up to λ."""
         lam_max = self.calibration.lam_max
         if lam >= lam_max:
-            return np.zeros(node_probs.shape[0], dtype=np.intp)
+            return 0
+        rewards = self._rewards_list
         if method == "darts":
-            return choose(node_probs, lam, self.rewards)
-        path = darts_path(node_probs, self.rewards, self.arrays.lca, lam_max, stop=lam)
-        return path.nested[:, -1]
+            return pick([(r + lam) * q for r, q in zip(rewards, p)], p)
+        return walk(p, [r * q for r, q in zip(rewards, p)], self._lca_list, lam_max, stop=lam).nested[-1]
 
-    def choose_batch(self, leaf_probs: Any, accuracy: float, method: str | None = None) -> np.ndarray:
-        """Vectorised core: (N, L) leaf probabilities → (N,) chosen node indices."""
+    def node_probs(self, probs: np.ndarray) -> np.ndarray:
+        """Validated probabilities (C,) or (N, C) → node probabilities (V,) or (N, V)."""
+        return probs @ self._class_matrix
+
+    def choose_one(self, probs: Any, accuracy: float, method: str | None = None) -> int:
+        """Single-photo core without the answer object (what the latency bench times)."""
         m, lam, _ = self.resolve(accuracy, method)
-        probs = check_leaf_probs(leaf_probs, self.arrays.n_leaves)
-        return self.choose_nodes(self.node_probs(probs), lam, m)
+        return self._choose(self.node_probs(self.check(probs)).tolist(), lam, m)
+
+    def choose_batch(self, probs: Any, accuracy: float, method: str | None = None) -> np.ndarray:
+        """(N, C) probabilities → (N,) chosen node indices."""
+        m, lam, _ = self.resolve(accuracy, method)
+        p = self.node_probs(check_leaf_probs(probs, len(self.classes))).tolist()
+        return np.array([self._choose(row, lam, m) for row in p], dtype=np.intp)
 
     # --- explained answers ------------------------------------------------------------------
     def _answer(self, node: int, p: Any, target: float, method: str, lam: float) -> HedgedAnswer:
@@ -140,98 +171,35 @@ class Hedger:
             info_gain=float(self.rewards[node]),
         )
 
-    def hedge(self, leaf_probs: Any, accuracy: float, method: str | None = None) -> HedgedAnswer:
-        """One photo: (L,) leaf probabilities → the hedged, explained answer.
-
-        Same choice as :meth:`hedge_batch` (tests check it), but walked in plain Python over
-        the V nodes: for one photo that beats a dozen numpy calls on 26-element arrays.
-        """
+    def hedge(self, probs: Any, accuracy: float, method: str | None = None) -> HedgedAnswer:
+        """One photo: (C,) probabilities → the hedged, explained answer."""
         m, lam, target = self.resolve(accuracy, method)
-        probs = self._check_one(leaf_probs)
-        p = (probs @ self._leaf_matrix_t).tolist()
-        node = self._choose_one(p, lam, m)
-        return self._answer(node, p, target, m, lam)
+        p = self.node_probs(self.check(probs)).tolist()
+        return self._answer(self._choose(p, lam, m), p, target, m, lam)
 
-    def choose_one(self, leaf_probs: Any, accuracy: float, method: str | None = None) -> int:
-        """Single-photo core without the answer object (what the latency bench times)."""
-        m, lam, _ = self.resolve(accuracy, method)
-        p = (self._check_one(leaf_probs) @ self._leaf_matrix_t).tolist()
-        return self._choose_one(p, lam, m)
-
-    def _check_one(self, leaf_probs: Any) -> np.ndarray:
-        """Fast path of :func:`check_leaf_probs` for one (L,) vector (a non-finite entry makes
-        the sum non-finite, so one sum checks NaN/inf and normalisation at once)."""
-        try:
-            arr = np.asarray(leaf_probs, dtype=np.float64)
-        except (TypeError, ValueError):
-            arr = None
-        if arr is None or arr.shape != (self.arrays.n_leaves,):
-            checked = check_leaf_probs(leaf_probs, self.arrays.n_leaves)  # raises the precise error
-            if checked.shape[0] != 1:
-                raise HedgeInputError(f"hedge() takes one photo's probabilities; use hedge_batch for {checked.shape[0]}")
-            return checked[0]
-        total = float(arr.sum())
-        if not (abs(total - 1.0) <= _SUM_TOL) or float(arr.min()) < 0.0:
-            return check_leaf_probs(arr, self.arrays.n_leaves)[0]  # raises the precise error or clips
-        return arr / total
-
-    def _choose_one(self, p: list[float], lam: float, method: str) -> int:
-        """darts: argmax (r+λ)P; crc: running LCA along the DARTS path up to λ. Tie rules as darts.py."""
-        lam_max = self.calibration.lam_max
-        if lam >= lam_max:
-            return 0
-        rewards = self._rewards_list
-        v_range = self._v_range
-        if method == "darts":
-            return _pick([(r + lam) * q for r, q in zip(rewards, p)], p)
-        a = [r * q for r, q in zip(rewards, p)]
-        cur = _pick(a, p)
-        run = cur
-        lam_cur = 0.0
-        lca = self._lca_list
-        inf = float("inf")
-        while True:
-            pc, ac = p[cur], a[cur]
-            cross = [inf] * len(p)
-            nb = inf
-            for v in v_range:
-                dp = p[v] - pc
-                if dp > _P_TOL:
-                    x = (ac - a[v]) / dp
-                    if x < lam_cur:
-                        x = lam_cur
-                    cross[v] = x
-                    if x < nb:
-                        nb = x
-            if not nb < lam_max or nb > lam:
-                return run
-            thr = nb * (1.0 + _TIE_RTOL) + 1e-300
-            best_p = -1.0
-            for v in v_range:
-                if cross[v] <= thr and p[v] >= best_p:
-                    cur, best_p = v, p[v]
-            run = lca[run][cur]
-            lam_cur = nb
-
-    def hedge_batch(self, leaf_probs: Any, accuracy: float, method: str | None = None) -> list[HedgedAnswer]:
-        """N photos, one target: vectorised choice, then one answer object per photo."""
+    def hedge_batch(self, probs: Any, accuracy: float, method: str | None = None) -> list[HedgedAnswer]:
+        """N photos, one target: one answer object per photo."""
         m, lam, target = self.resolve(accuracy, method)
-        probs = check_leaf_probs(leaf_probs, self.arrays.n_leaves)
-        p = self.node_probs(probs)
-        nodes = self.choose_nodes(p, lam, m)
-        return [self._answer(int(v), row, target, m, lam) for v, row in zip(nodes.tolist(), p.tolist())]
+        p = self.node_probs(check_leaf_probs(probs, len(self.classes))).tolist()
+        return [self._answer(self._choose(row, lam, m), row, target, m, lam) for row in p]
 
+    def top_predictions(self, probs: np.ndarray, k: int = TOP_K) -> list[ScoredNode]:
+        """The k most probable classes of validated probabilities, most probable first."""
+        out = []
+        for i in np.argsort(-probs, kind="stable")[:k].tolist():
+            r = self._class_refs[i]
+            out.append(ScoredNode(name=r.name, display=r.display, icon=r.icon,
+                                  probability=min(1.0, max(0.0, float(probs[i])))))
+        return out
 
-def _pick(scores: list[float], p: list[float]) -> int:
-    """Pure-Python twin of ``darts._argmax_ties``: max score (relative tie 1e-10), then max
-    probability, then the later (deeper) node."""
-    best = max(scores)
-    thr = best - _TIE_RTOL * max(abs(best), 1.0)
-    chosen, best_p = 0, -1.0
-    for v, (s, q) in enumerate(zip(scores, p)):
-        if s >= thr and q >= best_p:
-            chosen, best_p = v, q
-    return chosen
+    def classify(self, probs: Any, accuracy: float, method: str | None = None, top_k: int = TOP_K) -> ClassificationResult:
+        """What a job's result holds: the hedged answer and the top classes, from one photo's
+        probabilities as the network gave them (validated and normalised here, once)."""
+        m, lam, target = self.resolve(accuracy, method)
+        checked = self.check(probs)
+        p = self.node_probs(checked).tolist()
+        answer = self._answer(self._choose(p, lam, m), p, target, m, lam)
+        return ClassificationResult(answer=answer, top_predictions=self.top_predictions(checked, top_k))
 
 
 _cache: dict[tuple[int, int], tuple[Taxonomy, object, Hedger]] = {}

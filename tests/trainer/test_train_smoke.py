@@ -38,7 +38,7 @@ def test_training_writes_a_complete_model_version(trained):
     assert card.version == "tiny-1" and len(card.classes) == 17
     assert card.preprocess.input_size == 64 and card.recipe["views"] == TINY.views
     assert card.temperature > 0
-    assert card.calibration["lam"]["crc"] and card.calibration["lam"]["darts"]
+    assert card.calibration is not None and card.calibration.lam["crc"] and card.calibration.lam["darts"]
     assert card.hashes["model.onnx"] == sha256_file(result.model_dir / "model.onnx")
     assert card.metrics["history"][-1]["epoch"] == TINY.epochs and len(card.metrics["history"]) >= 2
     assert (result.model_dir / "training_curves.png").stat().st_size > 1000

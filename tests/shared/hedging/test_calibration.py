@@ -14,9 +14,10 @@ from shared.hedging.calibration import (
     Calibration,
     calibrate,
     crc_lambda,
+    crc_thresholds,
     lambda_for,
 )
-from shared.hedging.darts import darts_path, is_correct, node_probabilities, path_choice, tree_arrays
+from shared.hedging.darts import darts_path, info_gain_rewards, is_correct, node_probabilities, path_choice, tree_arrays
 from shared.hedging.errors import HedgeInputError
 from shared.model_card import ModelCard, PreprocessConfig
 from shared.taxonomy import load_taxonomy
@@ -92,11 +93,22 @@ def test_crc_lambda_order_statistic() -> None:
 
 
 def test_jump_photo_gets_a_monotone_loss() -> None:
-    """A calibration photo whose plain-DARTS answer is right, wrong, right: its CRC threshold is
-    where the nested answer first contains the truth, so its loss never comes back."""
-    p = np.array([[0.3, 0, 0, 0, 0.2, 0.2, 0.2, 0.1]] * 3)
-    cal = calibrate(p, np.array([0, 0, 0]), JUMP_TREE)
-    assert all(x >= 0 for x in cal.lam["crc"])
+    """A photo whose plain-DARTS answer is right, wrong, right (u1 → sibling branch V → root): its
+    CRC threshold is where the nested answer first contains the truth, and the loss never comes
+    back. True leaf u1: nested from λ = 0 on (u1, then the root). True leaf v1: only from the jump
+    to V on, where the nested answer becomes LCA(u1, V) = the root."""
+    arrays = tree_arrays(JUMP_TREE)
+    p = node_probabilities(np.array([[0.3, 0, 0, 0, 0.2, 0.2, 0.2, 0.1]] * 2), arrays.leaf_matrix)
+    path = darts_path(p, info_gain_rewards(JUMP_TREE), arrays.lca)
+    y = np.array([0, 4])  # u1, v1
+    plain = [is_correct(path_choice(path, lam, False), y, arrays.leaf_mask).tolist() for lam in (0.1, 1.0, 3.0)]
+    assert [row[0] for row in plain] == [True, False, True]
+    tau = crc_thresholds(path, y, arrays.leaf_mask)
+    assert tau[0] == 0.0
+    assert tau[1] == pytest.approx((0.9 - np.log2(8 / 3) * 0.6) / 0.3)
+    for lam in (0.0, 0.1, 1.0, 3.0, 1e6):  # nested loss = 1[τ > λ]: right from τ on, never wrong again
+        covered = is_correct(path_choice(path, lam, True), y, arrays.leaf_mask)
+        assert covered.tolist() == (tau <= lam).tolist()
 
 
 def test_lookup_is_safe_between_grid_points(cal_data) -> None:
