@@ -32,8 +32,12 @@ def key_prefix(namespace: str) -> str:
     return f"{namespace}:"
 
 
-def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "wardrobe") -> Celery:
+def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "wardrobe",
+                      log_level: str | None = None) -> Celery:
+    """``log_level``: a worker's LOG_LEVEL setting, which then wins over its command line's ``-l``."""
     app = Celery(main, broker=redis_url, backend=redis_url, set_as_current=True)
+    if log_level is not None:
+        _follow_log_level(log_level)
     prefix = key_prefix(namespace)
     app.conf.update(
         task_routes=TASK_ROUTES,
@@ -55,6 +59,16 @@ def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "
         enable_utc=True,
     )
     return app
+
+
+def _follow_log_level(level: str) -> None:
+    """Set the root logger to ``level`` once Celery has configured logging (from ``-l``)."""
+    from celery.signals import after_setup_logger
+
+    def set_level(logger, **_: object) -> None:  # noqa: ANN001 - Celery passes the root logger
+        logger.setLevel(level)
+
+    after_setup_logger.connect(set_level, weak=False)
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:

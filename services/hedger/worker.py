@@ -9,7 +9,8 @@ from services.hedger.config import get_settings
 from shared.celery_app import create_celery_app
 
 settings = get_settings()
-app = create_celery_app(settings.redis_url, settings.redis_namespace, main="hedger")
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="hedger",
+                        log_level=settings.log_level)
 
 import services.hedger.tasks  # noqa: E402,F401 - registers the hedger.* tasks on `app`
 

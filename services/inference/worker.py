@@ -13,7 +13,8 @@ from services.inference.config import get_settings
 from shared.celery_app import create_celery_app
 
 settings = get_settings()
-app = create_celery_app(settings.redis_url, settings.redis_namespace, main="inference")
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="inference",
+                        log_level=settings.log_level)
 app.conf.worker_prefetch_multiplier = settings.prefetch_multiplier
 
 import services.inference.tasks  # noqa: E402,F401 - registers the inference.* tasks on `app`

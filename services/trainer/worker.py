@@ -18,7 +18,8 @@ from shared.celery_app import AUTO_RETRAIN, SWEEP, create_celery_app
 settings = get_settings()
 if not settings.redis_url:
     raise SystemExit("the trainer worker needs REDIS_URL")
-app = create_celery_app(settings.redis_url, settings.redis_namespace, main="trainer")
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="trainer",
+                        log_level=settings.log_level)
 
 import services.trainer.tasks  # noqa: E402,F401 - registers the trainer.* tasks on `app`
 

@@ -553,6 +553,19 @@ def test_compose_commands_are_real_entry_points() -> None:
     assert compose_services()["migrate"]["healthcheck"]["disable"] is True  # the gateway image's check
 
 
+def test_compose_build_args_are_dockerfile_args() -> None:
+    """Build arguments exist in the stage that installs the service (a typo would be ignored by
+    Docker), and ORT_BUILD names an ONNX Runtime build."""
+    df = dockerfile()
+    for name, svc in compose_services().items():
+        build = svc.get("build") or {}
+        for key, value in (build.get("args") or {}).items():
+            stage = df.stages[f"build-{build['target']}"]
+            assert key in stage.args, f"compose {name}: build arg {key} is no ARG of {stage.name}"
+            if key == "ORT_BUILD":
+                assert interpolate(value) in ORT_BUILDS, f"compose {name}: ORT_BUILD={value}"
+
+
 # --- Kubernetes -------------------------------------------------------------------------------------
 def test_kustomizations_reference_existing_files() -> None:
     dirs = kustomization_dirs()

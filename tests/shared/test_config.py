@@ -142,3 +142,21 @@ def test_the_command_line_names_a_bad_variable_without_a_traceback() -> None:
     out = _run([sys.executable, "-m", "services.cli", "migrate"], _env(DB_WAIT_ATTEMPTS="none"))
     assert out.returncode == 2
     assert "DB_WAIT_ATTEMPTS='none'" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.integration
+def test_workers_log_at_log_level_not_at_their_command_lines(redis_url: str, redis_namespace: str,
+                                                             tmp_path) -> None:
+    """The launcher and the images start workers with ``-l INFO``; LOG_LEVEL decides."""
+    from services import launcher
+
+    seen = {}
+    for level in ("DEBUG", "WARNING"):
+        env = launcher.child_env({"REDIS_URL": redis_url, "REDIS_NAMESPACE": f"{redis_namespace}-{level}",
+                                  "LOG_LEVEL": level})
+        with launcher.ProcessGroup(log_dir=tmp_path / level) as group:
+            node = launcher.start_worker(group, "hedger", env)
+            launcher.wait_for_workers(redis_url, f"{redis_namespace}-{level}", [node], group=group)
+        seen[level] = (tmp_path / level / "hedger.log").read_text()
+    assert "DEBUG/MainProcess" in seen["DEBUG"]
+    assert "INFO/MainProcess" not in seen["WARNING"] and "DEBUG/MainProcess" not in seen["WARNING"]
