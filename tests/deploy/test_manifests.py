@@ -525,6 +525,19 @@ def test_compose_volumes() -> None:
     assert f"photos:{photo_dir}" in mounts["gateway"]
     assert f"photos:{photo_dir}:ro" in mounts["inference"]
     assert not any(m.endswith(":/app/models") for ms in mounts.values() for m in ms), "models come from the image"
+    # The model store: every process given MODEL_STORE mounts the `models` volume there; only the
+    # ones that publish versions (migrate: the bundled one; the trainer worker: new ones) write.
+    writers = {"migrate", "trainer-worker"}
+    for name, svc in compose_services().items():
+        store = (svc.get("environment") or {}).get("MODEL_STORE")
+        if store is None:
+            continue
+        (mount,) = [m for m in mounts[name] if m.split(":")[0] == "models"] or [None]
+        assert mount is not None, f"{name}: MODEL_STORE={store} but no `models` volume"
+        assert mount.split(":")[1] == store, f"{name}: models mounted at {mount}, MODEL_STORE is {store}"
+        assert mount.endswith(":ro") == (name not in writers), f"{name}: {mount}"
+    assert {"migrate", "gateway", "inference", "trainer-worker"} <= {
+        n for n, s in compose_services().items() if "MODEL_STORE" in (s.get("environment") or {})}
 
 
 def test_compose_env_names_are_settings() -> None:
@@ -804,11 +817,3 @@ def test_rendered_prod_overlay(with_gpu: bool, tmp_path: Path) -> None:
     (inference,) = deployments["wardrobe-inference"]["spec"]["template"]["spec"]["containers"]
     assert ("nvidia.com/gpu" in inference["resources"]["limits"]) is with_gpu
     assert ("inference-gpu" in inference["image"]) is with_gpu
-
-
-# --- docs -----------------------------------------------------------------------------------------
-def test_every_setting_is_documented() -> None:
-    text = DOCS.read_text()
-    for service, cls in SETTINGS.items():
-        for name in cls.model_fields:
-            assert f"`{name.upper()}`" in text, f"docs/deploy.md does not document {name.upper()} ({service})"
