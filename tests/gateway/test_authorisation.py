@@ -1,0 +1,97 @@
+"""Who may do what: every route × every kind of caller × own or another client's resource.
+
+``MATRIX`` is the whole policy in one table. A route the table does not name fails
+``test_the_matrix_names_every_route``: a new route cannot ship without deciding who may call it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import api_keys
+from shared.db import session_scope
+from tests.factories import jpeg_bytes
+
+CALLERS = ("nobody", "bad_key", "revoked", "client", "trainer", "operator")
+
+# Every route of the served OpenAPI schema (the API docs pages themselves are public).
+# (method, route path, whose resource) -> expected status per caller. "own" is a classification
+# the caller made itself; "other" one made by a different client key. A key that may not see a
+# classification gets 404 (as if it did not exist), a role that may not call a route 403.
+MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
+    ("POST", "/v1/classifications", "-"):
+        dict(nobody=401, bad_key=401, revoked=401, client=202, trainer=202, operator=202),
+    ("GET", "/v1/classifications/{job_id}", "own"):
+        dict(nobody=401, bad_key=401, revoked=401, client=200, trainer=200, operator=200),
+    ("GET", "/v1/classifications/{job_id}", "other"):
+        dict(nobody=401, bad_key=401, revoked=401, client=404, trainer=404, operator=200),
+    ("GET", "/v1/taxonomy", "-"):
+        dict(nobody=401, bad_key=401, revoked=401, client=200, trainer=200, operator=200),
+    ("GET", "/v1/models", "-"):
+        dict(nobody=401, bad_key=401, revoked=401, client=403, trainer=403, operator=200),
+    ("GET", "/metrics", "-"):
+        dict(nobody=401, bad_key=401, revoked=401, client=403, trainer=403, operator=200),
+    ("GET", "/healthz", "-"):
+        dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
+    ("GET", "/readyz", "-"):
+        dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
+}
+
+
+@pytest.fixture
+def tokens(anonymous, keys, gateway_settings) -> dict[str, str | None]:
+    with session_scope(gateway_settings.resolved_database_url) as session:
+        revoked = api_keys.create_key(session, "gone", api_keys.Role.operator)
+        api_keys.revoke(session, revoked.row.id)
+    return {"nobody": None, "bad_key": "wdr_nope_0000", "revoked": revoked.token, **keys.tokens}
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {"Authorization": ""}
+
+
+def _classification(anonymous, token: str) -> str:
+    r = anonymous.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}, headers=_headers(token))
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
+def test_the_matrix_names_every_route(app):
+    served = {(method.upper(), path) for path, ops in app.openapi()["paths"].items() for method in ops}
+    named = {(m, p) for m, p, _ in MATRIX}
+    assert served == named, "routes without a row in MATRIX (or rows for routes that are gone)"
+
+
+@pytest.mark.parametrize("route", list(MATRIX), ids=lambda r: f"{r[0]} {r[1]} {r[2]}")
+def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
+    method, path, whose = route
+    got = {}
+    for who in CALLERS:
+        url = path
+        if "{job_id}" in path:
+            owner = tokens[who] if whose == "own" and who in ("client", "trainer", "operator") else tokens["client2"]
+            url = path.replace("{job_id}", _classification(anonymous, owner))
+        files = {"photo": ("a.jpg", jpeg_bytes())} if method == "POST" else None
+        got[who] = anonymous.request(method, url, files=files, headers=_headers(tokens[who])).status_code
+    assert got == MATRIX[route]
+
+
+def test_an_unknown_id_and_another_clients_id_look_the_same(anonymous, tokens):
+    theirs = _classification(anonymous, tokens["client2"])
+    mine = anonymous.get(f"/v1/classifications/{theirs}", headers=_headers(tokens["client"])).json()
+    none = anonymous.get("/v1/classifications/6d1f0e3c-0000-4000-8000-000000000000",
+                         headers=_headers(tokens["client"])).json()
+    assert mine["error"]["code"] == none["error"]["code"] == "job_not_found"
+
+
+def test_a_rehedge_of_another_clients_job_is_404_too(anonymous, tokens):
+    theirs = _classification(anonymous, tokens["client2"])
+    r = anonymous.get(f"/v1/classifications/{theirs}", params={"accuracy": 0.99}, headers=_headers(tokens["client"]))
+    assert r.status_code == 404
+
+
+def test_401_says_how_to_authenticate(anonymous):
+    r = anonymous.get("/v1/taxonomy")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["error"]["code"] == "unauthenticated" and "Bearer" in r.json()["error"]["message"]
+    assert anonymous.get("/v1/taxonomy", headers={"Authorization": "Basic dXNlcjpwdw=="}).status_code == 401
