@@ -17,25 +17,37 @@ CALLERS = ("nobody", "bad_key", "revoked", "client", "trainer", "operator")
 # Every route of the served OpenAPI schema (the API docs pages themselves are public).
 # (method, route path, whose resource) -> expected status per caller. "own" is a classification
 # the caller made itself; "other" one made by a different client key. A key that may not see a
-# classification gets 404 (as if it did not exist), a role that may not call a route 403.
+# classification gets 404 (as if it did not exist), a role that may not call a route 403. Where
+# the role may, the answer is whatever the resource's state gives (409: not finished yet, nothing
+# to roll back), which shows the request got past the access check.
+_KEYLESS = dict(nobody=401, bad_key=401, revoked=401)
+_ANY_KEY = dict(**_KEYLESS, client=200, trainer=200, operator=200)
+_TRAINER = dict(**_KEYLESS, client=403, trainer=200, operator=200)
+_OPERATOR = dict(**_KEYLESS, client=403, trainer=403, operator=200)
 MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
-    ("POST", "/v1/classifications", "-"):
-        dict(nobody=401, bad_key=401, revoked=401, client=202, trainer=202, operator=202),
-    ("GET", "/v1/classifications/{job_id}", "own"):
-        dict(nobody=401, bad_key=401, revoked=401, client=200, trainer=200, operator=200),
-    ("GET", "/v1/classifications/{job_id}", "other"):
-        dict(nobody=401, bad_key=401, revoked=401, client=404, trainer=404, operator=200),
-    ("GET", "/v1/taxonomy", "-"):
-        dict(nobody=401, bad_key=401, revoked=401, client=200, trainer=200, operator=200),
-    ("GET", "/v1/models", "-"):
-        dict(nobody=401, bad_key=401, revoked=401, client=403, trainer=403, operator=200),
-    ("GET", "/metrics", "-"):
-        dict(nobody=401, bad_key=401, revoked=401, client=403, trainer=403, operator=200),
-    ("GET", "/healthz", "-"):
-        dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
-    ("GET", "/readyz", "-"):
-        dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
+    ("POST", "/v1/classifications", "-"): {**_ANY_KEY, "client": 202, "trainer": 202, "operator": 202},
+    ("GET", "/v1/classifications/{job_id}", "own"): _ANY_KEY,
+    ("GET", "/v1/classifications/{job_id}", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("POST", "/v1/classifications/{classification_id}/feedback", "own"):
+        {**_ANY_KEY, "client": 409, "trainer": 409, "operator": 409},
+    ("POST", "/v1/classifications/{classification_id}/feedback", "other"):
+        {**_ANY_KEY, "client": 404, "trainer": 404, "operator": 409},
+    ("GET", "/v1/classifications/{classification_id}/feedback", "own"): _ANY_KEY,
+    ("GET", "/v1/classifications/{classification_id}/feedback", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("GET", "/v1/taxonomy", "-"): _ANY_KEY,
+    ("POST", "/v1/training-jobs", "-"): {**_TRAINER, "trainer": 202, "operator": 202},
+    ("GET", "/v1/training-jobs", "-"): _TRAINER,
+    ("GET", "/v1/training-jobs/{job_id}", "-"): _TRAINER,
+    ("POST", "/v1/training-jobs/{job_id}/cancel", "-"): _TRAINER,
+    ("GET", "/v1/models", "-"): _OPERATOR,
+    ("GET", "/v1/models/history", "-"): _OPERATOR,
+    ("POST", "/v1/models/rollback", "-"): {**_OPERATOR, "operator": 409},
+    ("POST", "/v1/models/{version}/activate", "-"): _OPERATOR,
+    ("GET", "/metrics", "-"): _OPERATOR,
+    ("GET", "/healthz", "-"): dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
+    ("GET", "/readyz", "-"): dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
 }
+BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"}}
 
 
 @pytest.fixture
@@ -62,17 +74,28 @@ def test_the_matrix_names_every_route(app):
     assert served == named, "routes without a row in MATRIX (or rows for routes that are gone)"
 
 
+def _training_job(anonymous, tokens) -> str:
+    r = anonymous.post("/v1/training-jobs", json={"mode": "quick"}, headers=_headers(tokens["trainer"]))
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
 @pytest.mark.parametrize("route", list(MATRIX), ids=lambda r: f"{r[0]} {r[1]} {r[2]}")
 def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
     method, path, whose = route
     got = {}
-    for who in CALLERS:
+    for who in CALLERS:  # a fresh resource per caller: one caller's request cannot change another's answer
         url = path
-        if "{job_id}" in path:
-            owner = tokens[who] if whose == "own" and who in ("client", "trainer", "operator") else tokens["client2"]
-            url = path.replace("{job_id}", _classification(anonymous, owner))
-        files = {"photo": ("a.jpg", jpeg_bytes())} if method == "POST" else None
-        got[who] = anonymous.request(method, url, files=files, headers=_headers(tokens[who])).status_code
+        for param in ("{job_id}", "{classification_id}"):
+            if param in path and path.startswith("/v1/classifications"):
+                mine = whose == "own" and who in ("client", "trainer", "operator")
+                url = url.replace(param, _classification(anonymous, tokens[who] if mine else tokens["client2"]))
+            elif param in path:
+                url = url.replace(param, _training_job(anonymous, tokens))
+        url = url.replace("{version}", "tiny-1")
+        files = {"photo": ("a.jpg", jpeg_bytes())} if path == "/v1/classifications" else None
+        got[who] = anonymous.request(method, url, files=files, json=BODIES.get(path),
+                                     headers=_headers(tokens[who])).status_code
     assert got == MATRIX[route]
 
 
