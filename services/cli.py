@@ -45,10 +45,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"First start: created an operator API key (shown once, keep it):\n    {stack.new_operator_key}\n"
                   "Send it as 'Authorization: Bearer <key>'; make client keys with `wardrobe keys create`.",
                   flush=True)
-        while True:
-            if dead := group.dead():
-                log.error("%s exited (code %s); stopping", dead[0].name, dead[0].popen.returncode)
-                return 1
+        while True:  # a child that dies is started again, with backoff; the others keep serving
+            group.supervise()
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0

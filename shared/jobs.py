@@ -1,7 +1,9 @@
 """State transitions of a classification job; the row is the source of truth.
 
 pending → running → done | failed. Every function re-reads the row, so a task delivered twice
-(late acknowledgement after a crash) finds the job's real state and skips what is done.
+(late acknowledgement after a crash) finds the job's real state and skips what is done; and every
+update is a compare-and-set on the row's ``version_id`` (see ``shared.tables``), so of two
+deliveries racing, only the first write lands.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 from shared.tables import ClassificationJob, JobStatus, utcnow
 
 __all__ = ["parse_job_id", "create_job", "get_job", "claim_for_inference", "record_inference", "mark_done",
-           "mark_failed", "count_by_status", "ms_between"]
+           "mark_failed", "count_by_status", "ms_between", "owed_stage", "unfinished_before", "mark_redispatched"]
 
 
 def parse_job_id(job_id: str | uuid.UUID) -> uuid.UUID | None:
@@ -96,3 +98,28 @@ def mark_failed(session: Session, job_id: str | uuid.UUID, code: str, message: s
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(ClassificationJob.status, func.count()).group_by(ClassificationJob.status))
     return {status.value: n for status, n in rows}
+
+
+def owed_stage(job: ClassificationJob) -> str:
+    """The queue whose task the unfinished ``job`` waits for: hedging once its probabilities are
+    stored, inference before."""
+    return "hedger" if job.status is JobStatus.running and job.leaf_probs is not None else "inference"
+
+
+def unfinished_before(session: Session, before: datetime, limit: int) -> list[ClassificationJob]:
+    """Pending or running jobs last changed before ``before``, oldest first."""
+    rows = session.scalars(
+        select(ClassificationJob)
+        .where(ClassificationJob.status.in_((JobStatus.pending, JobStatus.running)),
+               ClassificationJob.updated_at < before)
+        .order_by(ClassificationJob.updated_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def mark_redispatched(session: Session, job: ClassificationJob) -> None:
+    """Count one more send to the workers (the caller sends it after this flush succeeds)."""
+    job.attempts = (job.attempts or 1) + 1
+    job.updated_at = utcnow()
+    session.flush()

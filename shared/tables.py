@@ -61,9 +61,17 @@ class ClassificationJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # how many times the job was sent to the workers: the gateway's send, then the sweeper's
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # optimistic locking: every UPDATE of a row names the version it read (SQLAlchemy's
+    # version_id_col), so of two workers racing on a job (a redelivered message) only the first
+    # write lands; the other gets StaleDataError, retries, re-reads the row and finds it done
+    version_id: Mapped[int] = mapped_column(Integer, server_default="1")
 
     __table_args__ = (Index("ix_classification_jobs_status", "status"),
-                      Index("ix_classification_jobs_owner_id", "owner_id"))
+                      Index("ix_classification_jobs_owner_id", "owner_id"),
+                      Index("ix_classification_jobs_status_updated", "status", "updated_at"))
+    __mapper_args__ = {"version_id_col": version_id}
 
 
 class ModelVersion(Base):

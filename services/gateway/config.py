@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -37,3 +38,8 @@ class GatewaySettings(CommonSettings):
     )
     migrate_on_startup: bool = Field(True, description="Wait for the DB, migrate, register a model, then serve.")
     taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; the bundled one if unset.")
+    ready_stages: list[Literal["inference", "hedger", "sweeper", "trainer"]] = Field(
+        ["inference", "hedger"],
+        description="Stages that need a live worker for /readyz to answer ready (every stage is reported); "
+        "without them an accepted classification would wait.",
+    )

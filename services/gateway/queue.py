@@ -8,27 +8,24 @@ import time
 import uuid
 
 import redis.asyncio as aioredis
-from celery import Celery, chain
+from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.errors import QueueUnavailable, RehedgeFailed, RehedgeTimeout
 from services.gateway.notifier import Notifier, wait_event
-from shared.celery_app import CLASSIFY, HEDGE, REHEDGE, RUN_JOB
-from shared.schemas import ClassificationResult, InferenceTaskIn, RehedgeTaskIn, TrainingJobTaskIn
+from shared.celery_app import REHEDGE, RUN_JOB
+from shared.dispatch import send_classification
+from shared.schemas import ClassificationResult, RehedgeTaskIn, TrainingJobTaskIn
 
 
 class JobQueue:
     def __init__(self, celery: Celery, redis: aioredis.Redis, notifier: Notifier, poll_s: float = 0.5) -> None:
         self.celery, self.redis, self.notifier, self.poll_s = celery, redis, notifier, poll_s
 
-    def _send_classification(self, job_id: str) -> None:
-        payload = InferenceTaskIn(job_id=job_id).model_dump()
-        chain(self.celery.signature(CLASSIFY, args=(payload,)), self.celery.signature(HEDGE)).apply_async()
-
     async def enqueue_classification(self, job_id: str) -> None:
         """inference.classify → hedger.hedge for a committed job."""
         try:
-            await run_in_threadpool(self._send_classification, job_id)
+            await run_in_threadpool(send_classification, self.celery, job_id)
         except Exception as exc:  # noqa: BLE001 - broker down: the caller fails the job
             raise QueueUnavailable(f"the job queue is unavailable: {exc}") from exc
 

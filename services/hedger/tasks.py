@@ -17,7 +17,7 @@ from celery import Task, shared_task
 
 from services.hedger.config import get_settings
 from shared import jobs, registry
-from shared.celery_app import HEDGE, REHEDGE, RETRY_POLICY, transient_errors
+from shared.celery_app import HEDGE, REHEDGE, RETRY_POLICY, leaves_job_to_sweeper, transient_errors
 from shared.db import session_scope
 from shared.events import EventPublisher
 from shared.schemas import ClassificationResult, HedgeTaskIn, RehedgeTaskIn, ScoredNode
@@ -103,6 +103,10 @@ class HedgerTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
         payload = args[0] if args else kwargs.get("payload")
         if self.name != HEDGE or not isinstance(payload, dict) or "job_id" not in payload:
+            return
+        if leaves_job_to_sweeper(exc):
+            log.warning("job %s: hedging gave up on %s: %s; left to the sweeper", payload["job_id"],
+                        type(exc).__name__, exc)
             return
         try:
             with session_scope(get_settings().resolved_database_url) as session:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from services.hedger.config import get_settings
 from shared.celery_app import create_celery_app
+from shared.heartbeat import install_heartbeat
 
 settings = get_settings()
-app = create_celery_app(settings.redis_url, settings.redis_namespace, main="hedger",
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="hedger", queue="hedger",
                         log_level=settings.log_level)
+install_heartbeat(app, settings.redis_url, settings.redis_namespace, "hedger")
 
 import services.hedger.tasks  # noqa: E402,F401 - registers the hedger.* tasks on `app`
 

@@ -17,7 +17,7 @@ from services.inference.batching import MicroBatcher
 from services.inference.config import get_settings
 from services.inference.runtime import ModelTracker, NoActiveModel, load_model
 from shared import jobs
-from shared.celery_app import CLASSIFY, RETRY_POLICY, transient_errors
+from shared.celery_app import CLASSIFY, RETRY_POLICY, leaves_job_to_sweeper, transient_errors
 from shared.db import session_scope
 from shared.events import EventPublisher
 from shared.photos import DecodeBudget, PhotoError, decode_photo
@@ -80,6 +80,10 @@ class InferenceTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
         payload = args[0] if args else kwargs.get("payload")
         if not isinstance(payload, dict) or "job_id" not in payload:
+            return
+        if leaves_job_to_sweeper(exc):
+            log.warning("job %s: inference gave up on %s: %s; left to the sweeper", payload["job_id"],
+                        type(exc).__name__, exc)
             return
         try:
             fail_job(payload["job_id"], "inference_failed", f"inference failed: {type(exc).__name__}: {exc}")

@@ -11,10 +11,12 @@ from celery.signals import worker_ready
 
 from services.inference.config import get_settings
 from shared.celery_app import create_celery_app
+from shared.heartbeat import install_heartbeat
 
 settings = get_settings()
-app = create_celery_app(settings.redis_url, settings.redis_namespace, main="inference",
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="inference", queue="inference",
                         log_level=settings.log_level)
+install_heartbeat(app, settings.redis_url, settings.redis_namespace, "inference")
 app.conf.worker_prefetch_multiplier = settings.prefetch_multiplier
 
 import services.inference.tasks  # noqa: E402,F401 - registers the inference.* tasks on `app`

@@ -17,7 +17,7 @@ from celery import shared_task
 
 from services.trainer.config import get_settings
 from shared import registry, training_jobs
-from shared.celery_app import RUN_JOB, SWEEP
+from shared.celery_app import RUN_JOB, TRAINING_SWEEP
 from shared.db import session_scope
 from shared.model_store import open_model_store
 from shared.schemas import TrainingJobTaskIn, TrainTaskIn, TrainTaskOut
@@ -87,7 +87,7 @@ def run_job_task(self, payload: dict) -> None:  # noqa: ANN001 - Celery task
         raise self.retry(countdown=get_settings().slot_retry_s) from None
 
 
-@shared_task(name=SWEEP)
+@shared_task(name=TRAINING_SWEEP)
 def sweep_task() -> int:
     """Fail running jobs whose worker stopped beating (Celery beat runs this)."""
     return len(sweep())

@@ -13,20 +13,22 @@ import logging
 from celery.signals import worker_ready
 
 from services.trainer.config import get_settings
-from shared.celery_app import AUTO_RETRAIN, SWEEP, create_celery_app
+from shared.celery_app import AUTO_RETRAIN, TRAINING_SWEEP, create_celery_app
+from shared.heartbeat import install_heartbeat
 
 settings = get_settings()
 if not settings.redis_url:
     raise SystemExit("the trainer worker needs REDIS_URL")
-app = create_celery_app(settings.redis_url, settings.redis_namespace, main="trainer",
+app = create_celery_app(settings.redis_url, settings.redis_namespace, main="trainer", queue="trainer",
                         log_level=settings.log_level)
+install_heartbeat(app, settings.redis_url, settings.redis_namespace, "trainer")
 
 import services.trainer.tasks  # noqa: E402,F401 - registers the trainer.* tasks on `app`
 
 app.conf.worker_pool = "solo"
 app.conf.worker_concurrency = 1
 app.conf.beat_schedule = {
-    "sweep-dead-training-jobs": {"task": SWEEP, "schedule": settings.sweep_interval_s},
+    "sweep-dead-training-jobs": {"task": TRAINING_SWEEP, "schedule": settings.sweep_interval_s},
 }
 if settings.auto_retrain_after_feedback or settings.auto_retrain_every_s:
     app.conf.beat_schedule["auto-retrain"] = {"task": AUTO_RETRAIN, "schedule": settings.auto_check_interval_s}

@@ -43,6 +43,7 @@ import yaml
 from services.gateway.config import GatewaySettings
 from services.hedger.config import HedgerSettings
 from services.inference.config import InferenceSettings
+from services.sweeper.config import SweeperSettings
 from services.trainer.config import TrainerSettings
 from shared.config import CommonSettings
 
@@ -61,6 +62,7 @@ SETTINGS: dict[str, type[CommonSettings]] = {
     "inference": InferenceSettings,
     "hedger": HedgerSettings,
     "trainer": TrainerSettings,
+    "sweeper": SweeperSettings,
     "migrate": CommonSettings,
 }
 # Environment variables that configure Python itself rather than Wardrobe.

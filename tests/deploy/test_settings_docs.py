@@ -24,13 +24,14 @@ from pydantic.fields import FieldInfo
 from services.gateway.config import GatewaySettings
 from services.hedger.config import HedgerSettings
 from services.inference.config import InferenceSettings
+from services.sweeper.config import SweeperSettings
 from services.trainer.config import TrainerSettings
 from shared.config import REPO_ROOT, CommonSettings, env_name
 
 DOCS = REPO_ROOT / "docs" / "deploy.md"
 README = REPO_ROOT / "README.md"
 CLASSES: list[type[CommonSettings]] = [CommonSettings, GatewaySettings, InferenceSettings, HedgerSettings,
-                                       TrainerSettings]
+                                       SweeperSettings, TrainerSettings]
 
 
 def tables(text: str) -> dict[str, dict[str, str]]:

@@ -61,7 +61,7 @@ def system(redis_url: str, redis_namespace: str, session_database_url: str, mode
     try:
         stack = launcher.start_stack(
             group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=session_database_url,
-            namespace=redis_namespace, services=("inference", "hedger"), model_store=data_dir / "model-store",
+            namespace=redis_namespace, services=("inference", "hedger", "sweeper"), model_store=data_dir / "model-store",
             extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5"},
             bootstrap_key=OPERATOR_KEY,
         )

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import time
+import uuid
+
+import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from services.gateway.api.deps import get_queue
 from services.gateway.main import create_app
-from shared import api_keys
+from shared import api_keys, heartbeat
 from shared.auth import Role
 from shared.db import session_scope
 from shared.taxonomy import load_taxonomy
@@ -14,10 +19,40 @@ def test_healthz_is_ok(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_is_ready_with_redis_database_and_model(client):
+@pytest.fixture
+def gateway_settings(gateway_settings):
+    """A namespace of its own: the session's real workers (tests/e2e) beat in the shared one."""
+    settings = gateway_settings.model_copy(update={"redis_namespace": f"health-{uuid.uuid4().hex[:8]}"})
+    yield settings
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(*(heartbeat.heartbeat_key(settings.redis_namespace, s) for s in heartbeat.STAGES))
+    client.close()
+
+
+def _beat(settings, stage: str, node: str, age_s: float = 0.0) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    heartbeat.beat(client, settings.redis_namespace, stage, node, now=time.time() - age_s)
+    client.close()
+
+
+def test_readyz_is_ready_with_redis_database_model_and_a_worker_per_stage(client, gateway_settings):
+    _beat(gateway_settings, "inference", "inference-1@host")
+    _beat(gateway_settings, "hedger", "hedger-1@host")
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
-    assert r.json()["checks"] == {"redis": "ok", "database": "ok", "model": "ok (tiny-1)"}
+    assert r.json()["checks"] == {"redis": "ok", "database": "ok", "model": "ok (tiny-1)",
+                                  "stage:inference": "ok (1 worker)", "stage:hedger": "ok (1 worker)",
+                                  "stage:sweeper": "no live worker", "stage:trainer": "no live worker"}
+
+
+def test_readyz_is_503_while_a_stage_has_no_live_worker(client, gateway_settings):
+    _beat(gateway_settings, "inference", "inference-1@host")
+    _beat(gateway_settings, "hedger", "hedger-1@host", age_s=heartbeat.HEARTBEAT_TTL_S + 1)  # killed: aged out
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "not ready"
+    assert r.json()["checks"]["stage:hedger"] == "no live worker"
+    _beat(gateway_settings, "hedger", "hedger-2@host")  # its replacement beats
+    assert client.get("/readyz").status_code == 200
 
 
 def test_readyz_is_503_without_a_model_and_post_is_refused(gateway_settings, fake_queue, tmp_path):

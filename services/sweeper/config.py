@@ -1,0 +1,33 @@
+"""Settings of the sweeper worker (Celery beat + the sweeps of ``shared.sweeper``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from shared.config import CommonSettings
+from shared.sweeper import SweepPolicy
+
+
+class SweeperSettings(CommonSettings):
+    redis_url: str = Field(description="Broker (required).")
+    sweep_interval_s: float = Field(5.0, gt=0.0, description="How often beat runs the sweeps.")
+    sweep_grace_s: float = Field(
+        15.0, gt=0.0, description="A job waiting this long for a stage whose broker queue holds no message at all "
+        "lost its message: it is sent again.",
+    )
+    sweep_deadline_s: float = Field(
+        300.0, gt=0.0, description="A job waiting this long is sent again whatever the broker holds.",
+    )
+    sweep_max_attempts: int = Field(5, ge=1, description="Sends of a job in all; then it fails with code gave_up.")
+
+    @property
+    def policy(self) -> SweepPolicy:
+        return SweepPolicy(grace_s=self.sweep_grace_s, deadline_s=self.sweep_deadline_s,
+                           max_attempts=self.sweep_max_attempts)
+
+
+@lru_cache
+def get_settings() -> SweeperSettings:
+    return SweeperSettings()

@@ -1,0 +1,79 @@
+"""The launcher's supervision (what ``wardrobe up`` runs twice a second) with real child processes,
+and the embedded Redis's persistence across a kill -9."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import pytest
+import redis
+
+from services import launcher
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+CRASHER = [sys.executable, "-c", "raise SystemExit(3)"]
+
+
+def wait_dead(child: launcher.Child, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while child.alive():
+        assert time.monotonic() < deadline, f"{child.name} still alive"
+        time.sleep(0.02)
+
+
+def test_a_killed_child_is_restarted_after_a_backoff_and_the_others_keep_running(tmp_path, caplog):
+    with launcher.ProcessGroup(log_dir=tmp_path, backoff_s=0.3) as group:
+        worker, other = group.start("worker", SLEEPER, launcher.child_env({})), group.start("other", SLEEPER,
+                                                                                               launcher.child_env({}))
+        first_pid = worker.popen.pid
+        os.kill(first_pid, signal.SIGKILL)
+        wait_dead(worker)
+        with caplog.at_level(logging.WARNING, logger="services.launcher"):
+            assert group.supervise() == []  # noted, due after the backoff
+            assert "worker (pid %d) exited with code -9" % first_pid in caplog.text
+            assert "restarting it in 0.3 s (restart 1)" in caplog.text
+            time.sleep(0.35)
+            assert group.supervise() == ["worker"]
+        assert worker.alive() and worker.popen.pid != first_pid and worker.restarts == 1
+        assert other.alive() and other.restarts == 0
+
+
+def test_a_crash_loop_backs_off_exponentially_up_to_the_cap():
+    with launcher.ProcessGroup(backoff_s=1.0, max_backoff_s=4.0, stable_s=60.0) as group:
+        child = group.start("crasher", CRASHER, launcher.child_env({}))
+        delays, now = [], time.monotonic()
+        for _ in range(5):
+            wait_dead(child)
+            group.supervise(now)
+            delays.append(round(child.restart_at - now, 3))
+            now = child.restart_at
+            assert group.supervise(now) == ["crasher"]  # due: started again (and crashes again)
+        assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
+        assert child.restarts == 5
+
+
+def test_a_child_that_ran_long_enough_starts_again_from_the_first_backoff():
+    with launcher.ProcessGroup(backoff_s=1.0, stable_s=60.0) as group:
+        child = group.start("crasher", CRASHER, launcher.child_env({}))
+        child.crashes = 4  # it had been crash-looping ...
+        wait_dead(child)
+        group.supervise(child.started_at + 61.0)  # ... but this run lasted over stable_s
+        assert child.restart_at - (child.started_at + 61.0) == pytest.approx(1.0)
+
+
+def test_embedded_redis_keeps_its_data_across_kill_and_restart(tmp_path):
+    with launcher.ProcessGroup(log_dir=tmp_path / "logs") as group:
+        url = launcher.start_redis(group, tmp_path / "redis")
+        client = redis.Redis.from_url(url)
+        client.rpush("queue", *[f"job-{i}" for i in range(100)])
+        child = group.get("redis")
+        os.kill(child.popen.pid, signal.SIGKILL)  # no time to fsync: the data was written before the reply
+        wait_dead(child)
+        group.restart("redis")
+        launcher.wait_for_redis(url)
+        assert client.lrange("queue", 0, -1) == [f"job-{i}".encode() for i in range(100)]
+        client.close()
