@@ -69,18 +69,32 @@ def _find_label_issues(args: argparse.Namespace) -> int:
 
 
 def _cv(args: argparse.Namespace) -> int:
-    from services.trainer.cv import cross_validate
+    import shlex
+
+    from services.trainer.cv import cross_validate, load_oof, ship
+    from services.trainer.evaluation.crossval import cv_report
     from services.trainer.recipe import Recipe
     from shared.taxonomy import load_taxonomy
 
     recipe = Recipe.from_overrides(dict(kv.split("=", 1) for kv in args.set or []), preset=args.recipe)
     taxonomy = load_taxonomy(args.taxonomy)
-    run = cross_validate(_data_dir(args.data), taxonomy, Path(args.out), recipe, folds=args.folds,
+    out = Path(args.out)
+    run = cross_validate(_data_dir(args.data), taxonomy, out, recipe, folds=args.folds,
                          final=not args.no_final, max_photos=args.max_photos,
-                         train_on_served=args.train_on_served)
-    top1 = float((run.oof_logits[0].argmax(1) == run.y).mean())
-    print(f"{args.folds}-fold sender-grouped CV over {len(run.y)} photos: out-of-fold top-1 {top1:.3f} "
-          f"({run.seconds / 60:.1f} min); results in {run.out_dir}")
+                         train_on_served=args.train_on_served, cache_dir=Path(args.cache) if args.cache else None)
+    command = "wardrobe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = cv_report(load_oof(out), taxonomy, out / "report", command=command)
+    keys = ("top1", "top3", "top1_top10", "top1_10way", "ece")
+    print(json.dumps({"n": report["n"], "senders": report["senders"], "oof_ece": report["oof_ece"],
+                      **{k: report["spread"][k] for k in keys}}, indent=1))
+    print(f"report: {out / 'report' / 'cv.md'} ({run.seconds / 60:.1f} min)")
+    if args.version:
+        if run.final_checkpoint is None:
+            sys.exit("error: --version needs the network on all photos (drop --no-final)")
+        model_dir = ship(out, taxonomy, Path(args.models_dir) if args.models_dir else get_settings().model_dir,
+                         args.version, crc_unit=args.crc_unit, data_dir=_data_dir(args.data))
+        cv_report(load_oof(out), taxonomy, model_dir / "eval", command=command)  # the CV next to the model
+        print(f"model {args.version} written to {model_dir} (calibration cross-fitted, crc per {args.crc_unit})")
     return 0
 
 
@@ -152,6 +166,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a recipe field")
     v.add_argument("--train-on-served", action="store_true",
                    help="the served crops (upright, ±30°), cached for evaluation anyway, are training views too")
+    v.add_argument("--cache", help="front-activation cache directory (default OUT/cache; share it between "
+                                   "runs that differ only in fine-tuning fields)")
+    v.add_argument("--version", help="also export the network on all photos as this model version, its temperature "
+                                     "and λ tables fitted on the out-of-fold predictions (cross-fitting)")
+    v.add_argument("--models-dir", help="where --version goes (default: the bundled models/)")
+    v.add_argument("--crc-unit", choices=["sender", "photo"], default="sender",
+                   help="the exchangeable unit of the shipped crc table: 'sender' (a promise for new people, "
+                        "the default) or 'photo'")
     v.add_argument("--no-final", action="store_true", help="folds only: no network on all photos")
     v.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)
     v.set_defaults(func=_cv)

@@ -48,7 +48,7 @@ from shared.preprocessing import preprocess
 from shared.taxonomy import Taxonomy
 
 __all__ = ["assign_folds", "ViewCache", "build_cache", "fit_on_cache", "cross_validate", "CVRun",
-           "CV_ANGLES", "load_oof"]
+           "CV_ANGLES", "load_oof", "ship", "CALIBRATION_SOURCE"]
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +224,13 @@ class CVRun:
 
 def cross_validate(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, recipe: Recipe | None = None,
                    folds: int = 5, final: bool = True, max_photos: int | None = None,
-                   angles: tuple[int, ...] = CV_ANGLES, train_on_served: bool = False) -> CVRun:
+                   angles: tuple[int, ...] = CV_ANGLES, train_on_served: bool = False,
+                   cache_dir: Path | None = None) -> CVRun:
     """Steps 1-3 of the module docstring; returns the OOF logits (also in ``oof.npz``).
 
     ``train_on_served``: the served crops (upright, ±30°) are training views too, next to the
-    recipe's ``views`` augmented ones (which may then be 0).
+    recipe's ``views`` augmented ones (which may then be 0). ``cache_dir`` (default
+    ``out_dir/cache``): another run's cache, to try a fine-tuning variant without the front.
 
     Resumable: the cache, each finished fold and the final network are kept in ``out_dir`` and
     skipped by a rerun with the same recipe and data. ``max_photos`` takes a sender-grouped
@@ -260,7 +262,8 @@ def cross_validate(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, recipe: Re
         indent=1) + "\n")
 
     _seed_everything(recipe.seed)
-    cache = build_cache(samples, _new_net(recipe, len(classes)), recipe, cfg, out_dir / "cache", angles)
+    cache = build_cache(samples, _new_net(recipe, len(classes)), recipe, cfg,
+                        Path(cache_dir) if cache_dir else out_dir / "cache", angles)
     views = cache.training_views(train_on_served)
     log.info("training views per photo: %d (%d augmented%s)", len(views), len(cache.views),
              " + the served crops" if train_on_served else "")
@@ -318,3 +321,79 @@ def load_oof(out_dir: Path) -> dict:
     """``oof.npz`` as a dict (ids, senders, labels, folds, classes, logits_<angle>)."""
     with np.load(Path(out_dir) / "oof.npz") as f:
         return {k: f[k] for k in f.files}
+
+
+# --- 4. cross-fitting: the shipped model ------------------------------------------------------------
+CALIBRATION_SOURCE = "cross-fitted"
+
+
+def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_unit: str = "sender",
+         data_dir: Path | None = None) -> Path:
+    """Export the network trained on all photos as a model version, its temperature and λ tables
+    fitted on the out-of-fold predictions (cross-fitting: every sender's photos scored by a
+    model that never saw that sender), with ``crc_unit`` 'sender' (a promise for new people) or
+    'photo'. The card records how (``data.calibration_source``, ``calibration.crc_unit``)."""
+    from datetime import datetime, timezone
+
+    from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
+    from services.trainer.evaluation import plots
+    from services.trainer.export import export_model
+    from shared.hedging.calibration import calibrate, calibrate_by_sender
+    from shared.model_card import ModelCard
+
+    if crc_unit not in ("sender", "photo"):
+        raise ValueError(f"crc_unit must be 'sender' or 'photo', got {crc_unit!r}")
+    run_dir = Path(run_dir)
+    saved = torch.load(run_dir / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    recipe = Recipe.from_overrides({k: v for k, v in saved["recipe"].items()})
+    if saved["taxonomy_digest"] != taxonomy.digest or list(saved["classes"]) != taxonomy.leaves:
+        raise ValueError(f"{run_dir} was trained for taxonomy {saved['taxonomy_digest']}, not {taxonomy.digest}")
+    oof = load_oof(run_dir)
+    y, senders, logits = oof["labels"], oof["senders"].astype(str), oof["logits_0"]
+    temperature = fit_temperature(logits, y)
+    probs = softmax(logits, temperature)
+    ece_before, _ = expected_calibration_error(softmax(logits), y)
+    ece_after, _ = expected_calibration_error(probs, y)
+    cal = (calibrate_by_sender(probs, y, senders, taxonomy) if crc_unit == "sender"
+           else calibrate(probs, y, taxonomy))
+    log.info("cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s on %d photos of %d senders",
+             temperature, ece_before, ece_after, crc_unit, len(y), len(np.unique(senders)))
+
+    net = _new_net(recipe, len(taxonomy.leaves))
+    net.load_state_dict(saved["model"])
+    net.eval()
+    cfg = PreprocessConfig(input_size=recipe.input_size, resize_size=recipe.resize_size)
+    model_dir = Path(models_dir) / version
+    model_dir.mkdir(parents=True, exist_ok=True)
+    ids = set(oof["ids"][:16].tolist())
+    data_dir = Path(data_dir) if data_dir else None
+    parity = [load_photo(data_dir / "images" / f"{i}.jpg") for i in sorted(ids)] if data_dir else []
+    export_info = export_model(net, temperature, cfg, model_dir, parity, tta=recipe.tta)
+    plots.training_curves(saved["history"], model_dir / "training_curves.png")
+    timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
+    card = ModelCard(
+        version=version,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        architecture=recipe.architecture,
+        preprocess=cfg,
+        classes=taxonomy.leaves,
+        taxonomy_version=taxonomy.version,
+        taxonomy_digest=taxonomy.digest,
+        temperature=temperature,
+        calibration=cal.model_dump(mode="json"),
+        data={"dir": str(data_dir) if data_dir else None, "photos": int(saved["photos"]),
+              "senders": int(saved["senders"]), "trained_on": "all labelled photos",
+              "calibration_source": {
+                  "kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1,
+                  "photos": int(len(y)), "senders": int(len(np.unique(senders))), "crc_unit": crc_unit,
+                  "what": "temperature and λ tables fitted on out-of-fold predictions of sender-disjoint fold "
+                          "models (wardrobe cv); the shipped network was trained on all photos"}},
+        recipe={**recipe.to_dict(), "cv": json.loads((run_dir / "recipe.json").read_text()).get("cv", {})},
+        metrics={"history": saved["history"], "oof_ece_before": ece_before, "oof_ece_after": ece_after,
+                 "final_fit_seconds": saved.get("seconds"), "cv_run_seconds": timing.get("run_seconds"),
+                 "train_device": "cpu", **export_info["metrics"]},
+        hashes=export_info["hashes"],
+    )
+    card.save(model_dir)
+    log.info("model %s written to %s", version, model_dir)
+    return model_dir

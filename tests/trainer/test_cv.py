@@ -121,3 +121,39 @@ def test_the_cache_key_names_what_the_activations_depend_on(cv_run):
     assert _cache_key(replace(TINY, color_jitter=0.5), ids, CV_ANGLES) != meta
     assert _cache_key(TINY, ids[:-1], CV_ANGLES) != meta
     assert _cache_key(replace(TINY, epochs=5), ids, CV_ANGLES) == meta, "fine-tuning fields reuse the cache"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", ["sender", "photo"])
+def test_shipped_model_is_calibrated_on_out_of_fold_predictions(cv_run, tmp_path, unit):
+    """Cross-fitting: temperature and λ tables come from the OOF predictions (every sender scored
+    by a model that never saw them), not from the final network's view of its own training photos."""
+    from services.trainer.calibrate import fit_temperature, softmax
+    from services.trainer.cv import CALIBRATION_SOURCE, ship
+    from shared.hedging.calibration import calibrate, calibrate_by_sender
+    from shared.model_card import ModelCard
+
+    taxonomy, data, out, _ = cv_run
+    model_dir = ship(out, taxonomy, tmp_path / "models", f"tiny-cv-{unit}", crc_unit=unit, data_dir=data)
+    card = ModelCard.load(model_dir)
+    oof = load_oof(out)
+    t = fit_temperature(oof["logits_0"], oof["labels"])
+    assert card.temperature == pytest.approx(t, rel=1e-9)
+    probs = softmax(oof["logits_0"], t)
+    expected = (calibrate_by_sender(probs, oof["labels"], oof["senders"], taxonomy) if unit == "sender"
+                else calibrate(probs, oof["labels"], taxonomy))
+    assert card.calibration["lam"] == expected.model_dump(mode="json")["lam"]
+    assert card.calibration["crc_unit"] == unit and card.calibration["n"] == 36
+    source = card.data["calibration_source"]
+    assert source["kind"] == CALIBRATION_SOURCE and source["folds"] == 3 and source["senders"] == 9
+    assert card.data["photos"] == 36 and card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    assert card.recipe["cv"]["folds"] == 3
+
+
+@pytest.mark.slow
+def test_ship_refuses_an_unknown_unit(cv_run, tmp_path):
+    from services.trainer.cv import ship
+
+    taxonomy, data, out, _ = cv_run
+    with pytest.raises(ValueError, match="crc_unit"):
+        ship(out, taxonomy, tmp_path, "x", crc_unit="person")

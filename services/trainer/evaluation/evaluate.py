@@ -26,7 +26,7 @@ from shared.model_card import ModelCard
 from shared.preprocessing import preprocess
 from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["evaluate", "TOP10_LABELS", "ROTATION_ANGLES"]
+__all__ = ["evaluate", "classification_metrics", "write_report", "hedging_section", "TOP10_LABELS", "ROTATION_ANGLES"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,30 @@ def _per_class(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> tuple[dic
     return per, matrix
 
 
+def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str], taxonomy: Taxonomy
+                           ) -> tuple[dict, np.ndarray, list[dict]]:
+    """The evaluation JSON's accuracy and calibration figures for any probabilities (an exported
+    model's, or out-of-fold predictions in ``wardrobe cv``); also the confusion matrix and ECE bins."""
+    index = {c: i for i, c in enumerate(classes)}
+    pred = probs.argmax(1)
+    top3 = np.argsort(-probs, axis=1)[:, :3]
+    top10_idx = np.array([index[taxonomy.label_to_leaf[label]] for label in TOP10_LABELS])
+    in_top10 = np.isin(y, top10_idx)
+    restricted_pred = top10_idx[probs[:, top10_idx].argmax(1)]
+    per_class, matrix = _per_class(y, pred, classes)
+    ece, bins = expected_calibration_error(probs, y, bins=15)
+    metrics = {
+        "top1": float((pred == y).mean()),
+        "top3": float((top3 == y[:, None]).any(1).mean()),
+        "n_top10": int(in_top10.sum()),
+        "top1_top10": float((pred[in_top10] == y[in_top10]).mean()) if in_top10.any() else None,
+        "top1_10way": float((restricted_pred[in_top10] == y[in_top10]).mean()) if in_top10.any() else None,
+        "per_class": per_class,
+        "ece": ece,
+    }
+    return metrics, matrix, bins
+
+
 def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None = None,
              split_file: Path | None = None, taxonomy: Taxonomy | None = None,
              rotation: bool = True, report_dir: Path | None = None, bootstrap: int = 1000) -> dict:
@@ -96,16 +120,7 @@ def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None 
     y = np.array([index[s.leaf] for s in classified])
     photos = [load_photo(s.path) for s in tqdm(classified, desc="decode", leave=False, mininterval=2.0)]
     probs = runner.probabilities(photos, desc="evaluate")
-    pred = probs.argmax(1)
-    top3 = np.argsort(-probs, axis=1)[:, :3]
-
-    top10_leaves = [taxonomy.label_to_leaf[label] for label in TOP10_LABELS]
-    top10_idx = np.array([index[leaf] for leaf in top10_leaves])
-    in_top10 = np.isin(y, top10_idx)
-    restricted_pred = top10_idx[probs[:, top10_idx].argmax(1)]
-    per_class, matrix = _per_class(y, pred, classes)
-    ece, bins = expected_calibration_error(probs, y, bins=15)
-
+    metrics, matrix, bins = classification_metrics(probs, y, classes, taxonomy)
     summary: dict = {
         "model_version": card.version,
         "data": str(data_dir),
@@ -113,13 +128,7 @@ def evaluate(data_dir: Path, model_dir: Path, json_out: Path, split: str | None 
         "n": int(len(y)),
         "ignored": dict(ignored),
         "skipped": len(dataset.skipped),
-        "top1": float((pred == y).mean()),
-        "top3": float((top3 == y[:, None]).any(1).mean()),
-        "n_top10": int(in_top10.sum()),
-        "top1_top10": float((pred[in_top10] == y[in_top10]).mean()) if in_top10.any() else None,
-        "top1_10way": float((restricted_pred[in_top10] == y[in_top10]).mean()) if in_top10.any() else None,
-        "per_class": per_class,
-        "ece": ece,
+        **metrics,
         "temperature": card.temperature,
     }
     if rotation:
