@@ -380,7 +380,7 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
         taxonomy_version=taxonomy.version,
         taxonomy_digest=taxonomy.digest,
         temperature=temperature,
-        calibration=cal.model_dump(mode="json"),
+        calibration=cal,
         data={"dir": str(data_dir) if data_dir else None, "photos": int(saved["photos"]),
               "senders": int(saved["senders"]), "trained_on": "all labelled photos",
               "calibration_source": {

@@ -142,8 +142,8 @@ def test_shipped_model_is_calibrated_on_out_of_fold_predictions(cv_run, tmp_path
     probs = softmax(oof["logits_0"], t)
     expected = (calibrate_by_sender(probs, oof["labels"], oof["senders"], taxonomy) if unit == "sender"
                 else calibrate(probs, oof["labels"], taxonomy))
-    assert card.calibration["lam"] == expected.model_dump(mode="json")["lam"]
-    assert card.calibration["crc_unit"] == unit and card.calibration["n"] == 36
+    assert card.calibration.lam == expected.lam
+    assert card.calibration.crc_unit == unit and card.calibration.n == 36
     source = card.data["calibration_source"]
     assert source["kind"] == CALIBRATION_SOURCE and source["folds"] == 3 and source["senders"] == 9
     assert card.data["photos"] == 36 and card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
