@@ -27,30 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.hedging.calibration import crc_lambda, crc_thresholds, darts_accuracy_steps, darts_lambda
+from shared.hedging.calibration import (
+    crc_lambda,
+    crc_lambda_by_sender,
+    crc_thresholds,
+    darts_accuracy_steps,
+    darts_lambda,
+)
 from shared.hedging.darts import answer_gain, darts_path, node_probabilities, path_choice, tree_arrays
 from shared.model_card import ModelCard
 from shared.taxonomy import load_taxonomy
 
 TARGETS = (0.8, 0.9, 0.95, 0.98, 0.99)
-
-
-def crc_sender_lambda(tau: np.ndarray, senders: np.ndarray, target: float, lam_max: float) -> float:
-    """Smallest λ with ``(m/(m+1))·mean_s R_s(λ) + 1/(m+1) ≤ ε`` over the m calibration senders,
-    R_s the share of sender s's photos not covered at λ (CRC with senders as the units)."""
-    names, index, counts = np.unique(senders, return_inverse=True, return_counts=True)
-    m = len(names)
-    budget = ((1 - target) * (m + 1) - 1) / m  # allowed mean sender risk
-    if budget < 0:
-        return float(lam_max)
-    order = np.argsort(-tau, kind="stable")  # photos uncovered longest first
-    weight = 1.0 / (m * counts[index[order]])  # each photo's share of the mean sender risk
-    risk_if_cut = np.cumsum(weight)  # risk when the first k+1 photos are uncovered
-    k = int(np.searchsorted(risk_if_cut, budget + 1e-12, side="right"))  # photos that may stay uncovered
-    if k >= len(tau):
-        return 0.0
-    lam = float(tau[order][k])  # the (k+1)-th largest τ: covered from here on (ties: more covered)
-    return min(lam * (1 + 1e-9) + 1e-12, lam_max)
 
 
 def main() -> None:
@@ -92,7 +80,7 @@ def main() -> None:
             for target in TARGETS:
                 chosen_lam = {
                     "crc": (crc_lambda(tau[c], target, lam_max), True),
-                    "crc-sender": (crc_sender_lambda(tau[c], senders[c], target, lam_max), True),
+                    "crc-sender": (crc_lambda_by_sender(tau[c], senders[c], target, lam_max), True),
                     "darts": (darts_lambda(lams, acc, target, lam_max)[0], False),
                 }
                 for method, (lam, nested) in chosen_lam.items():
