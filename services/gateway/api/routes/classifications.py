@@ -27,6 +27,10 @@ router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503, 504)}
 AccuracyParam = "Accuracy target in [0.5, 0.999]: the hedged answer is right at least this often."
 VALIDATION_SIDE = 64  # the gateway only validates: the smallest decode that reads every byte
+# Bounds declared in the schema (clients and schemathesis see them) but checked by _accuracy/_wait,
+# which name the problem in words; MAX_WAIT_S may lower the wait bound further.
+ACCURACY_BOUNDS = {"minimum": MIN_TARGET, "maximum": MAX_TARGET}
+WAIT_BOUNDS = {"minimum": 0, "maximum": 30}
 WaitParam = "Wait up to this many seconds (at most 30) for the result before answering."
 
 
@@ -87,9 +91,9 @@ async def create_classification(
     store: StoreDep,
     budget: DecodeBudgetDep,
     settings: SettingsDep,
-    accuracy_form: Annotated[float | None, Form(alias="accuracy", description=AccuracyParam)] = None,
-    accuracy_query: Annotated[float | None, Query(alias="accuracy", description=AccuracyParam)] = None,
-    wait: Annotated[float, Query(description=WaitParam)] = 0.0,
+    accuracy_form: Annotated[float | None, Form(alias="accuracy", description=AccuracyParam, json_schema_extra=ACCURACY_BOUNDS)] = None,
+    accuracy_query: Annotated[float | None, Query(alias="accuracy", description=AccuracyParam, json_schema_extra=ACCURACY_BOUNDS)] = None,
+    wait: Annotated[float, Query(description=WaitParam, json_schema_extra=WAIT_BOUNDS)] = 0.0,
 ) -> ClassificationPublic:
     t0 = time.perf_counter()
     accuracy = _accuracy(accuracy_form if accuracy_form is not None else accuracy_query, settings)
@@ -133,8 +137,8 @@ async def read_classification(
     queue: QueueDep,
     notifier: NotifierDep,
     settings: SettingsDep,
-    accuracy: Annotated[float | None, Query(description=AccuracyParam)] = None,
-    wait: Annotated[float, Query(description=WaitParam)] = 0.0,
+    accuracy: Annotated[float | None, Query(description=AccuracyParam, json_schema_extra=ACCURACY_BOUNDS)] = None,
+    wait: Annotated[float, Query(description=WaitParam, json_schema_extra=WAIT_BOUNDS)] = 0.0,
 ) -> ClassificationPublic:
     target = _accuracy(accuracy, settings) if accuracy is not None else None
     wait = _wait(wait, settings)
