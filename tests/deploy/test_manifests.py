@@ -53,8 +53,8 @@ COMPOSE = REPO / "docker-compose.yml"
 K8S = REPO / "deploy" / "k8s"
 DOCS = REPO / "docs" / "deploy.md"
 
-SERVICES = ("gateway", "inference", "hedger", "trainer")
-WORKERS = ("inference", "hedger")
+SERVICES = ("gateway", "inference", "hedger", "sweeper", "trainer")
+WORKERS = ("inference", "hedger", "sweeper")
 # Which settings class reads a container's environment (by container / compose service name, else
 # by image name). The migrations run from the gateway image but read only the common settings.
 SETTINGS: dict[str, type[CommonSettings]] = {
@@ -408,7 +408,7 @@ ORT_DISTRIBUTIONS = {"onnxruntime", "onnxruntime-gpu"}  # both install the `onnx
 
 
 def test_extras_keep_torch_out_of_serving_images() -> None:
-    for service in ("gateway", "hedger", "inference"):
+    for service in ("gateway", "hedger", "inference", "sweeper"):
         assert not {"torch", "torchvision"} & _requirements(service), f"{service} would get torch"
     assert "torch" in _requirements("trainer")
     assert _requirements("cpu") & ORT_DISTRIBUTIONS == {"onnxruntime"}
@@ -478,11 +478,12 @@ def compose_wardrobe_services() -> dict[str, tuple[str, dict]]:
 
 def test_compose_has_the_stack() -> None:
     services = compose_services()
-    for name in ("redis", "postgres", "migrate", "gateway", "inference", "hedger", "trainer"):
+    for name in ("redis", "postgres", "migrate", "gateway", "inference", "hedger", "sweeper", "trainer-worker",
+                 "trainer"):
         assert name in services, f"compose has no {name}"
     for name in ("redis", "postgres"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} needs a healthcheck"
-    assert services["trainer"].get("profiles") == ["training"]
+    assert services["trainer"].get("profiles") == services["trainer-worker"].get("profiles") == ["training"]
     assert any(str(p).endswith(f":{GATEWAY_PORT}") for p in services["gateway"]["ports"])
 
 
@@ -601,7 +602,7 @@ def test_base_has_the_required_objects() -> None:
                      ("Service", "wardrobe-gateway"), ("PersistentVolumeClaim", "wardrobe-photos"),
                      ("HorizontalPodAutoscaler", "wardrobe-inference")]:
         assert expected in kinds, f"base lacks {expected}"
-    for service in ("gateway", "inference", "hedger"):
+    for service in ("gateway", "inference", "hedger", "sweeper"):
         assert ("Deployment", f"wardrobe-{service}") in kinds
 
 
@@ -673,7 +674,7 @@ def check_k8s(objects: list[dict], label: str) -> None:
         by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
     uid = int(df.resolved("gateway").user.split(":")[0])
     containers = wardrobe_containers(objects)
-    assert {s for *_, s in containers} >= {"gateway", "inference", "hedger", "migrate"}, label
+    assert {s for *_, s in containers} >= {"gateway", "inference", "hedger", "sweeper", "migrate"}, label
 
     for workload, spec, container, service in containers:
         where = f"{label}: {workload['kind']}/{workload['metadata']['name']}/{container['name']}"
@@ -815,7 +816,10 @@ def test_rendered_prod_overlay(with_gpu: bool, tmp_path: Path) -> None:
     assert not [o for o in objects if o["kind"] == "Secret"], "prod must not ship a Secret"
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
     assert deployments["wardrobe-gateway"]["spec"]["replicas"] > 1
-    assert set(deployments) == {"wardrobe-gateway", "wardrobe-inference", "wardrobe-hedger"}, "no in-cluster DBs"
+    assert set(deployments) == {"wardrobe-gateway", "wardrobe-inference", "wardrobe-hedger", "wardrobe-sweeper"}, \
+        "no in-cluster DBs"
+    sweeper = deployments["wardrobe-sweeper"]["spec"]
+    assert sweeper["replicas"] == 1 and sweeper["strategy"]["type"] == "Recreate", "one beat per deployment"
     (inference,) = deployments["wardrobe-inference"]["spec"]["template"]["spec"]["containers"]
     assert ("nvidia.com/gpu" in inference["resources"]["limits"]) is with_gpu
     assert ("inference-gpu" in inference["image"]) is with_gpu

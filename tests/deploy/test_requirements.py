@@ -83,7 +83,7 @@ def test_each_environment_resolves_with_one_onnxruntime(name: str) -> None:
     builds = set(installed) & ORT_DISTRIBUTIONS
     runs_a_model = name.split("-")[0] in ("inference", "trainer", "all")
     assert len(builds) == (1 if runs_a_model else 0), f"{name} would install {builds or 'no ONNX Runtime'}"
-    if name.split("-")[0] in ("gateway", "hedger", "inference"):
+    if name.split("-")[0] in ("gateway", "hedger", "inference", "sweeper"):
         assert "torch" not in installed, f"{name} would install torch"
     if "onnxruntime-gpu" in builds:
         assert CUDA_LIBRARIES <= set(installed), f"{name}: the CUDA provider would miss {CUDA_LIBRARIES - set(installed)}"
