@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from celery import Celery
 from kombu import Exchange, Queue
 
-__all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "REHEDGE", "RUN_JOB", "TRAINING_SWEEP", "AUTO_RETRAIN",
+__all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "RUN_JOB", "TRAINING_SWEEP", "AUTO_RETRAIN",
            "SWEEP", "QUEUE_POLICIES", "QueuePolicy", "create_celery_app", "key_prefix", "unacked_keys", "broker_backlog",
            "transient_errors", "leaves_job_to_sweeper", "RETRY_POLICY"]
 
@@ -21,7 +21,6 @@ TASK_ROUTES = {f"{queue}.*": {"queue": queue} for queue in QUEUES}
 
 CLASSIFY = "inference.classify"  # InferenceTaskIn -> HedgeTaskIn (chained into HEDGE)
 HEDGE = "hedger.hedge"  # HedgeTaskIn -> None; stores the result, marks the job done
-REHEDGE = "hedger.rehedge"  # RehedgeTaskIn -> ClassificationResult (awaited by the gateway)
 RUN_JOB = "trainer.run_job"  # TrainingJobTaskIn -> None; runs a training_jobs row to its end
 TRAINING_SWEEP = "trainer.sweep"  # () -> None; fails training jobs whose worker stopped beating (beat)
 AUTO_RETRAIN = "trainer.auto_retrain"  # () -> None; the automatic trigger (beat, off by default)
@@ -90,7 +89,7 @@ def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        task_ignore_result=True,  # the DB row is the result; only REHEDGE returns a value
+        task_ignore_result=True,  # the DB row is the result
         result_expires=600,
         result_backend_transport_options={"global_keyprefix": prefix},
         broker_transport_options=transport,

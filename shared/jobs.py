@@ -68,7 +68,7 @@ def claim_for_inference(session: Session, job_id: str) -> ClassificationJob | No
 
 
 def record_inference(
-    session: Session, job: ClassificationJob, model_version: str, leaf_probs: dict[str, float],
+    session: Session, job: ClassificationJob, model_version: str, leaf_probs: list[float],
     timings: dict[str, Any],
 ) -> None:
     job.model_version, job.leaf_probs = model_version, leaf_probs

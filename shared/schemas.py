@@ -243,11 +243,6 @@ class HedgeTaskIn(BaseModel):
     job_id: str
 
 
-class RehedgeTaskIn(BaseModel):
-    job_id: str
-    accuracy: float = Field(ge=0.0, le=1.0)
-
-
 class TrainTaskIn(BaseModel):
     """A training job for the trainer worker: a dataset directory, never photo bytes."""
 

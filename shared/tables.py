@@ -52,7 +52,8 @@ class ClassificationJob(Base):
     owner_id: Mapped[str | None] = mapped_column(String(64))  # the API key id that created it (Caller.id)
     accuracy_target: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str | None] = mapped_column(String(128))
-    leaf_probs: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # leaf name -> probability
+    # the network's class probabilities as it gave them, in the model card's class order
+    leaf_probs: Mapped[list[float] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # ClassificationResult
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))

@@ -20,7 +20,6 @@ class GatewaySettings(CommonSettings):
         0.9, ge=MIN_TARGET, le=MAX_TARGET, description="Accuracy target when the client names none."
     )
     max_wait_s: float = Field(30.0, gt=0.0, description="Upper bound of ?wait= (seconds).")
-    rehedge_timeout_s: float = Field(10.0, gt=0.0, description="How long a re-hedge is awaited before 504.")
     wait_fallback_poll_s: float = Field(
         1.0, gt=0.0, description="While waiting, re-read the job this often even without a completion event."
     )

@@ -94,11 +94,9 @@ class QueueUnavailable(GatewayError):
 
 
 class RehedgeFailed(GatewayError):
-    status_code, code = 502, "rehedge_failed"
+    """The stored job cannot be re-hedged (its model version or calibration is gone or unusable)."""
 
-
-class RehedgeTimeout(GatewayError):
-    status_code, code = 504, "rehedge_timeout"
+    status_code, code = 500, "rehedge_failed"
 
 
 # Photo problems found while validating an upload (shared.photos), one status each.

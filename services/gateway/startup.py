@@ -17,8 +17,10 @@ from services.gateway.config import GatewaySettings
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.rehedge import Rehedger
 from shared.bootstrap import prepare_database
 from shared.celery_app import create_celery_app
+from shared.model_hedgers import ModelHedgers
 from shared.model_store import open_model_store
 from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
@@ -43,7 +45,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rate_limiter = RateLimiter(app.state.redis, s.redis_namespace)
     await app.state.notifier.start()
     celery = create_celery_app(s.redis_url, s.redis_namespace, main="gateway")
-    app.state.queue = JobQueue(celery, app.state.redis, app.state.notifier)
+    app.state.queue = JobQueue(celery)
+    app.state.rehedger = Rehedger(ModelHedgers(app.state.taxonomy), app.state.database)
     try:
         yield
     finally:

@@ -11,21 +11,21 @@ import logging
 import time
 from functools import lru_cache
 
-from celery import Task, shared_task
+from celery import shared_task
 
 from services.inference.batching import MicroBatcher
-from services.inference.config import get_settings
+from services.inference.config import InferenceSettings, get_settings
 from services.inference.runtime import ModelTracker, NoActiveModel, load_model
 from shared import jobs
-from shared.celery_app import CLASSIFY, RETRY_POLICY, leaves_job_to_sweeper, transient_errors
+from shared.celery_app import CLASSIFY, RETRY_POLICY, transient_errors
 from shared.db import session_scope
-from shared.events import EventPublisher
 from shared.photos import DecodeBudget, PhotoError, decode_photo
 from shared.preprocessing import decode_min_side, preprocess
 from shared.schemas import HedgeTaskIn, InferenceTaskIn
 from shared.model_store import ModelStore, open_model_store
 from shared.storage import PhotoMissing, PhotoStore
 from shared.tables import JobStatus
+from shared.tasks import JobTask
 
 log = logging.getLogger(__name__)
 
@@ -61,39 +61,16 @@ def batcher() -> MicroBatcher:
     return MicroBatcher(s.batch_max_size, s.batch_max_delay_ms / 1000.0)
 
 
-@lru_cache
-def publisher() -> EventPublisher:
-    s = get_settings()
-    return EventPublisher(s.redis_url, s.redis_namespace)
+class InferenceTask(JobTask):
+    failure_code = "inference_failed"
 
-
-def fail_job(job_id: str, code: str, message: str) -> None:
-    with session_scope(get_settings().resolved_database_url) as session:
-        jobs.mark_failed(session, job_id, code, message)
-    publisher().job_finished(job_id)
-    log.info("job %s failed: %s: %s", job_id, code, message)
-
-
-class InferenceTask(Task):
-    """Marks the job failed when the task gives up (unexpected error or retries exhausted)."""
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
-        payload = args[0] if args else kwargs.get("payload")
-        if not isinstance(payload, dict) or "job_id" not in payload:
-            return
-        if leaves_job_to_sweeper(exc):
-            log.warning("job %s: inference gave up on %s: %s; left to the sweeper", payload["job_id"],
-                        type(exc).__name__, exc)
-            return
-        try:
-            fail_job(payload["job_id"], "inference_failed", f"inference failed: {type(exc).__name__}: {exc}")
-        except Exception:  # noqa: BLE001 - never let bookkeeping kill the worker
-            log.exception("could not mark job %s failed", payload["job_id"])
+    def settings(self) -> InferenceSettings:
+        return get_settings()
 
 
 @shared_task(name=CLASSIFY, bind=True, base=InferenceTask, acks_late=True,
              autoretry_for=transient_errors(), **RETRY_POLICY)
-def classify(self: Task, payload: dict) -> dict | None:
+def classify(self: InferenceTask, payload: dict) -> dict | None:
     msg = InferenceTaskIn.model_validate(payload)
     s = get_settings()
     with session_scope(s.resolved_database_url) as session:
@@ -101,8 +78,11 @@ def classify(self: Task, payload: dict) -> dict | None:
         if job is None:  # finished, unknown, or inferred before a redelivery
             existing = jobs.get_job(session, msg.job_id)
             if existing is not None and existing.status is JobStatus.running and existing.leaf_probs is not None:
-                return HedgeTaskIn(job_id=msg.job_id).model_dump()  # hedging still owed
-            self.request.chain = None
+                log.info("job %s: inferred before, hedging still owed", msg.job_id)
+                return HedgeTaskIn(job_id=msg.job_id).model_dump()
+            log.info("job %s: nothing to infer (%s), chain stopped", msg.job_id,
+                     existing.status.value if existing else "unknown job")
+            self.stop_chain()
             return None
         photo_key = job.photo_key
 
@@ -117,25 +97,22 @@ def classify(self: Task, payload: dict) -> dict | None:
             future = slot.submit(model, x)
         out = future.result(timeout=s.batch_timeout_s)
     except PhotoError as exc:
-        fail_job(msg.job_id, exc.code, str(exc))
-        self.request.chain = None
+        self.fail(msg.job_id, exc.code, str(exc))
         return None
     except PhotoMissing as exc:
-        fail_job(msg.job_id, "photo_missing", str(exc))
-        self.request.chain = None
+        self.fail(msg.job_id, "photo_missing", str(exc))
         return None
     except NoActiveModel as exc:
-        fail_job(msg.job_id, "no_active_model", str(exc))
-        self.request.chain = None
+        self.fail(msg.job_id, "no_active_model", str(exc))
         return None
 
-    leaf_probs = {leaf: float(p) for leaf, p in zip(model.classes, out.probs)}
     timings = {"decode_preprocess_ms": round(decode_ms, 3), "inference_ms": round(out.inference_ms, 3),
                "batch_size": out.batch_size}
     with session_scope(s.resolved_database_url) as session:
         job = jobs.get_job(session, msg.job_id)
         if job is None or job.status.finished:
-            self.request.chain = None
+            self.stop_chain()
             return None
-        jobs.record_inference(session, job, model.version, leaf_probs, timings)
+        # the network's output as it is, in the card's class order; the hedger normalises it
+        jobs.record_inference(session, job, model.version, out.probs.tolist(), timings)
     return HedgeTaskIn(job_id=msg.job_id).model_dump()

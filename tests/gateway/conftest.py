@@ -18,16 +18,13 @@ from services.gateway.main import create_app
 from shared import api_keys
 from shared.auth import Role
 from shared.db import session_scope
-from shared.schemas import ClassificationResult
 
 
 class FakeQueue:
     def __init__(self) -> None:
         self.enqueued: list[str] = []
         self.training_jobs: list[str] = []
-        self.rehedged: list[tuple[str, float]] = []
         self.down = False
-        self.rehedge_result: ClassificationResult | None = None
 
     async def enqueue_classification(self, job_id: str) -> None:
         if self.down:
@@ -38,11 +35,6 @@ class FakeQueue:
         if self.down:
             raise QueueUnavailable("the job queue is unavailable: connection refused")
         self.training_jobs.append(job_id)
-
-    async def rehedge(self, job_id: str, accuracy: float, timeout_s: float) -> ClassificationResult:
-        self.rehedged.append((job_id, accuracy))
-        assert self.rehedge_result is not None
-        return self.rehedge_result
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from shared import jobs
 from shared.db import session_scope
-from shared.schemas import ClassificationResult, HedgedAnswer, ScoredNode
+from shared.model_card import ModelCard
 from shared.storage import PhotoStore
 from shared.tables import JobStatus
 from tests.factories import bad_uploads, jpeg_bytes, png_bytes
@@ -106,26 +106,46 @@ def test_get_pending_job_with_short_wait_returns_it_pending(client):
     assert r.status_code == 200 and r.json()["status"] == "pending"
 
 
-def _result(tax_node: str = "") -> ClassificationResult:
-    node = ScoredNode(name=tax_node, display="Garment", icon="🧺", probability=1.0)
-    answer = HedgedAnswer(node=node, path=[], alternatives=[], accuracy_target=0.99, method="crc", lam=1.0,
-                          info_gain=0.0)
-    return ClassificationResult(answer=answer, top_predictions=[node])
+def _done_job(settings, job_id: str, probs: list[float] | None, version: str = "tiny-1") -> dict:  # noqa: ANN001
+    """Make the job look classified: stored probabilities and the answer they got at 0.9."""
+    from shared.hedging.hedging import Hedger
+    from shared.model_card import ModelCard
+    from shared.taxonomy import load_taxonomy
 
-
-def test_get_with_accuracy_rehedges_a_done_job_without_storing(client, fake_queue, gateway_settings):
-    job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}).json()["id"]
-    stored = _result().model_dump(mode="json")
-    with session_scope(gateway_settings.resolved_database_url) as session:
+    card = ModelCard.load(settings.model_dir / "tiny-1")
+    stored = Hedger(load_taxonomy(), card.calibration, card.classes).classify(
+        probs or [1.0 / len(card.classes)] * len(card.classes), 0.9, "darts").model_dump(mode="json")
+    with session_scope(settings.resolved_database_url) as session:
         job = jobs.get_job(session, job_id)
-        job.status, job.leaf_probs, job.model_version, job.result = JobStatus.done, {"x": 1.0}, "tiny-1", stored
-    fake_queue.rehedge_result = _result()
-    r = client.get(f"/v1/classifications/{job_id}", params={"accuracy": 0.99})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["rehedged"] is True and body["accuracy_target"] == 0.99
-    assert fake_queue.rehedged == [(job_id, 0.99)]
-    assert client.get(f"/v1/classifications/{job_id}").json()["accuracy_target"] == gateway_settings.default_accuracy
+        job.status, job.leaf_probs, job.model_version, job.result = JobStatus.done, probs, version, stored
+    return stored
+
+
+def test_get_with_accuracy_rehedges_a_done_job_without_storing(client, gateway_settings):
+    job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}).json()["id"]
+    classes = ModelCard.load(gateway_settings.model_dir / "tiny-1").classes
+    probs = [0.0] * len(classes)
+    probs[0], probs[1] = 0.55, 0.45  # two leaves: specific at a low target, general at a high one
+    stored = _done_job(gateway_settings, job_id, probs)
+    low = client.get(f"/v1/classifications/{job_id}", params={"accuracy": 0.5}).json()
+    high = client.get(f"/v1/classifications/{job_id}", params={"accuracy": 0.999}).json()
+    for body, target in ((low, 0.5), (high, 0.999)):
+        assert body["rehedged"] is True and body["accuracy_target"] == target
+        assert body["answer"]["accuracy_target"] == pytest.approx(target)
+        assert body["answer"]["method"] == "darts"  # the method that answered the job
+        assert body["top_predictions"] == stored["top_predictions"]
+    assert high["answer"]["node"]["name"].count(".") <= low["answer"]["node"]["name"].count(".")
+    again = client.get(f"/v1/classifications/{job_id}").json()
+    assert again["accuracy_target"] == gateway_settings.default_accuracy and again["answer"] == stored["answer"]
+
+
+def test_rehedge_of_a_job_whose_model_version_is_gone_is_a_clear_500(client, gateway_settings):
+    job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}).json()["id"]
+    classes = ModelCard.load(gateway_settings.model_dir / "tiny-1").classes
+    _done_job(gateway_settings, job_id, [1.0 / len(classes)] * len(classes), version="deleted-7")
+    r = client.get(f"/v1/classifications/{job_id}", params={"accuracy": 0.95})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "rehedge_failed"
+    assert "deleted-7" in r.json()["error"]["message"]
 
 
 def test_get_with_bad_accuracy_is_422(client):

@@ -1,6 +1,8 @@
-"""Migrations on a real database: one head, and model paths become store keys."""
+"""Migrations on a real database: one head, model paths become store keys, probabilities become lists."""
 
 from __future__ import annotations
+
+import json
 
 from alembic import command
 from alembic.config import Config
@@ -36,3 +38,27 @@ def test_absolute_model_paths_become_keys_relative_to_the_store(database_url):
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0001")
         assert conn.execute(text("SELECT path FROM model_versions")).scalar() == "v1"
+
+
+def test_stored_probabilities_become_a_list_in_the_cards_class_order(database_url):
+    cfg = _config(database_url)
+    card = '{"classes": ["b.x", "a.y", "c.z"]}'
+    with get_engine(database_url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(text("INSERT INTO model_versions (version, key, card, active, created_at) VALUES "
+                          f"('v1', 'v1', '{card}', true, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO classification_jobs (id, status, photo_key, accuracy_target, model_version, "
+                          "leaf_probs, timings, created_at, updated_at) VALUES ('00000000-0000-0000-0000-000000000001', "
+                          "'running', 'k', 0.9, 'v1', '{\"a.y\": 0.25, \"b.x\": 0.75}', '{}', CURRENT_TIMESTAMP, "
+                          "CURRENT_TIMESTAMP)"))
+    with get_engine(database_url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        stored = conn.execute(text("SELECT leaf_probs FROM classification_jobs")).scalar()
+        assert (json.loads(stored) if isinstance(stored, str) else stored) == [0.75, 0.25, 0.0]
+    with get_engine(database_url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+        stored = conn.execute(text("SELECT leaf_probs FROM classification_jobs")).scalar()
+        assert (json.loads(stored) if isinstance(stored, str) else stored) == {"b.x": 0.75, "a.y": 0.25, "c.z": 0.0}

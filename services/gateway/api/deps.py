@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
@@ -20,6 +20,9 @@ from shared.model_store import ModelStore
 from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from services.gateway.rehedge import Rehedger
 
 T = TypeVar("T")
 
@@ -48,6 +51,10 @@ def get_database(request: Request) -> Database:
 
 def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
+
+
+def get_rehedger(request: Request) -> "Rehedger":
+    return request.app.state.rehedger
 
 
 def get_notifier(request: Request) -> Notifier:
@@ -116,6 +123,7 @@ def require_role(role: Role) -> Callable[..., Caller]:
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+RehedgerDep = Annotated["Rehedger", Depends(get_rehedger)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
 DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]

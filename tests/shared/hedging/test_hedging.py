@@ -122,3 +122,34 @@ def test_clear_errors(probs, accuracy, method, match) -> None:
 def test_calibration_for_another_taxonomy_is_refused() -> None:
     with pytest.raises(CalibrationError, match="taxonomy"):
         Hedger(FOUR_LEAF, CAL)
+
+
+def test_probabilities_in_the_models_class_order_hedge_as_in_taxonomy_order() -> None:
+    """A model whose classes come in another order (or lack a leaf) is hedged from its own
+    output order: same answer as the taxonomy-ordered vector with the missing leaf at 0."""
+    rng = np.random.default_rng(5)
+    order = rng.permutation(L)[: L - 1]  # the model lacks one leaf
+    classes = [TAX.leaves[i] for i in order]
+    own = Hedger(TAX, CAL, classes)
+    for p in rng.dirichlet(np.full(L - 1, 0.3), size=50):
+        full = np.zeros(L)
+        full[order] = p
+        for method in ("crc", "darts"):
+            mine, ref = own.hedge(p, 0.9, method), HEDGER.hedge(full, 0.9, method)
+            assert mine.node.name == ref.node.name and mine.node.probability == pytest.approx(ref.node.probability)
+
+
+def test_classify_gives_the_answer_and_the_top_classes_from_one_normalisation() -> None:
+    classes = TAX.leaves[::-1]
+    h = Hedger(TAX, CAL, classes)
+    p = np.zeros(L, dtype=np.float32)
+    p[:3] = [0.5, 0.3, 0.2002]  # float32 softmax: off by a little, normalised once
+    result = h.classify(p, 0.9, top_k=3)
+    assert [t.name for t in result.top_predictions] == classes[:3]
+    assert sum(t.probability for t in result.top_predictions) == pytest.approx(1.0)
+    assert result.answer == h.hedge(p, 0.9)
+
+
+def test_classes_outside_the_taxonomy_are_refused() -> None:
+    with pytest.raises(CalibrationError, match="not leaves"):
+        Hedger(TAX, CAL, [*TAX.leaves[:-1], "body.top.toga"])

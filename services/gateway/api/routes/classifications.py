@@ -10,8 +10,8 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway import crud
-from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, NotifierDep, QueueDep, SettingsDep,
-                                       StoreDep)
+from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, NotifierDep, QueueDep, RehedgerDep,
+                                       SettingsDep, StoreDep)
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import InvalidParameter, JobNotFound, NoActiveModel, QueueUnavailable
 from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
@@ -24,7 +24,7 @@ from shared.tables import ClassificationJob
 
 router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 500, 503)}
 AccuracyParam = "Accuracy target in [0.5, 0.999]: the hedged answer is right at least this often."
 VALIDATION_SIDE = 64  # the gateway only validates: the smallest decode that reads every byte
 # Bounds declared in the schema (clients and schemathesis see them) but checked by _accuracy/_wait,
@@ -134,7 +134,7 @@ async def read_classification(
     job_id: Annotated[str, Path(max_length=64, description="The job id (a UUID).")],
     caller: CallerDep,
     db: DatabaseDep,
-    queue: QueueDep,
+    rehedger: RehedgerDep,
     notifier: NotifierDep,
     settings: SettingsDep,
     accuracy: Annotated[float | None, Query(description=AccuracyParam, json_schema_extra=ACCURACY_BOUNDS)] = None,
@@ -150,7 +150,7 @@ async def read_classification(
     if target is None or job.leaf_probs is None or job.status.value != "done":
         return crud.to_public(job)
     try:
-        result = await queue.rehedge(job_id, target, settings.rehedge_timeout_s)
+        result = await rehedger.rehedge(job, target)
     except Exception:
         REHEDGES.labels(outcome="error").inc()
         raise

