@@ -582,6 +582,29 @@ def test_compose_build_args_are_dockerfile_args() -> None:
                 assert interpolate(value) in ORT_BUILDS, f"compose {name}: ORT_BUILD={value}"
 
 
+def test_every_worker_the_launcher_starts_is_deployed() -> None:
+    """`wardrobe up` starts these workers; each has an image, a settings class here and a compose
+    service, and each but the trainer a Kubernetes Deployment (docs/deploy.md says why not)."""
+    from services.launcher import WORKER_MODULES
+
+    df = dockerfile()
+    running = {}
+    for name, svc in compose_services().items():
+        target = (svc.get("build") or {}).get("target")
+        if target:
+            stage = df.resolved(target)
+            argv = (svc.get("entrypoint", stage.entrypoint) or []) + (
+                svc.get("command", stage.cmd if "entrypoint" not in svc else None) or [])
+            if argv and Path(argv[0]).name == "celery":
+                running[argv[argv.index("-A") + 1]] = name
+    deployments = {o["metadata"]["name"] for o in static_objects(K8S / "base") if o["kind"] == "Deployment"}
+    for service, module in WORKER_MODULES.items():
+        assert service in df.stages and service in SETTINGS, f"no image / settings mapping for the {service} worker"
+        assert module in running, f"docker-compose.yml runs no {service} worker ({module})"
+        if service != "trainer":
+            assert f"wardrobe-{service}" in deployments, f"Kubernetes runs no {service} worker"
+
+
 # --- Kubernetes -------------------------------------------------------------------------------------
 def test_kustomizations_reference_existing_files() -> None:
     dirs = kustomization_dirs()

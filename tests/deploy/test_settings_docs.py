@@ -14,6 +14,7 @@ The tables follow one convention, which these tests also enforce:
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,25 @@ from typing import Any
 import pytest
 from pydantic.fields import FieldInfo
 
-from services.gateway.config import GatewaySettings
 from services.hedger.config import HedgerSettings
-from services.inference.config import InferenceSettings
-from services.sweeper.config import SweeperSettings
-from services.trainer.config import TrainerSettings
 from shared.config import REPO_ROOT, CommonSettings, env_name
 
 DOCS = REPO_ROOT / "docs" / "deploy.md"
 README = REPO_ROOT / "README.md"
-CLASSES: list[type[CommonSettings]] = [CommonSettings, GatewaySettings, InferenceSettings, HedgerSettings,
-                                       SweeperSettings, TrainerSettings]
+
+
+def settings_classes() -> list[type[CommonSettings]]:
+    """CommonSettings and every settings class of a ``services/<name>/config.py``: found, not
+    listed, so a new service's settings cannot be left out of these checks."""
+    found: list[type[CommonSettings]] = [CommonSettings]
+    for path in sorted((REPO_ROOT / "services").glob("*/config.py")):
+        module = importlib.import_module(f"services.{path.parent.name}.config")
+        found += [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, CommonSettings)
+                  and obj.__module__ == module.__name__]
+    return found
+
+
+CLASSES = settings_classes()
 
 
 def tables(text: str) -> dict[str, dict[str, str]]:
@@ -128,6 +137,11 @@ def test_readme_configuration_table_agrees_with_the_code() -> None:
         owner = owners[0] if owners[0] is CommonSettings else next(
             c for c in owners if name.group(1).lower() in own_fields(c))
         check_default(f"README {name.group(1)}", owner.model_fields[name.group(1).lower()], cells[1])
+
+
+def test_every_service_has_settings() -> None:
+    names = {c.__name__ for c in CLASSES}
+    assert {"GatewaySettings", "InferenceSettings", "HedgerSettings", "TrainerSettings"} <= names, names
 
 
 def test_the_table_reader_catches_drift() -> None:
