@@ -25,9 +25,20 @@ def resample_filter(cfg: PreprocessConfig) -> Image.Resampling:
     return _RESAMPLING[cfg.interpolation]
 
 
+# Longest side / shortest side kept before resizing. Only the centre of a strip reaches the crop,
+# and resizing a 20000 × 2 strip whole would make it 2.5 million pixels wide (gigabytes). No
+# dataset photo comes close (the widest is 2.2 : 1), so ordinary photos are resized as before.
+MAX_ASPECT = 4
+
+
 def resize_and_center_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """Shorter side to ``resize_size`` (aspect kept), then the central ``input_size`` square."""
     w, h = img.size
+    if max(w, h) > MAX_ASPECT * min(w, h):  # a strip: keep its central MAX_ASPECT : 1 part
+        keep = MAX_ASPECT * min(w, h)
+        box = ((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep)
+        img = img.crop(box)
+        w, h = img.size
     scale = cfg.resize_size / min(w, h)
     new_w, new_h = max(cfg.input_size, round(w * scale)), max(cfg.input_size, round(h * scale))
     img = img.resize((new_w, new_h), resample_filter(cfg))

@@ -63,3 +63,13 @@ def test_bad_photos_raise_precise_errors():
         decode_photo(good, max_bytes=100)
     with pytest.raises(DecompressionBomb, match="pixels"):
         decode_photo(good, max_pixels=64 * 63)
+
+
+def test_a_strip_is_cut_to_its_centre_before_resizing():
+    """20000 × 2 would be resized to 2.5 million pixels wide; only its centre can reach the crop."""
+    cfg = PreprocessConfig(input_size=224, resize_size=256)
+    strip = Image.new("RGB", (20000, 2), (0, 0, 255))
+    strip.paste((255, 0, 0), (9999, 0, 10001, 2))  # a red mark in the middle survives
+    x = preprocess(strip, cfg)
+    assert x.shape == (3, 224, 224)
+    assert x[0, 112, 112] > x[2, 112, 112]  # red at the centre
