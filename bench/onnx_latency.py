@@ -18,6 +18,7 @@ import onnxruntime as ort
 from services.trainer.export import ort_latency_stats
 from shared.config import BUNDLED_MODELS_DIR
 from shared.model_card import ModelCard
+from shared.model_contract import open_session
 
 
 def torch_eager_ms_per_photo(card: ModelCard, threads: int, batch: int = 32) -> float:
@@ -51,9 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     model = args.model or sorted(BUNDLED_MODELS_DIR.glob("*/card.json"))[-1].parent
     card = ModelCard.load(model)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(str(model / card.onnx_file), opts, providers=["CPUExecutionProvider"])
+    session = open_session(model / card.onnx_file, args.threads)
     rows = [ort_latency_stats(session, card.preprocess.input_size, b, args.repeats if b == 1 else max(5, args.repeats // 4))
             for b in (1, 32)]
     result = {"model": card.version, "threads": args.threads, "processor": platform.processor() or platform.machine(),

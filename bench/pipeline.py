@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services import launcher  # noqa: E402
-from services.inference.runtime import load_model  # noqa: E402
 from shared import registry  # noqa: E402
 from shared.config import CommonSettings  # noqa: E402
+from shared.model_contract import load_model  # noqa: E402
 from shared.photos import decode_photo  # noqa: E402
 from shared.preprocessing import preprocess_batch  # noqa: E402
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from shared.hedging.calibration import Calibration
+from shared.model_contract import INPUT_NAME, OUTPUT_NAME
 
 __all__ = ["PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME"]
 
@@ -41,7 +42,8 @@ class ModelCard(BaseModel):
     taxonomy_version: str
     taxonomy_digest: str
     onnx_file: str = ONNX_FILENAME
-    onnx_output: str = "probabilities"  # softmax(logits / temperature), already calibrated
+    onnx_input: str = INPUT_NAME  # the tensor names of shared.model_contract
+    onnx_output: str = OUTPUT_NAME
     temperature: float = 1.0
     # the hedger's λ(ε) tables (shared.hedging.calibration), checked here, when the card loads
     calibration: Calibration | None = None

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from shared.model_card import ModelCard, PreprocessConfig, sha256_file
+from shared.model_contract import export_onnx
 from shared.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["make_tiny_model", "jpeg_bytes", "png_bytes", "bomb_png", "flat_png", "bad_uploads"]
@@ -30,8 +31,9 @@ def make_tiny_model(
 ) -> Path:
     """Write ``<model_dir>/<version>/{model.onnx,card.json}``; returns that directory.
 
-    The net: conv → global average pool → linear → softmax(logits / T). Input ``images``
-    [N, 3, S, S] float32 with a dynamic batch axis, output ``probabilities`` [N, len(classes)].
+    The net: conv → global average pool → linear → softmax(logits / T), exported by the model
+    contract's ``export_onnx`` (input [N, 3, S, S] float32 with a dynamic batch axis, output the
+    probabilities [N, len(classes)]).
     ``calibration="auto"`` calibrates the hedger on the net's own outputs for random photos, with
     labels drawn from those outputs (a perfectly calibrated toy); ``{}`` leaves it empty.
     ``backbone="efficientnet_b0"`` (untrained torchvision net) gives a stand-in with the compute
@@ -70,12 +72,7 @@ def make_tiny_model(
                 return torch.softmax(self.body(images) / temperature, dim=1)
 
         net = Standin().eval()
-    dummy = torch.zeros(2, 3, input_size, input_size)
-    torch.onnx.export(
-        net, (dummy,), str(out / "model.onnx"), dynamo=False, opset_version=17,
-        input_names=["images"], output_names=["probabilities"],
-        dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-    )
+    export_onnx(net, out / "model.onnx", input_size, batch=2)
     if calibration == "auto":
         from shared.hedging.calibration import calibrate
 

@@ -1,7 +1,8 @@
-"""ONNX Runtime sessions, and following the registry's active model version without a restart.
+"""Following the registry's active model version without a restart.
 
-One session per model version per process, created on first use; ``ModelTracker.current()``
-re-reads the active version from the database at most every ``check_interval_s`` seconds.
+One session per model version per process (``shared.model_contract.load_model``), created on
+first use; ``ModelTracker.current()`` re-reads the active version from the database at most every
+``check_interval_s`` seconds.
 """
 
 from __future__ import annotations
@@ -10,67 +11,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from shared import registry
 from shared.db import session_scope
-from shared.model_card import ModelCard
+from shared.model_contract import LoadedModel, load_model
 
-__all__ = ["LoadedModel", "load_model", "ModelTracker", "NoActiveModel", "pick_providers"]
+__all__ = ["ModelTracker", "NoActiveModel"]
 
 log = logging.getLogger(__name__)
-INPUT_NAME = "images"
 
 
 class NoActiveModel(RuntimeError):
     """The registry has no active model version."""
-
-
-def pick_providers(prefer_gpu: bool = True) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if prefer_gpu and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-@dataclass(eq=False)  # identity equality: the batcher groups requests by model object
-class LoadedModel:
-    version: str
-    card: ModelCard
-    session: object  # onnxruntime.InferenceSession
-    output_name: str
-    provider: str
-
-    @property
-    def classes(self) -> list[str]:
-        return self.card.classes
-
-    def run(self, images: np.ndarray) -> np.ndarray:
-        """[N, 3, S, S] float32 → [N, len(classes)] probabilities."""
-        (probs,) = self.session.run([self.output_name], {INPUT_NAME: images})
-        assert probs.shape == (images.shape[0], len(self.classes)), (
-            f"model {self.version} returned {probs.shape}, expected ({images.shape[0]}, {len(self.classes)})"
-        )
-        return probs
-
-
-def load_model(path: str | Path, prefer_gpu: bool = True, intra_op_threads: int = 0) -> LoadedModel:
-    import onnxruntime as ort
-
-    path = Path(path)
-    card = ModelCard.load(path)
-    opts = ort.SessionOptions()
-    if intra_op_threads:
-        opts.intra_op_num_threads = intra_op_threads
-    session = ort.InferenceSession(str(path / card.onnx_file), opts, providers=pick_providers(prefer_gpu))
-    provider = session.get_providers()[0]
-    log.info("loaded model %s from %s on %s", card.version, path, provider)
-    return LoadedModel(card.version, card, session, card.onnx_output, provider)
 
 
 class ModelTracker:

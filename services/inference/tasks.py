@@ -15,13 +15,14 @@ from celery import shared_task
 
 from services.inference.batching import MicroBatcher
 from services.inference.config import InferenceSettings, get_settings
-from services.inference.runtime import ModelTracker, NoActiveModel, load_model
+from services.inference.runtime import ModelTracker, NoActiveModel
 from shared import jobs
 from shared.celery_app import CLASSIFY, RETRY_POLICY, transient_errors
 from shared.db import session_scope
 from shared.photos import DecodeBudget, PhotoError, decode_photo
 from shared.preprocessing import decode_min_side, preprocess
 from shared.schemas import HedgeTaskIn, InferenceTaskIn
+from shared.model_contract import load_model
 from shared.model_store import ModelStore, open_model_store
 from shared.storage import PhotoMissing, PhotoStore
 from shared.tables import JobStatus

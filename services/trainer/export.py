@@ -6,64 +6,61 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from PIL import Image
 
 from services.trainer.model import CalibratedNet, GarmentNet
 from shared.model_card import ONNX_FILENAME, PreprocessConfig, sha256_file
+from shared.model_contract import INPUT_NAME, OPSET, export_onnx, open_session
 from shared.preprocessing import preprocess_batch
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 __all__ = ["export_model", "ParityError", "PARITY_TOLERANCE", "OPSET"]
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4  # max |p_onnx - p_torch| over photos and classes
-OPSET = 17
 
 
 class ParityError(AssertionError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance: the export is wrong."""
 
 
-def ort_latency_stats(session: ort.InferenceSession, input_size: int, batch: int, repeats: int = 5) -> dict:
+def ort_latency_stats(session: InferenceSession, input_size: int, batch: int, repeats: int = 5) -> dict:
     """Latency of one ``session.run`` at ``batch`` (after warm-up), in milliseconds."""
     x = np.random.default_rng(0).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
     for _ in range(2):
-        session.run(None, {"images": x})
+        session.run(None, {INPUT_NAME: x})
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        session.run(None, {"images": x})
+        session.run(None, {INPUT_NAME: x})
         times.append((time.perf_counter() - t) * 1000)
     t = np.array(times)
     return {"batch": batch, "p50_ms": float(np.median(t)), "p95_ms": float(np.percentile(t, 95)),
             "ms_per_photo": float(np.median(t) / batch), "photos_per_s": float(batch * 1000 / np.median(t))}
 
 
-def ort_latency(session: ort.InferenceSession, input_size: int, batch: int, repeats: int = 5) -> float:
+def ort_latency(session: InferenceSession, input_size: int, batch: int, repeats: int = 5) -> float:
     """Median milliseconds per call at ``batch``."""
     return ort_latency_stats(session, input_size, batch, repeats)["p50_ms"]
 
 
 def export_model(net: GarmentNet, temperature: float, cfg: PreprocessConfig, model_dir: Path,
                  parity_photos: list[Image.Image], threads: int = 2, tta: bool = False) -> dict:
-    path = Path(model_dir) / ONNX_FILENAME
     module = CalibratedNet(net, temperature, tta).eval()
-    dummy = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
-    torch.onnx.export(module, (dummy,), str(path), input_names=["images"], output_names=["probabilities"],
-                      dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-                      opset_version=OPSET, dynamo=False)
+    path = export_onnx(module, Path(model_dir) / ONNX_FILENAME, cfg.input_size)
     onnx.checker.check_model(onnx.load(str(path)))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = open_session(path, threads)
     x = preprocess_batch(parity_photos, cfg)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    got = session.run(None, {"images": x})[0]
+    got = session.run(None, {INPUT_NAME: x})[0]
     max_diff = float(np.abs(got - expected).max()) if len(x) else 0.0
     log.info("ONNX parity on %d real photos: max |Δp| = %.2e", len(x), max_diff)
     if max_diff > PARITY_TOLERANCE:

@@ -11,35 +11,24 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
-__all__ = ["OrtRunner", "export_module", "run_in_batches"]
+from shared.model_contract import INPUT_NAME, export_onnx, open_session
 
-
-def export_module(module: torch.nn.Module, input_size: int, path: Path, output: str = "out") -> Path:
-    module = module.eval()
-    dummy = torch.zeros(1, 3, input_size, input_size)
-    torch.onnx.export(
-        module, (dummy,), str(path), input_names=["images"], output_names=[output],
-        dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}}, opset_version=17, dynamo=False,
-    )
-    return path
+__all__ = ["OrtRunner", "run_in_batches"]
 
 
 class OrtRunner:
-    """An ORT CPU session for a (frozen) torch module, via a temporary ONNX file."""
+    """An ONNX Runtime CPU session for a (frozen) torch module, via a temporary ONNX file."""
 
     def __init__(self, module: torch.nn.Module, input_size: int, threads: int) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="wardrobe-front-")
-        path = export_module(module, input_size, Path(self._dir.name) / "front.onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        path = export_onnx(module.eval(), Path(self._dir.name) / "front.onnx", input_size, output_name="out")
+        self.session = open_session(path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"images": batch.astype(np.float32, copy=False)})[0]
+        return self.session.run(None, {INPUT_NAME: batch.astype(np.float32, copy=False)})[0]
 
 
 def run_in_batches(

@@ -1,22 +1,13 @@
-"""ONNX Runtime sessions and following the registry's active version."""
+"""Following the registry's active version (the sessions themselves: tests/shared/test_model_contract.py)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from services.inference.runtime import LoadedModel, ModelTracker, load_model
+from services.inference.runtime import ModelTracker
 from shared import registry
 from shared.db import run_migrations, session_scope
+from shared.model_contract import LoadedModel, load_model
 from shared.model_store import LocalModelStore
 from tests.factories import make_tiny_model
-
-
-def test_load_model_runs_a_dynamic_batch_on_cpu(model_dir):
-    model = load_model(model_dir / "tiny-1", prefer_gpu=False)
-    assert model.provider == "CPUExecutionProvider"
-    probs = model.run(np.zeros((3, 3, 32, 32), dtype=np.float32))
-    assert probs.shape == (3, len(model.classes))
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_tracker_switches_to_the_newly_activated_version(tmp_path, database_url, model_dir):

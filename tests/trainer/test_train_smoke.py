@@ -50,11 +50,11 @@ def test_onnx_export_is_checked_and_matches_pytorch(trained):
     model = onnx.load(str(result.model_dir / "model.onnx"))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version >= 17
-    assert [i.name for i in model.graph.input] == ["images"]
-    assert [o.name for o in model.graph.output] == ["probabilities"]
+    card = ModelCard.load(result.model_dir)
+    assert [i.name for i in model.graph.input] == [card.onnx_input] == ["images"]  # the card records the names
+    assert [o.name for o in model.graph.output] == [card.onnx_output] == ["probabilities"]
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param, "batch axis must be dynamic"
-    card = ModelCard.load(result.model_dir)
     assert card.metrics["onnx_parity_photos"] > 0
     assert card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
 
@@ -113,11 +113,11 @@ def test_end_to_end_recipe_trains_the_front_and_exports_a_checked_model(trained_
     assert card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
     assert card.metrics["history"][-1]["epoch"] == 8
     # the front moved: its first convolution is no longer the ImageNet one
-    import onnxruntime as ort
     from services.trainer.model import load_pretrained
+    from shared.model_contract import open_session
 
     stem = load_pretrained("efficientnet-lite0", 64)._conv_stem.weight.detach().numpy()
-    session = ort.InferenceSession(str(result.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = open_session(result.model_dir / "model.onnx")
     initialisers = {i.name: i for i in onnx.load(str(result.model_dir / "model.onnx")).graph.initializer}
     assert session is not None and initialisers
     same_shape = [onnx.numpy_helper.to_array(t) for t in initialisers.values() if tuple(t.dims) == stem.shape]

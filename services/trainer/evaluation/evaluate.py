@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from tqdm import tqdm
 
 from services.trainer.evaluation import plots
@@ -23,6 +22,7 @@ from services.trainer.calibrate import expected_calibration_error
 from services.trainer.data import load_dataset
 from services.trainer.train import load_photo
 from shared.model_card import ModelCard
+from shared.model_contract import load_model
 from shared.preprocessing import preprocess
 from shared.taxonomy import Taxonomy, load_taxonomy
 
@@ -36,14 +36,12 @@ ROTATION_ANGLES = [-90, -60, -30, 0, 30, 60, 90]
 
 
 class ModelRunner:
-    """The exported model on ONNX Runtime, fed by the shared preprocessing."""
+    """The exported model as serving runs it (``shared.model_contract.load_model``, on the CPU),
+    fed by the shared preprocessing."""
 
     def __init__(self, model_dir: Path, threads: int = 2) -> None:
-        self.card = ModelCard.load(model_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(Path(model_dir) / self.card.onnx_file), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.model = load_model(model_dir, prefer_gpu=False, intra_op_threads=threads)
+        self.card = self.model.card
 
     def probabilities(self, images, batch_size: int = 32, desc: str = "") -> np.ndarray:
         cfg = self.card.preprocess
@@ -51,9 +49,9 @@ class ModelRunner:
         for img in tqdm(images, desc=desc, leave=False, mininterval=2.0):
             batch.append(preprocess(img, cfg))
             if len(batch) == batch_size:
-                out.append(self.session.run(None, {"images": np.stack(batch)})[0]); batch = []
+                out.append(self.model.run(np.stack(batch))); batch = []
         if batch:
-            out.append(self.session.run(None, {"images": np.stack(batch)})[0])
+            out.append(self.model.run(np.stack(batch)))
         return np.concatenate(out) if out else np.zeros((0, len(self.card.classes)), np.float32)
 
 
