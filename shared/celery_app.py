@@ -80,8 +80,11 @@ def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "
     transport = {"global_keyprefix": prefix}
     if queue is not None:
         policy = QUEUE_POLICIES[queue]
+        # the restore pass holds a mutex in Redis for its few milliseconds; kombu's default expiry
+        # (300 s) would block every restore for five minutes after a consumer (or Redis) died holding it
         transport.update(unacked_keys(queue), visibility_timeout=policy.visibility_timeout_s,
-                         unacked_restore_interval=RESTORE_INTERVAL_S, unacked_restore_throttle=1)
+                         unacked_restore_interval=RESTORE_INTERVAL_S, unacked_restore_throttle=1,
+                         unacked_mutex_expire=10)
     app.conf.update(
         task_routes=TASK_ROUTES,
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],

@@ -25,8 +25,9 @@ __all__ = ["HEARTBEAT_INTERVAL_S", "HEARTBEAT_TTL_S", "STAGES", "heartbeat_key",
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_TTL_S = 10.0  # five missed beats: a loaded machine may delay one by seconds
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TTL_S = 5.0  # five missed beats (a loaded machine may delay one by seconds), and shorter than a
+# restart (a replacement beats under the same node name), so a stage that is down shows as down
 STAGES = ("inference", "hedger", "sweeper", "trainer")
 
 
