@@ -5,9 +5,9 @@ with two different results, and ``/readyz`` said "not ready" while the stage was
 The stack is its own: a Redis server with append-only persistence and a PostgreSQL cluster
 (initdb/pg_ctl on a free port), both started here so they can be killed and restarted, plus the
 gateway and the inference, hedger and sweeper workers of ``services.launcher`` (what ``wardrobe
-up`` runs). A killed process is started again by the launcher's own supervision
-(``ProcessGroup.supervise``), driven here step by step so the test can first see ``/readyz`` report
-the stage down.
+up`` runs). A thread runs the launcher's supervision twice a second, as ``wardrobe up`` does, so a
+killed (or crashed) process is started again; it pauses for the moment a test needs to see
+``/readyz`` report the stage down.
 
 To have 100 jobs in flight at the moment of the fault on a tiny model that finishes a job in
 milliseconds, the stage after the gateway is paused (SIGSTOP) while the jobs are accepted and
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,28 @@ KEY = f"faults-operator-{uuid.uuid4().hex}"
 PHOTOS = [jpeg_bytes((96, 72), seed=500 + i) for i in range(12)]
 
 
+class Supervisor(threading.Thread):
+    """``wardrobe up``'s loop: ``group.supervise()`` twice a second, unless paused."""
+
+    def __init__(self, group: launcher.ProcessGroup) -> None:
+        super().__init__(name="supervisor", daemon=True)
+        self.group, self.running, self.done = group, threading.Event(), threading.Event()
+        self.running.set()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            if self.running.is_set():
+                self.group.supervise()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.running.clear()
+        try:
+            yield
+        finally:
+            self.running.set()
+
+
 @dataclass
 class Faulty:
     url: str
@@ -55,6 +79,8 @@ class Faulty:
     postgres: ThrowawayPostgres
     http: httpx.Client
     celery: Celery
+    supervisor: Supervisor
+    redis_dir: Path
     results: dict[str, dict] = field(default_factory=dict)  # job id -> first result seen
 
     def pid(self, name: str) -> int:
@@ -91,9 +117,13 @@ def faulty(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             namespace="faults", services=("inference", "hedger", "sweeper"), model_store=data_dir / "model-store",
             bootstrap_key=KEY, extra_env={"RATE_LIMIT_PER_MINUTE": "0", "SWEEP_INTERVAL_S": "2"},
         )
+        supervisor = Supervisor(group)
+        supervisor.start()
         with httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as http:
             yield Faulty(stack.url, postgres.url, redis_url, group, postgres, http,
-                         create_celery_app(redis_url, "faults", main="faults-test"))
+                         create_celery_app(redis_url, "faults", main="faults-test"), supervisor, data_dir / "redis")
+        supervisor.done.set()
+        supervisor.join()
     except Exception:
         print("\n".join(f"----- {c.name}\n{c.tail(80)}" for c in group.children))
         raise
@@ -145,13 +175,12 @@ def wait_not_ready(fx: Faulty, what: str, timeout: float = 20.0) -> dict:
     pytest.fail(f"/readyz still ready {timeout:.0f} s after {what}\n{fx.logs()}")
 
 
-def recover(fx: Faulty, name: str | None, timeout: float = 60.0) -> None:
-    """Run the launcher's supervision until the killed child is back, then until /readyz is 200."""
+def recover(fx: Faulty, name: str | None = None, restarts: int = 0, timeout: float = 60.0) -> None:
+    """Until the supervision has started ``name`` again (more than ``restarts`` restarts) and
+    /readyz answers 200."""
     deadline = time.monotonic() + timeout
-    restarted = name is None
     while time.monotonic() < deadline:
-        restarted = restarted or name in fx.group.supervise()
-        if restarted and fx.readyz()[0] == 200:
+        if (name is None or fx.group.get(name).restarts > restarts) and fx.readyz()[0] == 200:
             return
         time.sleep(0.2)
     pytest.fail(f"not ready {timeout:.0f} s after restarting {name}: {fx.readyz()}\n{fx.logs()}")
@@ -197,58 +226,84 @@ def accepted_in_flight(fx: Faulty, paused: str) -> list[str]:
 # --- the faults ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("stage", ["inference", "hedger"])
 def test_kill_9_of_a_worker(faulty: Faulty, stage: str):
-    recover(faulty, None)
+    recover(faulty)
     ids = accepted_in_flight(faulty, stage)
-    faulty.signal(stage, signal.SIGCONT)
-    time.sleep(0.1)  # it takes its prefetch, claims and half-finishes a batch ...
-    faulty.signal(stage, signal.SIGKILL)  # ... and dies with them reserved
-    assert unfinished(faulty, ids) >= 100  # (the dead make no progress: counted at the kill)
-    checks = wait_not_ready(faulty, f"kill -9 of the {stage} worker")
-    assert checks[f"stage:{stage}"] == "no live worker", checks
-    recover(faulty, stage)
+    restarts = faulty.group.get(stage).restarts
+    with faulty.supervisor.paused():
+        faulty.signal(stage, signal.SIGCONT)
+        time.sleep(0.1)  # it takes its prefetch, claims and half-finishes a batch ...
+        faulty.signal(stage, signal.SIGKILL)  # ... and dies with them reserved
+        assert unfinished(faulty, ids) >= 100  # (the dead make no progress: counted at the kill)
+        checks = wait_not_ready(faulty, f"kill -9 of the {stage} worker")
+        assert checks[f"stage:{stage}"] == "no live worker", checks
+    recover(faulty, stage, restarts)
     all_done(faulty, ids)
 
 
 def test_kill_9_of_the_gateway(faulty: Faulty):
-    recover(faulty, None)
+    recover(faulty)
+    restarts = faulty.group.get("gateway").restarts
+    gateway_pid = faulty.pid("gateway")
+
+    def kill(_accepted: list[str] | None = None) -> bool:
+        try:
+            os.kill(gateway_pid, signal.SIGKILL)  # requests still in flight are cut off
+        except ProcessLookupError:
+            pass
+        return True
+
     faulty.signal("inference", signal.SIGSTOP)  # accepted jobs wait in the queue
     try:
-        gateway_pid = faulty.pid("gateway")
-
-        def kill(_accepted: list[str] | None = None) -> bool:
-            try:
-                os.kill(gateway_pid, signal.SIGKILL)  # requests still in flight are cut off
-            except ProcessLookupError:
-                pass
-            return True
-
-        ids = submit(faulty, IN_FLIGHT, stop_after=lambda accepted: len(accepted) >= 150 and kill())
-        kill()
-        assert len(ids) >= 100 and unfinished(faulty, ids) >= 100
-        assert wait_not_ready(faulty, "kill -9 of the gateway") == {"gateway": "unreachable: ConnectError"}
+        with faulty.supervisor.paused():
+            ids = submit(faulty, IN_FLIGHT, stop_after=lambda accepted: len(accepted) >= 150 and kill())
+            kill()
+            assert len(ids) >= 100 and unfinished(faulty, ids) >= 100
+            assert wait_not_ready(faulty, "kill -9 of the gateway") == {"gateway": "unreachable: ConnectError"}
     finally:
         faulty.signal("inference", signal.SIGCONT)
-    recover(faulty, "gateway")
+    recover(faulty, "gateway", restarts)
     # a job stored for a request cut off before its answer is not left pending either
     all_done(faulty, ids, every_row=True)
 
 
 def test_kill_9_of_redis_restarted_with_its_append_only_file(faulty: Faulty):
-    recover(faulty, None)
+    recover(faulty)
     ids = accepted_in_flight(faulty, "inference")
-    faulty.signal("inference", signal.SIGCONT)
-    time.sleep(0.1)
-    faulty.signal("redis", signal.SIGKILL)  # tasks mid-flight lose the broker for their next hop
-    assert unfinished(faulty, ids) >= 100
-    checks = wait_not_ready(faulty, "kill -9 of Redis")
-    assert checks["redis"].startswith("unreachable"), checks
-    time.sleep(3)  # down for a while: retries and chained hops fail meanwhile
-    recover(faulty, "redis")
+    restarts = faulty.group.get("redis").restarts
+    with faulty.supervisor.paused():
+        faulty.signal("inference", signal.SIGCONT)
+        time.sleep(0.1)
+        faulty.signal("redis", signal.SIGKILL)  # tasks mid-flight lose the broker for their next hop
+        assert unfinished(faulty, ids) >= 100
+        checks = wait_not_ready(faulty, "kill -9 of Redis")
+        assert checks["redis"].startswith("unreachable"), checks
+        time.sleep(3)  # down for a while: retries and chained hops fail meanwhile
+    recover(faulty, "redis", restarts)
     all_done(faulty, ids)
 
 
+def test_redis_restarted_empty_the_sweeper_sends_every_job_again(faulty: Faulty):
+    """Redis loses everything (its append-only file gone, or a Redis run without persistence): the
+    job rows are the truth, and the sweeper sends each accepted job again."""
+    recover(faulty)
+    ids = accepted_in_flight(faulty, "inference")
+    restarts = faulty.group.get("redis").restarts
+    try:
+        with faulty.supervisor.paused():
+            faulty.signal("redis", signal.SIGKILL)
+            wait_not_ready(faulty, "kill -9 of Redis")
+            for aof in faulty.redis_dir.glob("*.aof"):
+                aof.unlink()
+    finally:
+        faulty.signal("inference", signal.SIGCONT)
+    recover(faulty, "redis", restarts)
+    assert broker_backlog(faulty.celery, "inference") == 0  # every message is gone
+    all_done(faulty, ids)
+    assert {job.attempts for job in rows(faulty, ids).values()} == {2}  # each sent once more, by the sweeper
+
+
 def test_restart_of_postgresql(faulty: Faulty):
-    recover(faulty, None)
+    recover(faulty)
     ids = accepted_in_flight(faulty, "inference")
     faulty.signal("inference", signal.SIGCONT)
     time.sleep(0.1)
@@ -262,5 +317,5 @@ def test_restart_of_postgresql(faulty: Faulty):
     finally:
         faulty.postgres.start()
     faulty.postgres.wait_ready()
-    recover(faulty, None)
+    recover(faulty)
     all_done(faulty, ids)
