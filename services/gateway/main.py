@@ -13,6 +13,7 @@ from services.gateway.api.main import api_router
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import error_body, install_error_handlers
 from services.gateway.startup import lifespan
+from shared.photos import return_freed_bitmaps_to_the_os
 
 
 class BodySizeLimit:
@@ -57,6 +58,7 @@ MULTIPART_OVERHEAD = 64 * 1024  # form boundaries, headers and the accuracy fiel
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
+    return_freed_bitmaps_to_the_os()  # uploads are validated in a thread pool (shared.photos)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = FastAPI(
         title="Wardrobe",

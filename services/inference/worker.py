@@ -12,8 +12,10 @@ from celery.signals import worker_ready
 from services.inference.config import get_settings
 from shared.celery_app import create_celery_app
 from shared.heartbeat import install_heartbeat
+from shared.photos import return_freed_bitmaps_to_the_os
 
 settings = get_settings()
+return_freed_bitmaps_to_the_os()  # 16 task threads decode photos: no heap arena may hoard a bitmap
 app = create_celery_app(settings.redis_url, settings.redis_namespace, main="inference", queue="inference",
                         log_level=settings.log_level)
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "inference")
