@@ -120,6 +120,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if version is None:
         log.warning("migrated, but no model in %s: classifications answer 503 until one is registered",
                     settings.model_dir)
+    if settings.wardrobe_bootstrap_key:  # a known operator key for scripts (never drawn here: no log holds it)
+        from shared.api_keys import ensure_bootstrap_key
+        from shared.db import session_scope
+
+        with session_scope(settings.resolved_database_url) as session:
+            if ensure_bootstrap_key(session, settings.wardrobe_bootstrap_key) is not None:
+                log.info("created the operator key given by WARDROBE_BOOTSTRAP_KEY")
     return 0
 
 

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 def wardrobe(*args: str, **env: str | Path) -> subprocess.CompletedProcess[str]:
     """``wardrobe ARGS`` as a child process, with only the given Wardrobe variables set."""
     base = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "MODEL_DIR",
-                                                              "REDIS_NAMESPACE", "DATA_DIR", "DB_WAIT_ATTEMPTS")}
+                                                              "REDIS_NAMESPACE", "DATA_DIR", "DB_WAIT_ATTEMPTS",
+                                                              "WARDROBE_BOOTSTRAP_KEY")}
     base["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), base.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=120, env={**base, **{k: str(v) for k, v in env.items()}})
@@ -45,6 +46,20 @@ def test_migrate_creates_the_tables_and_activates_the_bundled_model(database_url
         assert registry.active_version(session).version == "tiny-1"
     again = wardrobe("migrate", DATABASE_URL=database_url, MODEL_DIR=model_dir, DATA_DIR=tmp_path)
     assert again.returncode == 0, again.stderr  # idempotent: a Job may run it again
+
+
+def test_migrate_creates_the_operator_key_given_by_wardrobe_bootstrap_key(database_url: str, model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    from shared import api_keys
+
+    out = wardrobe("migrate", DATABASE_URL=database_url, MODEL_DIR=model_dir, DATA_DIR=tmp_path,
+                   WARDROBE_BOOTSTRAP_KEY="compose-operator-key")
+    assert out.returncode == 0, out.stderr
+    assert "compose-operator-key" not in out.stderr + out.stdout  # never logged
+    with session_scope(database_url) as session:
+        assert api_keys.resolve(session, "compose-operator-key").role.value == "operator"
+    assert wardrobe("migrate", DATABASE_URL=database_url, MODEL_DIR=model_dir, DATA_DIR=tmp_path,
+                    WARDROBE_BOOTSTRAP_KEY="compose-operator-key").returncode == 0  # idempotent
 
 
 def test_migrate_waits_for_the_database_with_logged_retries_then_fails(tmp_path: Path) -> None:
