@@ -12,8 +12,8 @@ measures, in this order and in the same run:
    jobs (``GET`` without ``accuracy``: authentication, the job row and the answer, no hedging),
    the baseline that says what the re-hedge itself adds;
 2. new-classification latency, unloaded: ``--classifications`` sequential ``POST …?wait=30``;
-3. the same while ``--concurrency`` (64) clients re-hedge back to back from another process
-   (their throughput and latency are reported too);
+3. the same while ``--concurrency`` (64) clients re-hedge from another process, back to back or
+   at ``--rate`` per second together (their throughput and latency are reported too);
 4. new-classification latency unloaded again (drift check: the machine may be shared).
 
 Targets (issue [K]): re-hedge p50 ≤ 5 ms at low load; new-classification p50 under the re-hedge
@@ -84,28 +84,36 @@ def _client(url: str, key: str, connections: int):  # noqa: ANN202
     return httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers={"Authorization": f"Bearer {key}"})
 
 
-def rehedge_crowd(url: str, key: str, job_ids: list[str], concurrency: int, start, stop, out) -> None:  # noqa: ANN001
-    """Another process: ``concurrency`` clients re-hedging back to back until ``stop`` is set."""
+def rehedge_crowd(url: str, key: str, job_ids: list[str], concurrency: int, rate: float | None,  # noqa: ANN001
+                  start, stop, out) -> None:
+    """Another process: ``concurrency`` clients re-hedging until ``stop`` is set, back to back, or
+    with ``rate`` together ``rate`` per second (a client that falls behind goes back to back)."""
 
     async def main() -> dict:
-        latencies, failures = [], 0
+        latencies, failures, served = [], 0, 0
         async with _client(url, key, concurrency) as client:
+            t_start = time.perf_counter()
+
             async def worker(w: int) -> None:
-                nonlocal failures
+                nonlocal failures, served
                 i = w
                 while not stop.is_set():
+                    if rate:
+                        await asyncio.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
                     dt = await rehedge_once(client, job_ids[i % len(job_ids)], i)
+                    i += concurrency
                     if dt is None:
                         failures += 1
-                    elif start.is_set():
+                        continue
+                    served += 1
+                    if start.is_set():
                         latencies.append(dt)
-                    i += concurrency
 
             t0 = time.perf_counter()
             await asyncio.gather(*(worker(w) for w in range(concurrency)))
             wall = time.perf_counter() - t0
-        return {"concurrency": concurrency, "failures": failures, "latency": summary(latencies),
-                "per_s": len(latencies) / max(wall, 1e-9)}
+        return {"concurrency": concurrency, "rate_per_s": rate, "failures": failures, "latency": summary(latencies),
+                "per_s": served / max(wall, 1e-9)}
 
     out.put(asyncio.run(main()))
 
@@ -135,7 +143,8 @@ async def measure(url: str, key: str, photos: list[bytes], args: argparse.Namesp
 
         ctx = mp.get_context("spawn")
         start, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
-        crowd = ctx.Process(target=rehedge_crowd, args=(url, key, job_ids, args.concurrency, start, stop, out))
+        crowd = ctx.Process(target=rehedge_crowd,
+                            args=(url, key, job_ids, args.concurrency, args.rate, start, stop, out))
         crowd.start()
         await asyncio.sleep(args.ramp_s)  # the crowd is up and re-hedging
         start.set()
@@ -160,6 +169,9 @@ def main() -> int:
     ap.add_argument("--low-load", type=int, default=300, help="sequential re-hedges")
     ap.add_argument("--classifications", type=int, default=60, help="sequential classifications per phase")
     ap.add_argument("-c", "--concurrency", type=int, default=64, help="re-hedging clients in phase 3")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="re-hedges per second of the crowd together (default: back to back, as fast as served); "
+                    "the issue's measurement had 126/s")
     ap.add_argument("--ramp-s", type=float, default=2.0)
     ap.add_argument("--model-dir", type=Path, default=None, help="model registry dir (default: settings)")
     ap.add_argument("--json", type=Path, help="write the results here")
