@@ -10,3 +10,6 @@ ACCEPT_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 REHEDGES = Counter("wardrobe_rehedges_total", "Re-hedge requests by outcome.", ["outcome"])
+AUTH_REFUSALS = Counter(
+    "wardrobe_auth_refusals_total", "Requests refused by the access check, by reason.", ["reason"]
+)  # no_key, unknown_key (forged or revoked), forbidden (role), rate_limited

@@ -90,7 +90,9 @@ def test_openapi_documents_the_classification_routes(client):
 
 
 def test_metrics_are_exposed_to_operators_only(client, keys):
-    r = client.get("/metrics", headers=keys.headers("operator"))
-    assert r.status_code == 200 and "wardrobe_classifications_total" in r.text
     assert client.get("/metrics").status_code == 403  # the client key
     assert client.get("/metrics", headers={"Authorization": ""}).status_code == 401
+    r = client.get("/metrics", headers=keys.headers("operator"))
+    assert r.status_code == 200 and "wardrobe_classifications_total" in r.text
+    assert 'wardrobe_auth_refusals_total{reason="forbidden"}' in r.text
+    assert 'wardrobe_auth_refusals_total{reason="no_key"}' in r.text

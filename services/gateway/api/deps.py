@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.config import GatewaySettings
+from services.gateway.metrics import AUTH_REFUSALS
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from services.gateway.ratelimit import RateLimiter
@@ -93,14 +94,17 @@ async def get_caller(
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
+        AUTH_REFUSALS.labels(reason="no_key").inc()
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
     caller = await get_database(request).run(api_keys.resolve, token)
     if caller is None:
+        AUTH_REFUSALS.labels(reason="unknown_key").inc()
         raise Unauthenticated("the API key is unknown or revoked")
     settings = get_settings(request)
     limit = settings.rate_limit_per_minute if caller.rate_limit_per_minute is None else caller.rate_limit_per_minute
     retry_after = await get_rate_limiter(request).hit(caller.id, limit)
     if retry_after is not None:
+        AUTH_REFUSALS.labels(reason="rate_limited").inc()
         raise RateLimited(f"key {caller.id} is over its limit of {limit} requests per minute; "
                           f"retry in {retry_after} s", retry_after_s=retry_after)
     request.state.caller = caller  # for the access log
@@ -114,6 +118,7 @@ def require_role(role: Role) -> Callable[..., Caller]:
         if not caller.may(role):
             from services.gateway.errors import Forbidden
 
+            AUTH_REFUSALS.labels(reason="forbidden").inc()
             raise Forbidden(f"this needs the {role.value} role; the key's role is {caller.role.value}")
         return caller
 
