@@ -41,6 +41,9 @@ class ModelCard(BaseModel):
     classes: list[str]  # leaf dotted names, in output order
     taxonomy_version: str
     taxonomy_digest: str
+    # the taxonomy file's content the model was trained with: a version keeps answering (and its
+    # stored answers keep rendering) after a leaf is added to shared/taxonomy.yaml
+    taxonomy: dict[str, Any] | None = None
     onnx_file: str = ONNX_FILENAME
     onnx_input: str = INPUT_NAME  # the tensor names of shared.model_contract
     onnx_output: str = OUTPUT_NAME

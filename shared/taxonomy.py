@@ -52,6 +52,7 @@ class Taxonomy:
         self.source = source
         if not isinstance(raw, dict) or "root" not in raw:
             raise TaxonomyError(f"{source}: expected a mapping with a 'root' node")
+        self.raw = raw  # as loaded: model cards carry it (ModelCard.taxonomy)
         self.version: str = str(raw.get("version", "unversioned"))
         self.ignored_labels: tuple[str, ...] = tuple(raw.get("ignored_labels", []))
         self.nodes: dict[str, Node] = {}

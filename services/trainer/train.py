@@ -261,12 +261,14 @@ class FineTuner:
 def train(
     data_dir: Path, out_root: Path, taxonomy: Taxonomy, recipe: Recipe | None = None,
     split_file: Path | None = None, on_error: str = "skip", version: str | None = None,
-    max_photos: int | None = None, exclude: set[str] | None = None,
+    max_photos: int | None = None, exclude: set[str] | None = None, extra_train: list[Sample] | None = None,
 ) -> TrainResult:
     """Train a model version into ``out_root/<version>/`` and return its card.
 
     ``exclude``: image ids left out of the training split only (photos flagged as mislabelled
     by ``wardrobe find-label-issues``); validation, calibration and test are never touched.
+    ``extra_train``: photos added to the training split only (feedback photos, ``refit.full_retrain``);
+    one that validation, calibration or test also holds is left out.
     ``max_photos`` caps each split (for smoke tests); never set for a real model.
     """
     recipe = recipe or Recipe()
@@ -296,6 +298,11 @@ def train(
         excluded = len(parts["train"]) - len(kept)
         parts["train"] = kept
         log.info("left %d flagged photos out of the training split", excluded)
+    if extra_train:
+        held = {s.path.resolve() for name in ("val", "cal", "test") for s in parts.get(name, [])}
+        added = [s for s in extra_train if s.path.resolve() not in held]
+        parts["train"] = parts["train"] + added
+        log.info("added %d feedback photos to the training split", len(added))
     for name in ("train", "val", "cal"):
         assert parts[name], f"split '{name}' has no labelled photos; the dataset is too small"
     counts = {name: len(v) for name, v in parts.items()}
@@ -339,6 +346,7 @@ def train(
         classes=classes,
         taxonomy_version=taxonomy.version,
         taxonomy_digest=taxonomy.digest,
+        taxonomy=taxonomy.raw,
         temperature=temperature,
         calibration=hedger_calibration,
         data={"dir": str(data_dir), "split_file": str(split_file), "photos_per_split": counts,

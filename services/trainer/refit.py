@@ -1,0 +1,270 @@
+"""Learning from feedback: the photos people confirmed or corrected join the training photos.
+
+Two modes (issue [D]):
+
+* ``quick_refit``: the ``quick`` recipe preset: only the last block and the head are trained, on
+  front activations cached on disk (``feature_store``) for the training photos and every
+  feedback photo, so a refit costs only the fine-tuning. The front is the pretrained one, the same
+  in every quick version, so nothing is warm-started from the active version: a refit is the quick
+  recipe run again on more data (reproducible; a bad version cannot poison the next one).
+* ``full_retrain``: the model recipe (``train.train``) with the feedback photos added to the
+  training split.
+
+Either way the result is a candidate version directory (ONNX + card, temperature fitted on the
+validation split, the hedger's λ tables on the calibration split), not yet registered: the
+promotion gate (``gate.py``) decides.
+
+Which feedback teaches what (``feedback_label``): a verdict names a node that contains the truth:
+the answered node when the answer was confirmed, the named node when it was corrected. Only a
+*leaf* is a training label. An inner node ("at least a top") does not say which class, so it is
+skipped (and counted in the card): guessing a leaf would teach wrong labels, and a partial-label
+loss for a handful of photos is not worth a second loss function. A hedged answer confirmed as
+right is usually an inner node, so most confirmations of hedged answers are skipped too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.trainer import plots
+from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
+from services.trainer.data import Sample, load_dataset, load_or_create_split
+from services.trainer.export import export_model
+from services.trainer.feature_store import FeatureStore, PhotoRef
+from services.trainer.model import GarmentNet
+from services.trainer.recipe import Recipe
+from services.trainer.train import FineTuner, TrainResult, calibrate_hedger, eval_logits, load_photo, train
+from shared.model_card import ModelCard, PreprocessConfig
+from shared.taxonomy import Taxonomy
+
+__all__ = ["LabelledPhoto", "FeedbackItem", "RefitResult", "Progress", "feedback_label", "feedback_photos",
+           "dataset_parts", "quick_refit", "full_retrain", "RefitError"]
+
+log = logging.getLogger(__name__)
+
+# progress(stage, fraction of that stage done); it may raise to cancel the job
+Progress = Callable[[str, float], None]
+
+
+class RefitError(ValueError):
+    """A refit request that cannot make a sensible model (no photos, unknown class...)."""
+
+
+@dataclass(frozen=True)
+class LabelledPhoto:
+    """A photo with the leaf it shows and the person it comes from (sender or feedback caller)."""
+
+    photo: PhotoRef
+    leaf: str
+    person: str
+    source: str = "dataset"  # "dataset" | "feedback"
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One current verdict, as the learning code needs it (the runner builds these from rows)."""
+
+    photo: PhotoRef
+    person: str  # who gave the verdict: feedback is held back by person
+    answer_node: str  # what the classification answered
+    correct: bool  # True: the answer was right; False: ``node`` is the right one
+    node: str | None = None
+
+
+@dataclass
+class RefitResult:
+    model_dir: Path
+    card: ModelCard
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+def feedback_label(item: FeedbackItem, taxonomy: Taxonomy) -> str | None:
+    """The leaf a verdict teaches, or None when it only says "somewhere under an inner node"."""
+    node = item.answer_node if item.correct else item.node
+    if node is None or node not in taxonomy.nodes:
+        raise RefitError(f"feedback names node {node!r}, which is not in taxonomy {taxonomy.version}")
+    return node if taxonomy.nodes[node].is_leaf else None
+
+
+def feedback_photos(items: Sequence[FeedbackItem], taxonomy: Taxonomy) -> tuple[list[LabelledPhoto], int]:
+    """Leaf-labelled feedback photos (one per photo: the last verdict wins) and the number of
+    verdicts skipped because they name an inner node."""
+    by_photo: dict[str, LabelledPhoto] = {}
+    skipped = 0
+    for item in items:
+        leaf = feedback_label(item, taxonomy)
+        if leaf is None:
+            skipped += 1
+            continue
+        by_photo[item.photo.sha256] = LabelledPhoto(item.photo, leaf, item.person, "feedback")
+    return list(by_photo.values()), skipped
+
+
+def dataset_parts(data_dir: Path, taxonomy: Taxonomy, split_file: Path) -> dict[str, list[LabelledPhoto]]:
+    """The dataset's labelled photos per split (train/val/cal/test), split by sender as stored.
+
+    Images are not re-verified here (the feature store decodes each one once and caches it)."""
+    dataset = load_dataset(data_dir, taxonomy, on_error="skip", verify_images=False)
+    split = load_or_create_split(dataset.samples, Path(split_file))
+    by_id = {s.image_id: s for s in dataset.classified}
+    return {name: [LabelledPhoto(PhotoRef.of(by_id[i].path), by_id[i].leaf, by_id[i].sender)
+                   for i in ids if i in by_id] for name, ids in split.items()}
+
+
+def _without_eval_photos(train: list[LabelledPhoto], parts: dict[str, list[LabelledPhoto]]) -> list[LabelledPhoto]:
+    """Feedback on a photo that validation, calibration or test also use must not train on it."""
+    held = {p.photo.sha256 for name in ("val", "cal", "test") for p in parts.get(name, [])}
+    seen: set[str] = set()
+    kept = []
+    for p in reversed(train):  # feedback comes last: its label wins over the dataset's
+        if p.photo.sha256 not in held and p.photo.sha256 not in seen:
+            kept.append(p)
+            seen.add(p.photo.sha256)
+    return kept[::-1]
+
+
+def quick_refit(
+    parts: dict[str, list[LabelledPhoto]], feedback: Sequence[LabelledPhoto], taxonomy: Taxonomy,
+    out_root: Path, version: str, cache_dir: Path, recipe: Recipe | None = None,
+    progress: Progress | None = None,
+) -> RefitResult:
+    """Train the quick recipe on ``parts["train"]`` + ``feedback`` from cached front activations
+    and write the candidate ``out_root/<version>/`` (ONNX, card, training curves)."""
+    recipe = recipe or Recipe.from_overrides({}, preset="quick")
+    assert recipe.fine_tune == "back", "the quick refit trains on cached front activations"
+    start = time.time()
+    stages: dict[str, float] = {}
+    report = progress or (lambda stage, fraction: None)
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    classes = taxonomy.leaves
+    index = {leaf: i for i, leaf in enumerate(classes)}
+    unknown = {p.leaf for p in [*parts.get("train", []), *feedback] if p.leaf not in index}
+    if unknown:
+        raise RefitError(f"labels {sorted(unknown)} are not leaves of taxonomy {taxonomy.version}")
+    train_photos = _without_eval_photos([*parts["train"], *feedback], parts)
+    for name, photos in (("train", train_photos), ("val", parts.get("val")), ("cal", parts.get("cal"))):
+        if not photos:
+            raise RefitError(f"no labelled photos for '{name}': a refit needs training, validation "
+                             "and calibration photos")
+    model_dir = Path(out_root) / version
+    model_dir.mkdir(parents=True, exist_ok=True)
+    cfg = PreprocessConfig(input_size=recipe.input_size, resize_size=recipe.resize_size)
+
+    # 1. front activations (from the cache; only new photos pay for the front) ------------
+    net = GarmentNet(recipe.architecture, len(classes), recipe.input_size, recipe.split_block,
+                     dropout=recipe.dropout, drop_connect=recipe.drop_connect)
+    net.freeze_front()
+    store = FeatureStore(cache_dir, net, recipe, cfg)
+    n_feedback = sum(p.source == "feedback" for p in train_photos)
+    train_acts = store.augmented([p.photo for p in train_photos], recipe.views,
+                                 lambda f: report("features", 0.8 * f))
+    val_acts = store.plain([p.photo for p in parts["val"]])
+    cal_acts = store.plain([p.photo for p in parts["cal"]], lambda f: report("features", 0.8 + 0.2 * f))
+    y_photo = np.array([index[p.leaf] for p in train_photos], dtype=np.int64)
+    y_val = np.array([index[p.leaf] for p in parts["val"]], dtype=np.int64)
+    y_cal = np.array([index[p.leaf] for p in parts["cal"]], dtype=np.int64)
+    # (N, V, C, h, w) → (N·V, C, h, w): every view of every photo is one training example
+    x_train = train_acts.reshape(-1, *train_acts.shape[2:])
+    y_train = np.repeat(y_photo, recipe.views)
+    stages["features"] = time.time() - start
+    log.info("features for %d training photos (%d from feedback) ready in %.1f s (%d computed)",
+             len(train_photos), n_feedback, stages["features"], store.computed)
+
+    # 2. fine-tune the last block(s) and the head ---------------------------------------------
+    t = time.time()
+    device = torch.device("cpu")
+    steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)
+    tuner = FineTuner(
+        net, net.forward_from_front,
+        [{"params": list(net.back.parameters()), "lr": recipe.lr},
+         {"params": list(net.fc.parameters()), "lr": recipe.lr * recipe.head_lr_mult}],
+        recipe, y_photo, steps_per_epoch,
+        lambda: eval_logits(net, net.forward_from_front, val_acts, device), y_val,
+        lambda epoch, history: None, device, start)
+
+    def batches(epoch: int):
+        order = tuner.rng.permutation(len(x_train))
+        for b in range(steps_per_epoch):
+            report("fine-tune", (epoch * steps_per_epoch + b) / (recipe.epochs * steps_per_epoch))
+            idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
+            yield torch.from_numpy(x_train[idx]), torch.from_numpy(y_train[idx])
+
+    history = tuner.run(batches)
+    stages["fine_tune"] = time.time() - t
+
+    # 3. temperature (validation) and the hedger's λ tables (calibration split) ----------------
+    t = time.time()
+    report("calibrate", 0.0)
+    val_logits = eval_logits(net, net.forward_from_front, val_acts, device)
+    temperature = fit_temperature(val_logits, y_val)
+    ece_before, _ = expected_calibration_error(softmax(val_logits), y_val)
+    ece_after, _ = expected_calibration_error(softmax(val_logits, temperature), y_val)
+    cal_probs = softmax(eval_logits(net, net.forward_from_front, cal_acts, device), temperature)
+    calibration = calibrate_hedger(cal_probs, y_cal, taxonomy, y_photo)
+    stages["calibrate"] = time.time() - t
+
+    # 4. export (checked against PyTorch on real photos) and the card --------------------------
+    t = time.time()
+    report("export", 0.0)
+    net.eval()
+    parity = [load_photo(p.photo.path) for p in parts["val"][:8]]
+    export_info = export_model(net, temperature, cfg, model_dir, parity, threads=recipe.threads, tta=recipe.tta)
+    plots.training_curves(history, model_dir / "training_curves.png")
+    stages["export"] = time.time() - t
+    seconds = time.time() - start
+    card = ModelCard(
+        version=version,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        architecture=recipe.architecture,
+        preprocess=cfg,
+        classes=classes,
+        taxonomy_version=taxonomy.version,
+        taxonomy_digest=taxonomy.digest,
+        taxonomy=taxonomy.raw,
+        temperature=temperature,
+        calibration=calibration,
+        data={"mode": "quick", "feature_cache": store.key,
+              "photos_per_split": {"train": len(train_photos), "val": len(parts["val"]), "cal": len(parts["cal"]),
+                                   "test": len(parts.get("test", []))},
+              "feedback_photos": n_feedback},
+        recipe=recipe.to_dict(),
+        metrics={"history": history, "val_ece_before": ece_before, "val_ece_after": ece_after,
+                 "train_seconds": seconds, "refit_stage_seconds": stages, "train_device": "cpu",
+                 "features_computed": store.computed, **export_info["metrics"]},
+        hashes=export_info["hashes"],
+    )
+    card.save(model_dir)
+    report("done", 1.0)
+    log.info("quick refit %s in %.1f s (features %.1f, fine-tune %.1f, calibrate %.1f, export %.1f)",
+             version, seconds, stages["features"], stages["fine_tune"], stages["calibrate"], stages["export"])
+    return RefitResult(model_dir, card, seconds, stages)
+
+
+def full_retrain(
+    data_dir: Path, feedback: Sequence[LabelledPhoto], taxonomy: Taxonomy, out_root: Path, version: str,
+    split_file: Path, recipe: Recipe | None = None,
+) -> TrainResult:
+    """The model recipe with the feedback photos added to the training split (a new leaf in the
+    taxonomy gets its photos from here and the head grows with ``taxonomy.leaves``)."""
+    unknown = {p.leaf for p in feedback if p.leaf not in taxonomy.leaves}
+    if unknown:
+        raise RefitError(f"labels {sorted(unknown)} are not leaves of taxonomy {taxonomy.version}")
+    extra = [Sample(image_id=f"feedback-{p.photo.sha256[:16]}", path=p.photo.path, sender=p.person,
+                    label=p.leaf, leaf=p.leaf) for p in feedback]
+    result = train(Path(data_dir), Path(out_root), taxonomy, recipe, split_file=split_file, version=version,
+                   extra_train=extra)
+    result.card.data["mode"] = "full"
+    result.card.data["feedback_photos"] = len(extra)
+    result.card.save(result.model_dir)
+    return result
