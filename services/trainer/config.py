@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from shared.config import CommonSettings
+from shared.config import BUNDLED_MODELS_DIR, CommonSettings
 from shared.schemas import TrainingMode
 
 
@@ -25,6 +25,18 @@ class TrainerSettings(CommonSettings):
     sweep_interval_s: float = Field(30.0, gt=0, description="Celery beat runs the dead-job sweep this often.")
     slot_retry_s: float = Field(5.0, gt=0, description="A job waiting for the running one re-checks this often.")
     gate_tolerance: float = Field(0.01, ge=0, le=0.5, description="Top-1 a candidate may lose and still be promoted.")
+    # --- learning from feedback (refit.py, gate.py, recalibrate.py) -----------------------------
+    split_file: Path = Field(BUNDLED_MODELS_DIR / "split.json",
+                             description="The dataset's sender split (train/val/cal/test) every refit and the gate use.")
+    gate_eval_split: str = Field("test", pattern="^(train|val|cal|test)$",
+                                 description="The fixed sender-disjoint split the gate scores candidates on.")
+    feedback_holdout_share: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Share of feedback people (by a hash of the caller) held back for the gate.")
+    gate_min_feedback: int = Field(
+        30, ge=1, description="Held-back feedback photos below which that set is reported but not decisive.")
+    recalibration_min_photos: int = Field(
+        100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
+    cache_dir: Path | None = Field(None, description="Cached front activations and probabilities; data_dir/cache if unset.")
     # --- automatic trigger (off by default) -------------------------------------------------
     auto_retrain_after_feedback: int | None = Field(
         None, gt=0, description="Enqueue a retrain once this many feedback items arrived since the last job."
@@ -32,6 +44,10 @@ class TrainerSettings(CommonSettings):
     auto_retrain_every_s: float | None = Field(None, gt=0, description="Enqueue a retrain on this schedule.")
     auto_retrain_mode: TrainingMode = Field("quick", description="Mode of automatic jobs.")
     auto_check_interval_s: float = Field(60.0, gt=0, description="How often beat checks the automatic trigger.")
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
 
     @property
     def resolved_work_dir(self) -> Path:

@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 # mode name -> "module:function" taking a JobContext and returning a JobOutcome
 MODES: dict[str, str] = {
-    "full": "services.trainer.jobs_runner:run_full",
-    "quick": "services.trainer.quick:run_quick",
+    "full": "services.trainer.modes:run_full",  # d2: the recipe with the feedback photos added
+    "quick": "services.trainer.modes:run_quick",
     "recalibrate": "services.trainer.recalibrate:run_recalibrate",
 }
 # "module:function" (ctx, candidate_dir) -> GateDecision

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.trainer import plots
+from services.trainer.evaluation import plots
 from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
 from services.trainer.data import Sample, load_dataset, load_or_create_split
 from services.trainer.export import export_model
@@ -76,8 +76,8 @@ class FeedbackItem:
     photo: PhotoRef
     person: str  # who gave the verdict: feedback is held back by person
     answer_node: str  # what the classification answered
-    correct: bool  # True: the answer was right; False: ``node`` is the right one
-    node: str | None = None
+    correct: bool  # True: the answer was right
+    node: str | None = None  # the true node per the caller ("at least this"); the answer's if unset
 
 
 @dataclass
@@ -90,7 +90,7 @@ class RefitResult:
 
 def feedback_label(item: FeedbackItem, taxonomy: Taxonomy) -> str | None:
     """The leaf a verdict teaches, or None when it only says "somewhere under an inner node"."""
-    node = item.answer_node if item.correct else item.node
+    node = item.node or (item.answer_node if item.correct else None)
     if node is None or node not in taxonomy.nodes:
         raise RefitError(f"feedback names node {node!r}, which is not in taxonomy {taxonomy.version}")
     return node if taxonomy.nodes[node].is_leaf else None

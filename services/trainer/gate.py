@@ -1,0 +1,180 @@
+"""The promotion gate: a candidate version against the active one, on the same photos, as served.
+
+Two sets, both disjoint from what the candidate learned from, by person:
+
+* ``eval``: a fixed sender-disjoint split of the dataset (``gate_eval_split`` of the split file;
+  the test split by default), so every candidate is judged on the same photos;
+* ``feedback``: the leaf-labelled feedback of the held-back people (``feedback_data``), the
+  population being served. Below ``gate_min_feedback`` photos it is reported but not decisive.
+
+Each model is run from its ONNX file (ONNX Runtime, the shared preprocessing), hedged with its own
+card (taxonomy and λ tables), and scored on top-1 and on the hedged promise: the *shortfall*, the
+largest amount by which realised hedged accuracy falls below a target (0.8 … 0.99). The candidate
+is promoted when, on every decisive set, its top-1 is not lower than the active version's by more
+than the tolerance and its shortfall not higher by more than the tolerance. A recalibration has
+the same ONNX file as the active version, so its top-1 ties and the shortfall decides.
+
+Answers are judged by name (the answered node is the true leaf or one of its ancestors), so a
+candidate with a new leaf and an active version without it are compared on the same photos.
+Probabilities are cached on disk per (ONNX file hash, photo): the active version is run once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from services.trainer.evaluation.evaluate import ModelRunner
+from services.trainer.feature_store import FeatureStore, PhotoRef
+from services.trainer.refit import LabelledPhoto, dataset_parts, feedback_photos
+from services.trainer.train import load_photo
+from shared.hedging.hedging import Hedger
+from shared.model_card import ModelCard, sha256_file
+from shared.schemas import GateDecision
+from shared.taxonomy import Taxonomy, load_taxonomy
+
+__all__ = ["GATE_TARGETS", "ProbabilityCache", "card_taxonomy", "score", "compare", "gate_sets", "decide"]
+
+log = logging.getLogger(__name__)
+
+GATE_TARGETS = (0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def card_taxonomy(card: ModelCard, fallback: Taxonomy | None = None) -> Taxonomy:
+    """The taxonomy a version was trained with (its card's copy; older cards: the current file,
+    which must then be the same tree)."""
+    if card.taxonomy:
+        return Taxonomy(card.taxonomy, source=f"card of {card.version}")
+    taxonomy = fallback or load_taxonomy()
+    if taxonomy.digest != card.taxonomy_digest:
+        raise ValueError(f"model {card.version} was trained on taxonomy {card.taxonomy_digest}, its card does "
+                         f"not carry it, and the current one is {taxonomy.digest}")
+    return taxonomy
+
+
+class ProbabilityCache:
+    """Served probabilities per (ONNX file, photo), on disk: ``<root>/<onnx sha[:16]>/…``."""
+
+    def __init__(self, root: Path, threads: int = 2) -> None:
+        self.root, self.threads = Path(root), threads
+
+    def probabilities(self, model_dir: Path, photos: Sequence[PhotoRef]) -> np.ndarray:
+        card = ModelCard.load(model_dir)
+        onnx_hash = card.hashes.get(card.onnx_file) or sha256_file(Path(model_dir) / card.onnx_file)
+        store_dir = self.root / onnx_hash[:16]
+        out: list[np.ndarray | None] = []
+        missing = []
+        for i, ref in enumerate(photos):
+            path = store_dir / ref.sha256[:2] / f"{ref.sha256}.npy"
+            out.append(np.load(path) if path.is_file() else None)
+            if out[-1] is None:
+                missing.append(i)
+        if missing:
+            log.info("scoring %d photos with %s", len(missing), card.version)
+            runner = ModelRunner(Path(model_dir), threads=self.threads)
+            for start in range(0, len(missing), 64):
+                chunk = missing[start:start + 64]
+                probs = runner.probabilities([load_photo(photos[i].path) for i in chunk])
+                for i, p in zip(chunk, probs):
+                    FeatureStore._save(store_dir / photos[i].sha256[:2] / f"{photos[i].sha256}.npy", p)
+                    out[i] = p
+        return np.stack(out) if out else np.zeros((0, len(card.classes)), np.float32)  # type: ignore[arg-type]
+
+
+def _covers(node: str, leaf: str) -> bool:
+    return node == "" or node == leaf or leaf.startswith(node + ".")
+
+
+def score(model_dir: Path, photos: Sequence[LabelledPhoto], cache: ProbabilityCache,
+          targets: Sequence[float] = GATE_TARGETS) -> dict:
+    """Top-1 and hedged realised accuracy (its own card's hedging) of one version on ``photos``."""
+    card = ModelCard.load(model_dir)
+    if not photos:
+        return {"n": 0}
+    probs = cache.probabilities(model_dir, [p.photo for p in photos])
+    truth = [p.leaf for p in photos]
+    top1 = float(np.mean([card.classes[k] == leaf for k, leaf in zip(probs.argmax(1), truth)]))
+    result = {"n": len(photos), "top1": top1}
+    if card.calibration:
+        taxonomy = card_taxonomy(card)
+        hedger = Hedger(taxonomy, card.calibration)
+        names = taxonomy.node_names
+        realised, gain = {}, {}
+        for t in targets:
+            nodes = hedger.choose_batch(probs, t)
+            realised[str(t)] = float(np.mean([_covers(names[v], leaf) for v, leaf in zip(nodes, truth)]))
+            gain[str(t)] = float(hedger.rewards[nodes].mean())
+        result["hedged"] = realised
+        result["info_gain"] = gain
+        result["shortfall"] = max(0.0, max(t - realised[str(t)] for t in targets))
+    return result
+
+
+def compare(candidate: dict[str, dict], active: dict[str, dict], tolerance: float,
+            decisive: Sequence[str]) -> tuple[bool, str]:
+    """(promote, reason) from both versions' scores on the same sets."""
+    problems, notes = [], []
+    for name in decisive:
+        c, a = candidate[name], active[name]
+        if c.get("n", 0) == 0:
+            continue
+        if c["top1"] < a["top1"] - tolerance:
+            problems.append(f"top-1 on {name} {c['top1']:.3f} < active {a['top1']:.3f} − {tolerance:.3f}")
+        else:
+            notes.append(f"top-1 on {name} {c['top1']:.3f} vs {a['top1']:.3f}")
+        if "shortfall" in c and "shortfall" in a:
+            if c["shortfall"] > a["shortfall"] + tolerance:
+                problems.append(f"hedged shortfall on {name} {c['shortfall']:.3f} > active {a['shortfall']:.3f} "
+                                f"+ {tolerance:.3f}")
+            else:
+                notes.append(f"hedged shortfall on {name} {c['shortfall']:.3f} vs {a['shortfall']:.3f}")
+    if problems:
+        return False, "worse than the active version: " + "; ".join(problems)
+    return True, f"not worse than the active version beyond {tolerance:.3f}: " + "; ".join(notes)
+
+
+def gate_sets(data_dir: Path | None, split_file: Path, eval_split: str, feedback: Sequence[LabelledPhoto],
+              taxonomy: Taxonomy) -> dict[str, list[LabelledPhoto]]:
+    """The fixed evaluation split and the held-back people's feedback photos."""
+    eval_photos = dataset_parts(Path(data_dir), taxonomy, split_file)[eval_split] if data_dir else []
+    return {"eval": eval_photos, "feedback": list(feedback)}
+
+
+def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, list[LabelledPhoto]],
+          cache: ProbabilityCache, tolerance: float, min_feedback: int) -> GateDecision:
+    """Score both versions on ``sets`` and decide."""
+    if active is None:
+        return GateDecision(promote=True, reason="no version is active: the candidate is the only one",
+                            tolerance=tolerance)
+    active_version, active_dir = active
+    decisive = [name for name, photos in sets.items()
+                if photos and (name != "feedback" or len(photos) >= min_feedback)]
+    if not decisive:
+        return GateDecision(promote=False, reason="nothing to judge the candidate on (no evaluation photos and "
+                            f"fewer than {min_feedback} held-back feedback photos)", active_version=active_version,
+                            tolerance=tolerance)
+    cand = {name: score(candidate_dir, photos, cache) for name, photos in sets.items()}
+    act = {name: score(active_dir, photos, cache) for name, photos in sets.items()}
+    promote, reason = compare(cand, act, tolerance, decisive)
+    undecisive = [n for n in sets if n not in decisive and sets[n]]
+    if undecisive:
+        reason += f" (reported, not decisive: {', '.join(undecisive)}: fewer than {min_feedback} photos)"
+    return GateDecision(promote=promote, reason=reason, candidate=cand, active=act, active_version=active_version,
+                        tolerance=tolerance)
+
+
+def decide(ctx, candidate_dir: Path) -> GateDecision:  # noqa: ANN001 - jobs_runner.JobContext
+    """``jobs_runner.GATE``: the candidate against the active version on the trainer's sets."""
+    from services.trainer.feedback_data import current_feedback_items, split_by_person
+
+    s = ctx.settings
+    taxonomy = card_taxonomy(ModelCard.load(candidate_dir))
+    labelled, _ = feedback_photos(current_feedback_items(ctx.database_url, s.resolved_photo_dir), taxonomy)
+    _, held = split_by_person(labelled, s.feedback_holdout_share)
+    sets = gate_sets(s.dataset_dir, s.split_file, s.gate_eval_split, held, taxonomy)
+    ctx.progress("gate", 0.94, f"scoring on {len(sets['eval'])} evaluation and {len(held)} held-back feedback photos")
+    return judge(candidate_dir, ctx.active_model(), sets, ProbabilityCache(s.resolved_cache_dir / "probabilities"),
+                 ctx.tolerance, s.gate_min_feedback)
