@@ -7,6 +7,7 @@ threads=N``), not a setting.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -36,6 +37,8 @@ class TrainerSettings(CommonSettings):
         30, ge=1, description="Held-back feedback photos below which that set is reported but not decisive.")
     recalibration_min_photos: int = Field(
         100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
+    recalibration_crc_unit: Literal["photo", "sender"] = Field(
+        "sender", description="Recalibration's conformal unit: 'sender' promises for a new person, 'photo' per photo.")
     cache_dir: Path | None = Field(None, description="Cached front activations and probabilities; data_dir/cache if unset.")
     # --- automatic trigger (off by default) -------------------------------------------------
     auto_retrain_after_feedback: int | None = Field(

@@ -31,7 +31,7 @@ import numpy as np
 
 from services.trainer.gate import ProbabilityCache, card_taxonomy
 from services.trainer.refit import LabelledPhoto, RefitError, feedback_photos
-from shared.hedging.calibration import calibrate
+from shared.hedging.calibration import Calibration, calibrate, calibrate_by_sender
 from shared.model_card import CARD_FILENAME, ModelCard
 
 __all__ = ["recalibrated_calibration", "write_recalibrated_version", "run_recalibrate"]
@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 
 
 def recalibrated_calibration(model_dir: Path, photos: Sequence[LabelledPhoto], cache: ProbabilityCache,
-                             min_photos: int = 1) -> tuple[dict, dict]:
-    """(calibration for the card, facts about the data it was fitted on)."""
+                             min_photos: int = 1, unit: str = "photo") -> tuple[Calibration, dict]:
+    """(calibration for the card, facts about the data it was fitted on).
+
+    ``unit="sender"``: the crc table is computed over people (``calibrate_by_sender``), a promise
+    for a new person rather than a new photo of the people seen; ``"photo"``: per photo."""
     card = ModelCard.load(model_dir)
     taxonomy = card_taxonomy(card)
     index = {leaf: i for i, leaf in enumerate(card.classes)}
@@ -51,15 +54,20 @@ def recalibrated_calibration(model_dir: Path, photos: Sequence[LabelledPhoto], c
                          f"not held back; there are {len(usable)}")
     probs = cache.probabilities(model_dir, [p.photo for p in usable])
     y = np.array([index[p.leaf] for p in usable], dtype=np.int64)
-    old = card.calibration or {}
-    cal = calibrate(probs, y, taxonomy, **({"targets": old["targets"]} if "targets" in old else {}))
-    facts = {"photos": len(usable), "people": len({p.person for p in usable}),
+    kwargs = {"targets": card.calibration.targets} if card.calibration else {}
+    if unit == "sender":
+        cal = calibrate_by_sender(probs, y, np.array([p.person for p in usable]), taxonomy, **kwargs)
+    elif unit == "photo":
+        cal = calibrate(probs, y, taxonomy, **kwargs)
+    else:
+        raise ValueError(f"unit must be 'photo' or 'sender', got {unit!r}")
+    facts = {"crc_unit": unit, "photos": len(usable), "people": len({p.person for p in usable}),
              "skipped_unknown_leaf": len(photos) - len(usable),
              "top1_on_feedback": float((probs.argmax(1) == y).mean())}
-    return cal.model_dump(mode="json"), facts
+    return cal, facts
 
 
-def write_recalibrated_version(model_dir: Path, out_root: Path, version: str, calibration: dict,
+def write_recalibrated_version(model_dir: Path, out_root: Path, version: str, calibration: Calibration,
                                facts: dict) -> Path:
     """``out_root/<version>/``: the same ONNX file (hard link, else a copy), a card with the new
     λ tables."""
@@ -101,7 +109,8 @@ def run_recalibrate(ctx):  # noqa: ANN001, ANN201 - jobs_runner.JobContext → J
     ctx.check_cancelled()
     ctx.progress("calibrate", 0.2, f"{len(learn)} feedback photos to calibrate on, {len(held)} held back")
     cache = ProbabilityCache(s.resolved_cache_dir / "probabilities")
-    calibration, facts = recalibrated_calibration(model_dir, learn, cache, s.recalibration_min_photos)
+    calibration, facts = recalibrated_calibration(model_dir, learn, cache, s.recalibration_min_photos,
+                                                  s.recalibration_crc_unit)
     facts["skipped_inner_node"] = skipped_inner
     ctx.check_cancelled()
     out = write_recalibrated_version(model_dir, ctx.work_dir, ctx.version, calibration, facts)

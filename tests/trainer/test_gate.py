@@ -90,7 +90,7 @@ def test_recalibration_writes_a_version_sharing_the_onnx_file(models, photos, tm
     cache = ProbabilityCache(tmp_path / "p")
     labelled = _labelled_as_predicted(active, photos, cache)
     calibration, facts = recalibrated_calibration(active, labelled, cache, min_photos=20)
-    assert calibration["n"] == 60 and facts["photos"] == 60 and facts["people"] == 12 and facts["top1_on_feedback"] == 1.0
+    assert calibration.n == 60 and facts["photos"] == 60 and facts["people"] == 12 and facts["top1_on_feedback"] == 1.0
     out = write_recalibrated_version(active, tmp_path / "out", "active-recal", calibration, facts)
     card, old = ModelCard.load(out), ModelCard.load(active)
     assert card.version == "active-recal" and card.data["recalibrated_from"] == "active"
@@ -100,5 +100,7 @@ def test_recalibration_writes_a_version_sharing_the_onnx_file(models, photos, tm
     # the top-1 is right on every photo, so the recalibrated promise answers leaves more often
     before, after = score(active, labelled, cache), score(out, labelled, cache)
     assert after["top1"] == before["top1"] and after["info_gain"]["0.9"] >= before["info_gain"]["0.9"]
+    by_person, facts = recalibrated_calibration(active, labelled, cache, min_photos=20, unit="sender")
+    assert by_person.crc_unit == "sender" and by_person.n_senders == 12 and facts["crc_unit"] == "sender"
     with pytest.raises(RefitError, match="at least 100"):
         recalibrated_calibration(active, labelled, cache, min_photos=100)
