@@ -14,13 +14,11 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import select
-
 from services.trainer.feature_store import PhotoRef
 from services.trainer.refit import FeedbackItem, LabelledPhoto
 from shared.db import session_scope
+from shared.feedback import current_feedback
 from shared.storage import PhotoStore
-from shared.tables import Feedback
 
 __all__ = ["is_held_back", "split_by_person", "current_feedback_items"]
 
@@ -44,10 +42,7 @@ def current_feedback_items(database_url: str, photo_dir: Path) -> list[FeedbackI
     oldest first (so a person's later verdict on the same photo wins)."""
     photos = PhotoStore(photo_dir)
     with session_scope(database_url) as session:
-        rows = session.execute(
-            select(Feedback.caller_id, Feedback.photo_key, Feedback.answer, Feedback.correct, Feedback.node)
-            .where(Feedback.is_current.is_(True)).order_by(Feedback.created_at)
-        ).all()
+        rows = [(r.caller_id, r.photo_key, r.answer, r.correct, r.node) for r in current_feedback(session)]
     items = []
     for caller, key, answer, correct, node in rows:
         path = photos.path(key)

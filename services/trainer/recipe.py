@@ -103,8 +103,8 @@ PRESETS: dict[str, dict] = {
     "gpu": {"fine_tune": "full", "epochs": 40, "batch_size": 64, "lr": 1e-3, "head_lr_mult": 5.0,
             "weight_decay": 0.05, "drop_connect": 0.2, "threads": 16, "workers": 14},
     # The retrain job's quick mode (services/trainer/refit.py): only the last block (the 1×1 head
-    # conv) and the linear head are trained, on front activations cached on disk for two
-    # augmented views per photo, so a refit on the training photos plus feedback takes about a
-    # minute on a 2-core CPU. Less accurate than the default; measured in docs/learning.md.
-    "quick": {"split_block": 16, "views": 2, "epochs": 2},
+    # conv + BN) and the linear head are trained, on front activations cached on disk for one
+    # augmented view per photo, so a refit costs only ~2 passes of that block over the training
+    # photos plus feedback. Less accurate than the default; measured in docs/learning.md.
+    "quick": {"split_block": 16, "views": 1, "epochs": 2},
 }

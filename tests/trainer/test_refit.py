@@ -103,7 +103,7 @@ def test_quick_refit_writes_a_candidate_with_feedback_photos(setup, tmp_path):
     assert card.data["mode"] == "quick" and card.data["feedback_photos"] == 3, "the validation photo must not train"
     assert card.data["photos_per_split"]["train"] == len(parts["train"]) + 3
     assert card.taxonomy == taxonomy.raw and card.recipe["split_block"] == 16
-    assert card.calibration["lam"]["crc"] and card.temperature > 0
+    assert card.calibration.lam["crc"] and card.temperature > 0
     assert card.hashes["model.onnx"] == sha256_file(result.model_dir / "model.onnx")
     assert {"features", "fine-tune", "calibrate", "export", "done"} <= set(stages)
     session = ort.InferenceSession(str(result.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
