@@ -179,7 +179,8 @@ class TrainingJobCreate(BaseModel):
     tolerance: float | None = Field(None, ge=0.0, le=0.5,
                                     description="Gate tolerance (top-1 points it may lose); the trainer's if unset.")
     recipe_preset: str = Field("default", description="'full' only: recipe preset ('default' or 'gpu').")
-    recipe: dict[str, str] = Field(default_factory=dict, description="'full' only: recipe field overrides.")
+    recipe: dict[str, str] = Field(default_factory=dict,
+                                   description="'full' and 'quick' (on the 'quick' preset): recipe field overrides.")
 
     @field_validator("recipe_preset")
     @classmethod
@@ -194,9 +195,12 @@ class TrainingJobCreate(BaseModel):
     def _recipe_fits_mode(self) -> "TrainingJobCreate":
         from services.trainer.recipe import Recipe
 
-        if self.mode != "full" and (self.recipe or self.recipe_preset != "default"):
-            raise ValueError(f"recipe and recipe_preset apply to mode 'full' only, not '{self.mode}'")
-        Recipe.from_overrides(self.recipe, preset=self.recipe_preset)  # names an unknown field
+        if self.mode != "full" and self.recipe_preset != "default":
+            raise ValueError(f"recipe_preset applies to mode 'full' only, not '{self.mode}'")
+        if self.mode == "recalibrate" and self.recipe:
+            raise ValueError("recipe applies to modes 'full' and 'quick', not 'recalibrate' (no weights are trained)")
+        # names an unknown field; the quick mode's overrides apply to the quick preset
+        Recipe.from_overrides(self.recipe, preset="quick" if self.mode == "quick" else self.recipe_preset)
         return self
 
 
