@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from shared.hedging.calibration import Calibration
 from shared.model_contract import INPUT_NAME, OUTPUT_NAME
+from shared.taxonomy import Taxonomy, TaxonomyError
 
-__all__ = ["PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME"]
+__all__ = ["card_taxonomy", "PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME"]
 
 CARD_FILENAME = "card.json"
 ONNX_FILENAME = "model.onnx"
@@ -69,6 +70,21 @@ class ModelCard(BaseModel):
         path = Path(model_dir) / CARD_FILENAME
         path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def card_taxonomy(card: ModelCard | dict[str, Any], fallback: Taxonomy) -> Taxonomy:
+    """The taxonomy a version was trained with: its card's copy, so it keeps answering (and its
+    stored answers keep re-hedging) after a leaf is added to ``taxonomy.yaml``. Cards written
+    before cards carried it: ``fallback`` (the served file), which must then be the same tree."""
+    raw = card.taxonomy if isinstance(card, ModelCard) else card.get("taxonomy")
+    version = card.version if isinstance(card, ModelCard) else card.get("version")
+    digest = card.taxonomy_digest if isinstance(card, ModelCard) else card.get("taxonomy_digest")
+    if raw:
+        return Taxonomy(raw, source=f"card of model {version}")
+    if digest and digest != fallback.digest:
+        raise TaxonomyError(f"model {version} was trained on taxonomy {digest}, its card does not carry it, "
+                            f"and the served one is {fallback.digest}")
+    return fallback
 
 
 def sha256_file(path: str | Path) -> str:

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from shared import registry
 from shared.hedging.errors import CalibrationError
 from shared.hedging.hedging import Hedger
-from shared.model_card import ModelCard
-from shared.taxonomy import Taxonomy
+from shared.model_card import ModelCard, card_taxonomy
+from shared.taxonomy import Taxonomy, TaxonomyError
 
 __all__ = ["ModelHedgers"]
 
@@ -35,7 +35,8 @@ class ModelHedgers:
         """The version's Hedger, reading and validating its card from the registry if not cached.
 
         Raises :class:`CalibrationError` when the version is unknown, has no hedger calibration,
-        or was calibrated for another taxonomy.
+        or was calibrated for another taxonomy than its card's (or, for a card without one, the
+        served file).
         """
         hit = self._hedgers.get(version)
         if hit is not None:
@@ -46,6 +47,10 @@ class ModelHedgers:
         card = ModelCard.model_validate(row.card)
         if card.calibration is None:
             raise CalibrationError(f"model version {version!r} has no hedger calibration in its card")
-        hedger = Hedger(self.taxonomy, card.calibration, card.classes)
+        try:  # the tree the version was trained with (its card's), so a leaf added since changes nothing
+            taxonomy = card_taxonomy(card, self.taxonomy)
+        except TaxonomyError as exc:
+            raise CalibrationError(str(exc)) from None
+        hedger = Hedger(taxonomy, card.calibration, card.classes)
         with self._lock:
             return self._hedgers.setdefault(version, hedger)

@@ -38,7 +38,8 @@ class TrainerSettings(CommonSettings):
     recalibration_min_photos: int = Field(
         100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
     recalibration_crc_unit: Literal["photo", "sender"] = Field(
-        "sender", description="Recalibration's conformal unit: 'sender' promises for a new person, 'photo' per photo.")
+        "photo", description="Recalibration's conformal unit: 'photo' (per photo, measured to hold on new people's "
+        "photos: docs/learning.md) or 'sender' (the error averaged per person).")
     cache_dir: Path | None = Field(None, description="Cached front activations and probabilities; data_dir/cache if unset.")
     # --- automatic trigger (off by default) -------------------------------------------------
     auto_retrain_after_feedback: int | None = Field(

@@ -33,10 +33,11 @@ from services.trainer.refit import LabelledPhoto, dataset_parts, feedback_photos
 from services.trainer.train import load_photo
 from shared.hedging.hedging import Hedger
 from shared.model_card import ModelCard, sha256_file
+from shared.model_card import card_taxonomy as shared_card_taxonomy
 from shared.schemas import GateDecision
 from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["GATE_TARGETS", "ProbabilityCache", "card_taxonomy", "score", "compare", "gate_sets", "decide"]
+__all__ = ["GATE_TARGETS", "ProbabilityCache", "card_taxonomy", "hedged_scores", "score", "compare", "gate_sets", "decide"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,8 @@ GATE_TARGETS = (0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def card_taxonomy(card: ModelCard, fallback: Taxonomy | None = None) -> Taxonomy:
-    """The taxonomy a version was trained with (its card's copy; older cards: the current file,
-    which must then be the same tree)."""
-    if card.taxonomy:
-        return Taxonomy(card.taxonomy, source=f"card of {card.version}")
-    taxonomy = fallback or load_taxonomy()
-    if taxonomy.digest != card.taxonomy_digest:
-        raise ValueError(f"model {card.version} was trained on taxonomy {card.taxonomy_digest}, its card does "
-                         f"not carry it, and the current one is {taxonomy.digest}")
-    return taxonomy
+    """The taxonomy a version was trained with (``shared.model_card.card_taxonomy``)."""
+    return shared_card_taxonomy(card, fallback or load_taxonomy())
 
 
 class ProbabilityCache:
@@ -88,6 +82,22 @@ def _covers(node: str, leaf: str) -> bool:
     return node == "" or node == leaf or leaf.startswith(node + ".")
 
 
+def hedged_scores(probs: np.ndarray, truth: Sequence[str], card: ModelCard, calibration=None,  # noqa: ANN001
+                  targets: Sequence[float] = GATE_TARGETS) -> dict:
+    """Realised hedged accuracy and mean information gain per target, hedging with the card's
+    taxonomy and ``calibration`` (the card's own when None); answers judged by name."""
+    taxonomy = card_taxonomy(card)
+    hedger = Hedger(taxonomy, calibration or card.calibration, classes=card.classes)
+    names = taxonomy.node_names
+    realised, gain = {}, {}
+    for t in targets:
+        nodes = hedger.choose_batch(probs, t)
+        realised[str(t)] = float(np.mean([_covers(names[v], leaf) for v, leaf in zip(nodes, truth)]))
+        gain[str(t)] = float(hedger.rewards[nodes].mean())
+    return {"hedged": realised, "info_gain": gain,
+            "shortfall": max(0.0, max(t - realised[str(t)] for t in targets))}
+
+
 def score(model_dir: Path, photos: Sequence[LabelledPhoto], cache: ProbabilityCache,
           targets: Sequence[float] = GATE_TARGETS) -> dict:
     """Top-1 and hedged realised accuracy (its own card's hedging) of one version on ``photos``."""
@@ -99,17 +109,7 @@ def score(model_dir: Path, photos: Sequence[LabelledPhoto], cache: ProbabilityCa
     top1 = float(np.mean([card.classes[k] == leaf for k, leaf in zip(probs.argmax(1), truth)]))
     result = {"n": len(photos), "top1": top1}
     if card.calibration:
-        taxonomy = card_taxonomy(card)
-        hedger = Hedger(taxonomy, card.calibration)
-        names = taxonomy.node_names
-        realised, gain = {}, {}
-        for t in targets:
-            nodes = hedger.choose_batch(probs, t)
-            realised[str(t)] = float(np.mean([_covers(names[v], leaf) for v, leaf in zip(nodes, truth)]))
-            gain[str(t)] = float(hedger.rewards[nodes].mean())
-        result["hedged"] = realised
-        result["info_gain"] = gain
-        result["shortfall"] = max(0.0, max(t - realised[str(t)] for t in targets))
+        result.update(hedged_scores(probs, truth, card, targets=targets))
     return result
 
 

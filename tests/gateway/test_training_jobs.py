@@ -37,7 +37,9 @@ def test_post_returns_202_with_location_and_enqueues_the_job(client, fake_queue)
     ({}, "mode"),
     ({"mode": "full", "recipe": {"epoch": "1"}}, "unknown recipe field 'epoch'"),
     ({"mode": "full", "recipe_preset": "tpu"}, "unknown recipe preset 'tpu'"),
-    ({"mode": "quick", "recipe": {"epochs": "1"}}, "mode 'full' only"),
+    ({"mode": "quick", "recipe_preset": "gpu"}, "mode 'full' only"),
+    ({"mode": "recalibrate", "recipe": {"epochs": "1"}}, "not 'recalibrate'"),
+    ({"mode": "quick", "recipe": {"epoch": "1"}}, "unknown recipe field 'epoch'"),
     ({"mode": "quick", "version": "../etc"}, "version"),
     ({"mode": "quick", "tolerance": 2}, "tolerance"),
 ])

@@ -40,3 +40,28 @@ def test_versions_that_cannot_hedge_are_refused_by_name(registered, version, fra
     url, _ = registered
     with session_scope(url) as session, pytest.raises(CalibrationError, match=fragment):
         ModelHedgers(load_taxonomy()).load(session, version)
+
+
+def test_a_version_hedges_on_the_taxonomy_its_card_carries(database_url, tmp_path):
+    """After a leaf is added to the served taxonomy, a version trained before (or after) keeps its
+    own tree; a card without its tree and another digest is refused naming both."""
+    from tests.trainer.test_new_class import OLD
+    from shared.taxonomy import Taxonomy
+
+    tiny = Taxonomy(OLD)
+    run_migrations(database_url)
+    store = LocalModelStore(tmp_path / "store")
+    own = make_tiny_model(tmp_path / "src", "own-tree", taxonomy=tiny)
+    card = ModelCard.load(own)
+    card.taxonomy = tiny.raw
+    card.save(own)
+    bare = make_tiny_model(tmp_path / "src", "bare-tree", taxonomy=tiny)
+    with session_scope(database_url) as session:
+        registry.publish(session, store, own, activate_it=True)
+        registry.publish(session, store, bare)
+        hedgers = ModelHedgers(load_taxonomy())  # the served file: the 17-leaf tree
+        hedger = hedgers.load(session, "own-tree")
+        assert hedger.taxonomy.digest == tiny.digest and hedger.classes == tiny.leaves
+        assert hedger.classify([0.7, 0.1, 0.1, 0.1], 0.5).top_predictions[0].name == "top.tee"
+        with pytest.raises(CalibrationError, match="does not carry it"):
+            hedgers.load(session, "bare-tree")

@@ -90,7 +90,7 @@ def test_a_quick_job_learns_from_feedback_and_the_gate_decides(settings):
 def test_a_recalibration_job_makes_a_version_sharing_the_model(settings):
     row, active = _run(settings, "recalibrate", version="tiny-1-recal", promote="always")
     assert row.candidate_version == "tiny-1-recal" and active == "tiny-1-recal"
-    assert row.metrics["recalibrated_from"] == "tiny-1" and row.metrics["crc_unit"] == "sender"
+    assert row.metrics["recalibrated_from"] == "tiny-1" and row.metrics["crc_unit"] == "photo"
     gate = row.gate
     assert gate["candidate"]["eval"]["top1"] == gate["active"]["eval"]["top1"], "same ONNX file, same top-1"
     new, old = ModelCard.load(Path(settings.model_store) / "tiny-1-recal"), ModelCard.load(Path(settings.model_store) / "tiny-1")
