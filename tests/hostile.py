@@ -92,6 +92,8 @@ def hostile_photos(max_bytes: int) -> list[Photo]:
         # accepted, whatever they look like
         Photo("pixel_amplification_png_rgb", flat_png(6300, 6300), 200),  # 130 KB → 40 MP
         Photo("pixel_amplification_png_grey", flat_png(6300, 6300, color_type=0), 200),  # 38 KB → 40 MP
+        Photo("progressive_jpeg_40mp", _encode(Image.new("RGB", (6300, 6300), (120, 30, 200)), "JPEG",
+                                               progressive=True, quality=50), 200),  # 230 KB
         Photo("sixteen_bit_grey_png", _sixteen_bit_grey(), 200),
         Photo("sixteen_bit_rgb_png", flat_png(64, 48, bit_depth=16), 200),
         Photo("cmyk_jpeg", _encode(_noise((64, 48), "CMYK"), "JPEG"), 200),

@@ -151,3 +151,17 @@ def test_decode_budget_serialises_holders_over_capacity():
     assert peak[0] == 1
     with budget.hold(500):  # one holder larger than the budget still gets through, alone
         pass
+
+
+def test_a_progressive_jpeg_is_charged_for_its_full_size_coefficients():
+    """libjpeg holds all DCT coefficients of a progressive JPEG, at any scale: the budget counts them."""
+    data = encode(Image.new("RGB", (2000, 1000), (10, 20, 30)), "JPEG", progressive=True)
+    charged = []
+
+    class Recording(DecodeBudget):
+        def hold(self, nbytes):  # noqa: ANN001, ANN201
+            charged.append(nbytes)
+            return super().hold(nbytes)
+
+    decode_photo(data, min_side=100, budget=Recording())
+    assert charged[0] >= 2000 * 1000 * 3
