@@ -18,7 +18,7 @@ import time
 
 import redis
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "HEARTBEAT_TTL_S", "STAGES", "heartbeat_key", "beat", "goodbye",
            "live_workers", "install_heartbeat"]
@@ -91,6 +91,7 @@ def install_heartbeat(app: Celery, redis_url: str, namespace: str, stage: str) -
     def _start(sender=None, **_) -> None:  # noqa: ANN001 - Celery's signal signature
         heart.start(getattr(sender, "hostname", None) or app.main)
 
+    @worker_shutting_down.connect(weak=False)  # SIGTERM: readiness drops before the tasks finish
     @worker_shutdown.connect(weak=False)
     def _stop(sender=None, **_) -> None:  # noqa: ANN001
         heart.stop()
