@@ -3,6 +3,7 @@ route logic only (the real queue and workers are exercised in tests/e2e)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,10 @@ class FakeQueue:
 @pytest.fixture
 def gateway_settings(tmp_path: Path, redis_url: str, redis_namespace: str, database_url: str,
                      model_dir: Path) -> GatewaySettings:
+    # a namespace per test: the session's real workers (tests/e2e) write heartbeats into the shared
+    # one, and /readyz here must see no worker unless the test writes a heartbeat itself
     return GatewaySettings(
-        redis_url=redis_url, redis_namespace=redis_namespace, database_url=database_url,
+        redis_url=redis_url, redis_namespace=f"{redis_namespace}-gw-{uuid.uuid4().hex[:8]}", database_url=database_url,
         data_dir=tmp_path / "data", model_dir=model_dir, model_store=str(tmp_path / "model-store"),
         max_photo_bytes=300_000,
     )

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 import redis
@@ -19,13 +18,12 @@ def test_healthz_is_ok(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-@pytest.fixture
-def gateway_settings(gateway_settings):
-    """A namespace of its own: the session's real workers (tests/e2e) beat in the shared one."""
-    settings = gateway_settings.model_copy(update={"redis_namespace": f"health-{uuid.uuid4().hex[:8]}"})
-    yield settings
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(*(heartbeat.heartbeat_key(settings.redis_namespace, s) for s in heartbeat.STAGES))
+@pytest.fixture(autouse=True)
+def _forget_heartbeats(gateway_settings):
+    """The heartbeats written here (in this test's own namespace, see conftest) go afterwards."""
+    yield
+    client = redis.Redis.from_url(gateway_settings.redis_url)
+    client.delete(*(heartbeat.heartbeat_key(gateway_settings.redis_namespace, s) for s in heartbeat.STAGES))
     client.close()
 
 
