@@ -167,6 +167,7 @@ def build_cache(samples: list[Sample], net: GarmentNet, recipe: Recipe, cfg: Pre
         np.save(cache_dir / "views.npy", views)
     for a, arr in served_arr.items():
         np.save(cache_dir / f"served_{a}.npy", arr)
+    (cache_dir / "seconds.json").write_text(json.dumps({"seconds": time.time() - start}) + "\n")
     meta.write_text(json.dumps(key, indent=1) + "\n")  # last: a half-written cache is never reused
     return ViewCache(np.load(cache_dir / "views.npy"), served_arr)
 
@@ -262,8 +263,8 @@ def cross_validate(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, recipe: Re
         indent=1) + "\n")
 
     _seed_everything(recipe.seed)
-    cache = build_cache(samples, _new_net(recipe, len(classes)), recipe, cfg,
-                        Path(cache_dir) if cache_dir else out_dir / "cache", angles)
+    cache_path = Path(cache_dir) if cache_dir else out_dir / "cache"
+    cache = build_cache(samples, _new_net(recipe, len(classes)), recipe, cfg, cache_path, angles)
     views = cache.training_views(train_on_served)
     log.info("training views per photo: %d (%d augmented%s)", len(views), len(cache.views),
              " + the served crops" if train_on_served else "")
@@ -313,7 +314,14 @@ def cross_validate(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, recipe: Re
                         "photos": len(samples), "senders": len(set(senders))}, final_checkpoint)
             log.info("final network on all %d photos in %.0f s", len(samples), time.time() - t0)
     seconds = time.time() - start
-    (out_dir / "timing.json").write_text(json.dumps({"fold_seconds": fold_seconds, "run_seconds": seconds}) + "\n")
+    # compute spent on this run's results, also when a rerun only resumed (each stage keeps its own)
+    timing_file = cache_path / "seconds.json"
+    cache_seconds = json.loads(timing_file.read_text())["seconds"] if timing_file.is_file() else None
+    final_seconds = (float(torch.load(final_checkpoint, map_location="cpu", weights_only=False)["seconds"])
+                     if final_checkpoint else None)
+    (out_dir / "timing.json").write_text(json.dumps(
+        {"cache_seconds": cache_seconds, "fold_seconds": fold_seconds, "final_seconds": final_seconds,
+         "this_invocation_seconds": seconds}) + "\n")
     return CVRun(out_dir, samples, y, fold_of, oof, final_checkpoint, seconds)
 
 
@@ -390,7 +398,7 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
                           "models (wardrobe cv); the shipped network was trained on all photos"}},
         recipe={**recipe.to_dict(), "cv": json.loads((run_dir / "recipe.json").read_text()).get("cv", {})},
         metrics={"history": saved["history"], "oof_ece_before": ece_before, "oof_ece_after": ece_after,
-                 "final_fit_seconds": saved.get("seconds"), "cv_run_seconds": timing.get("run_seconds"),
+                 "final_fit_seconds": saved.get("seconds"), "cv_timing": timing,
                  "train_device": "cpu", **export_info["metrics"]},
         hashes=export_info["hashes"],
     )

@@ -105,6 +105,8 @@ def test_rerun_reuses_the_cache_and_finished_folds(cv_run, caplog):
     assert (out / "cache" / "views.npy").stat().st_mtime_ns == cache_mtime
     assert {p.name: p.stat().st_mtime_ns for p in (out / "folds").iterdir()} == before
     assert np.array_equal(again.oof_logits[0], run.oof_logits[0])
+    timing = json.loads((out / "timing.json").read_text())  # a resume keeps the stages' own times
+    assert len(timing["fold_seconds"]) == 3 and timing["final_seconds"] > 0 and timing["cache_seconds"] > 0
 
 
 @pytest.mark.slow
