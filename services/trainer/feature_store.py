@@ -35,7 +35,7 @@ from shared.model_card import PreprocessConfig
 from shared.photos import decode_photo
 from shared.preprocessing import preprocess
 
-__all__ = ["FeatureStore", "PhotoRef", "front_key", "photo_sha256"]
+__all__ = ["FeatureStore", "PhotoRef", "front_key", "photo_sha256", "save_array"]
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class FeatureStore:
                 arrays.append(self._input(decoded[i], photos[i].sha256, views[j]))
             acts = self._front(np.stack(arrays)).astype(np.float16)
             for (i, j), act in zip(chunk, acts):
-                self._save(self._path(photos[i].sha256, views[j]), act)
+                save_array(self._path(photos[i].sha256, views[j]), act)
                 out[i][j] = act
             self.computed += len(chunk)
             if progress:
@@ -146,14 +146,15 @@ class FeatureStore:
         torch.manual_seed(int(sha[:12], 16) * 101 + int(view[3:]))
         return augmented_view(shrink_for_cache(img, self.cfg), self._transform, self.cfg)
 
-    @staticmethod
-    def _save(path: Path, array: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file and ``os.replace``: readers never see half an array."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from services.trainer.evaluation.evaluate import ModelRunner
-from services.trainer.feature_store import FeatureStore, PhotoRef
+from services.trainer.feature_store import PhotoRef, save_array
 from services.trainer.refit import LabelledPhoto, dataset_parts, feedback_photos
 from services.trainer.train import load_photo
 from shared.hedging.hedging import Hedger
@@ -73,7 +73,7 @@ class ProbabilityCache:
                 chunk = missing[start:start + 64]
                 probs = runner.probabilities([load_photo(photos[i].path) for i in chunk])
                 for i, p in zip(chunk, probs):
-                    FeatureStore._save(store_dir / photos[i].sha256[:2] / f"{photos[i].sha256}.npy", p)
+                    save_array(store_dir / photos[i].sha256[:2] / f"{photos[i].sha256}.npy", p)
                     out[i] = p
         return np.stack(out) if out else np.zeros((0, len(card.classes)), np.float32)  # type: ignore[arg-type]
 
