@@ -266,12 +266,19 @@ def worker_available(service: str) -> bool:
     return (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file()
 
 
-def start_worker(group: ProcessGroup, service: str, env: dict[str, str], node: str | None = None) -> str:
-    """A Celery worker consuming ``service``'s queue; returns its node name (for ``wait_for_workers``)."""
+def start_worker(group: ProcessGroup, service: str, env: dict[str, str], node: str | None = None,
+                 beat: bool | None = None, name: str | None = None) -> str:
+    """A Celery worker consuming ``service``'s queue; returns its node name (for ``wait_for_workers``).
+    ``beat`` (default: for the trainer) embeds Celery beat: the trainer's dead-job sweep and
+    automatic retrain trigger. ``name``: the child's name in ``group`` (default: ``service``)."""
     node = node or f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULES[service], "worker", "-Q", service,
             "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO", *WORKER_ARGS.get(service, [])]
-    group.start(service, argv, env)
+    if beat if beat is not None else service == "trainer":
+        schedule_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "var")
+        schedule_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["-B", "-s", str(schedule_dir / f"celerybeat-{node.split('@')[0]}")]
+    group.start(name or service, argv, env)
     return node
 
 

@@ -33,7 +33,8 @@ from shared.db import session_scope
 from shared.dispatch import send_classification, send_hedge
 from shared.tables import utcnow
 
-__all__ = ["SweepPolicy", "SweepContext", "Sweep", "SWEEPS", "run_sweeps", "sweep_classification_jobs"]
+__all__ = ["SweepPolicy", "SweepContext", "Sweep", "SWEEPS", "run_sweeps", "sweep_classification_jobs",
+           "sweep_training_jobs"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class SweepPolicy:
     deadline_s: float = 300.0  # overdue: waited this long, whatever the broker holds
     max_attempts: int = 5  # sends in all (the gateway's first one included); then failed
     batch: int = 500  # most jobs looked at per sweep
+    training_heartbeat_timeout_s: float = 60.0  # a running training job silent this long: its trainer died
 
 
 @dataclass
@@ -111,7 +113,19 @@ def _sweep_one(ctx: SweepContext, job_id, seen_updated_at: datetime, backlog: di
 
 
 # name -> sweep; run in this order on every beat
-SWEEPS: dict[str, Sweep] = {"classification_jobs": sweep_classification_jobs}
+def sweep_training_jobs(ctx: SweepContext) -> dict[str, int]:
+    """Fail running training jobs whose trainer stopped beating (killed, out of memory, node lost):
+    a job is never left 'running' forever, even when no trainer comes back to find it."""
+    from shared import training_jobs
+
+    with session_scope(ctx.database_url) as session:
+        failed = training_jobs.fail_stale(session, ctx.policy.training_heartbeat_timeout_s)
+        for job in failed:
+            log.warning("training job %s failed: %s", job.id, job.error)
+        return {"failed": len(failed)}
+
+
+SWEEPS: dict[str, Sweep] = {"classification_jobs": sweep_classification_jobs, "training_jobs": sweep_training_jobs}
 
 
 def run_sweeps(ctx: SweepContext, sweeps: dict[str, Sweep] | None = None) -> dict[str, dict[str, int] | str]:

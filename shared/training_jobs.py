@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from shared.tables import TrainingJob, TrainingJobStatus, utcnow
 
 __all__ = ["create", "get", "list_jobs", "claim", "SlotBusy", "JobFinished", "beat", "finish", "fail",
-           "mark_cancelled", "request_cancel", "fail_stale", "running_job", "eta_seconds", "LOG_TAIL_LINES"]
+           "mark_cancelled", "request_cancel", "fail_stale", "running_job", "eta_seconds", "aware", "LOG_TAIL_LINES"]
 
 LOG_TAIL_LINES = 50
 S = TrainingJobStatus
@@ -34,7 +34,7 @@ class JobFinished(RuntimeError):
     """The job has finished (done, failed or cancelled): it cannot be cancelled any more."""
 
 
-def _aware(t: datetime | None) -> datetime | None:
+def aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t  # SQLite: naive UTC
 
 
@@ -188,7 +188,7 @@ def fail_stale(session: Session, timeout_s: float, *, dead_worker: str | None = 
         stale_if.append(TrainingJob.worker == dead_worker)
     failed = []
     for job in session.scalars(query.where(or_(*stale_if)).with_for_update()):
-        last = _aware(job.heartbeat_at)
+        last = aware(job.heartbeat_at)
         if job.worker == dead_worker:
             reason = f"the trainer worker {job.worker} died while running this job (it has restarted)"
         else:
@@ -203,7 +203,7 @@ def fail_stale(session: Session, timeout_s: float, *, dead_worker: str | None = 
 
 def eta_seconds(job: TrainingJob, now: datetime | None = None) -> float | None:
     """Remaining seconds, extrapolated from the progress so far (None before any progress)."""
-    started = _aware(job.started_at)
+    started = aware(job.started_at)
     if job.status is not S.running or started is None or not job.progress or job.progress <= 0:
         return None
     elapsed = ((now or utcnow()) - started).total_seconds()

@@ -21,11 +21,15 @@ class SweeperSettings(CommonSettings):
         300.0, gt=0.0, description="A job waiting this long is sent again whatever the broker holds.",
     )
     sweep_max_attempts: int = Field(5, ge=1, description="Sends of a job in all; then it fails with code gave_up.")
+    training_heartbeat_timeout_s: float = Field(
+        60.0, gt=0.0, description="A running training job whose trainer has not beaten for this long is failed.",
+    )
 
     @property
     def policy(self) -> SweepPolicy:
         return SweepPolicy(grace_s=self.sweep_grace_s, deadline_s=self.sweep_deadline_s,
-                           max_attempts=self.sweep_max_attempts)
+                           max_attempts=self.sweep_max_attempts,
+                           training_heartbeat_timeout_s=self.training_heartbeat_timeout_s)
 
 
 @lru_cache

@@ -20,7 +20,7 @@ class TrainerSettings(CommonSettings):
     # --- training jobs (services.trainer.jobs_runner) ---------------------------------------
     work_dir: Path | None = Field(None, description="Scratch space of training jobs; data_dir/trainer if unset.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="A running job's worker beats this often.")
-    heartbeat_timeout_s: float = Field(
+    training_heartbeat_timeout_s: float = Field(
         60.0, gt=0, description="A running job whose worker has not beaten for this long is failed by the sweep."
     )
     sweep_interval_s: float = Field(30.0, gt=0, description="Celery beat runs the dead-job sweep this often.")

@@ -226,7 +226,7 @@ def run_training_job(job_id: str, worker: str, settings: TrainerSettings | None 
     settings = settings or get_settings()
     url = settings.resolved_database_url
     with session_scope(url) as session:
-        tj.fail_stale(session, settings.heartbeat_timeout_s)  # a dead job must not hold the slot
+        tj.fail_stale(session, settings.training_heartbeat_timeout_s)  # a dead job must not hold the slot
     with session_scope(url) as session:
         job = tj.claim(session, job_id, worker)
         if job is None:

@@ -11,16 +11,18 @@ stays a plain function for the command line and tests, not a task.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 from celery import shared_task
 
-from services.trainer.config import get_settings
-from shared import registry, training_jobs
-from shared.celery_app import RUN_JOB, TRAINING_SWEEP
+from services.trainer.config import TrainerSettings, get_settings
+from shared import feedback, registry, training_jobs
+from shared.celery_app import AUTO_RETRAIN, RUN_JOB, TRAINING_SWEEP
 from shared.db import session_scope
 from shared.model_store import open_model_store
 from shared.schemas import TrainingJobTaskIn, TrainTaskIn, TrainTaskOut
+from shared.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,50 @@ def sweep_task() -> int:
 def sweep(dead_worker: str | None = None) -> list[str]:
     settings = get_settings()
     with session_scope(settings.resolved_database_url) as session:
-        failed = training_jobs.fail_stale(session, settings.heartbeat_timeout_s, dead_worker=dead_worker)
+        failed = training_jobs.fail_stale(session, settings.training_heartbeat_timeout_s, dead_worker=dead_worker)
         ids = [str(job.id) for job in failed]
     for job_id in ids:
         log.warning("training job %s failed: its trainer worker died", job_id)
     return ids
+
+
+# --- the automatic trigger (beat; off unless AUTO_RETRAIN_AFTER_FEEDBACK or AUTO_RETRAIN_EVERY_S) -------
+AUTO_REQUESTER = "auto"  # requested_by of jobs the trigger creates (not an API key: no key to revoke)
+
+
+@shared_task(name=AUTO_RETRAIN)
+def auto_retrain_task() -> str | None:
+    from celery import current_app
+
+    return auto_retrain(lambda job_id: current_app.send_task(RUN_JOB, args=[TrainingJobTaskIn(job_id=job_id)
+                                                                             .model_dump()]))
+
+
+def auto_retrain(enqueue, settings: TrainerSettings | None = None, now: datetime | None = None) -> str | None:  # noqa: ANN001
+    """Create (and enqueue, after the commit) a job when one is due: ``AUTO_RETRAIN_AFTER_FEEDBACK``
+    feedback items arrived since the last job was created, or ``AUTO_RETRAIN_EVERY_S`` passed since
+    then. Never while a job is queued or running. Returns the new job's id, or None."""
+    settings = settings or get_settings()
+    after_n, every_s = settings.auto_retrain_after_feedback, settings.auto_retrain_every_s
+    if not after_n and not every_s:
+        return None
+    now = now or utcnow()
+    with session_scope(settings.resolved_database_url) as session:
+        if training_jobs.list_jobs(session, 1, "queued") or training_jobs.running_job(session) is not None:
+            return None
+        last = training_jobs.list_jobs(session, 1)
+        since = last[0].created_at if last else None
+        new_items = feedback.count_since(session, since)
+        reasons = []
+        if after_n and new_items >= after_n:
+            reasons.append(f"{new_items} feedback items since the last job (threshold {after_n})")
+        if every_s and (since is None or (now - training_jobs.aware(since)).total_seconds() >= every_s):
+            reasons.append(f"schedule: every {every_s:g} s")
+        if not reasons:
+            return None
+        job = training_jobs.create(session, settings.auto_retrain_mode, {}, AUTO_REQUESTER)
+        job.log_tail = [f"created by the automatic trigger: {'; '.join(reasons)}"]
+        job_id = str(job.id)
+    log.info("automatic trigger: training job %s (%s): %s", job_id, settings.auto_retrain_mode, "; ".join(reasons))
+    enqueue(job_id)
+    return job_id

@@ -2,8 +2,8 @@
 
 One training at a time per worker (solo pool): a run uses every core it is given, and the
 ``training_jobs`` running slot keeps it to one job at a time across workers too. With ``-B`` the
-worker also runs Celery beat: the dead-job sweep and the automatic retrain trigger (off unless
-configured).
+worker also runs Celery beat: the automatic retrain trigger (off unless configured) and the
+dead-job sweep (the sweeper service runs that sweep too, so it happens with no trainer alive).
 """
 
 from __future__ import annotations

@@ -95,3 +95,16 @@ def test_a_worker_restarting_under_its_name_fails_the_job_it_died_with(url):
         assert tj.fail_stale(session, timeout_s=3600, dead_worker="trainer@pod-2") == []
         failed = tj.fail_stale(session, timeout_s=3600, dead_worker="trainer@pod-1")
         assert [str(j.id) for j in failed] == [job] and "restarted" in failed[0].error
+
+
+def test_the_sweeper_service_fails_dead_training_jobs(url):
+    from shared.sweeper import SweepContext, SweepPolicy, run_sweeps, sweep_training_jobs
+
+    job = _create(url)
+    with session_scope(url) as session:
+        tj.claim(session, job, "trainer@gone")
+    ctx = SweepContext(database_url=url, celery=None, policy=SweepPolicy(training_heartbeat_timeout_s=3600))
+    assert run_sweeps(ctx, {"training_jobs": sweep_training_jobs}) == {"training_jobs": {"failed": 0}}
+    ctx.policy = SweepPolicy(training_heartbeat_timeout_s=0)
+    assert sweep_training_jobs(ctx) == {"failed": 1}
+    assert _status(url, job) is S.failed
