@@ -277,7 +277,7 @@ def start_worker(group: ProcessGroup, service: str, env: dict[str, str], node: s
     if beat if beat is not None else service == "trainer":
         schedule_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "var")
         schedule_dir.mkdir(parents=True, exist_ok=True)
-        argv += ["-B", "-s", str(schedule_dir / f"celerybeat-{node.split('@')[0]}")]
+        argv += ["-B", "-s", str(schedule_dir / f"celerybeat-{name or service}")]
     group.start(name or service, argv, env)
     return node
 
