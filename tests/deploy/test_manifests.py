@@ -601,8 +601,7 @@ def test_every_worker_the_launcher_starts_is_deployed() -> None:
     for service, module in WORKER_MODULES.items():
         assert service in df.stages and service in SETTINGS, f"no image / settings mapping for the {service} worker"
         assert module in running, f"docker-compose.yml runs no {service} worker ({module})"
-        if service != "trainer":
-            assert f"wardrobe-{service}" in deployments, f"Kubernetes runs no {service} worker"
+        assert f"wardrobe-{service}" in deployments, f"Kubernetes runs no {service} worker"
 
 
 # --- Kubernetes -------------------------------------------------------------------------------------
@@ -625,8 +624,9 @@ def test_base_has_the_required_objects() -> None:
                      ("Service", "wardrobe-gateway"), ("PersistentVolumeClaim", "wardrobe-photos"),
                      ("HorizontalPodAutoscaler", "wardrobe-inference")]:
         assert expected in kinds, f"base lacks {expected}"
-    for service in ("gateway", "inference", "hedger", "sweeper"):
+    for service in ("gateway", "inference", "hedger", "sweeper", "trainer"):
         assert ("Deployment", f"wardrobe-{service}") in kinds
+    assert ("PersistentVolumeClaim", "wardrobe-models") in kinds
 
 
 def _patch_targets(directory: Path) -> list[tuple[str, str]]:
@@ -721,7 +721,10 @@ def check_k8s(objects: list[dict], label: str) -> None:
             claim = volumes[mount["name"]].get("persistentVolumeClaim")
             if claim:
                 assert claim["claimName"] in by_kind.get("PersistentVolumeClaim", {}), f"{where}: {claim}"
-                assert mount["mountPath"] == df.resolved(target).env["PHOTO_DIR"], f"{where}: photos path"
+                env = container_env(container, objects, where)
+                expected = {"wardrobe-photos": df.resolved(target).env["PHOTO_DIR"],
+                            "wardrobe-models": env.get("MODEL_STORE")}[claim["claimName"]]
+                assert mount["mountPath"] == expected, f"{where}: {claim['claimName']} path"
         # probes
         if service == "gateway":
             ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
@@ -822,8 +825,9 @@ def test_rendered_dev_overlay() -> None:
     referenced = {s["secretRef"]["name"] for *_, c, _ in wardrobe_containers(objects) for s in c.get("envFrom", [])
                   if "secretRef" in s}
     assert referenced and referenced <= set(secrets), "generated Secret names (hash suffix) are wired through"
-    (pvc,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
-    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    pvcs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    assert set(pvcs) == {"wardrobe-photos", "wardrobe-models"}
+    assert all(p["spec"]["accessModes"] == ["ReadWriteOnce"] for p in pvcs.values())
 
 
 @pytest.mark.parametrize("with_gpu", [False, True], ids=["prod", "prod+gpu"])
@@ -839,10 +843,17 @@ def test_rendered_prod_overlay(with_gpu: bool, tmp_path: Path) -> None:
     assert not [o for o in objects if o["kind"] == "Secret"], "prod must not ship a Secret"
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
     assert deployments["wardrobe-gateway"]["spec"]["replicas"] > 1
-    assert set(deployments) == {"wardrobe-gateway", "wardrobe-inference", "wardrobe-hedger", "wardrobe-sweeper"}, \
-        "no in-cluster DBs"
+    assert set(deployments) == {"wardrobe-gateway", "wardrobe-inference", "wardrobe-hedger", "wardrobe-sweeper",
+                                "wardrobe-trainer"}, "no in-cluster DBs"
     sweeper = deployments["wardrobe-sweeper"]["spec"]
     assert sweeper["replicas"] == 1 and sweeper["strategy"]["type"] == "Recreate", "one beat per deployment"
+    trainer = deployments["wardrobe-trainer"]["spec"]
+    assert trainer["replicas"] == 1 and trainer["strategy"]["type"] == "Recreate", "one trainer (and its beat)"
+    mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]}
+              for d in deployments.values() for c in d["spec"]["template"]["spec"]["containers"]}
+    for name in ("trainer", "inference", "gateway"):  # a new version reaches inference without a new image
+        assert mounts[name]["models"]["mountPath"] == "/var/lib/wardrobe/models"
+    assert not mounts["trainer"]["models"].get("readOnly") and mounts["inference"]["models"]["readOnly"]
     (inference,) = deployments["wardrobe-inference"]["spec"]["template"]["spec"]["containers"]
     assert ("nvidia.com/gpu" in inference["resources"]["limits"]) is with_gpu
     assert ("inference-gpu" in inference["image"]) is with_gpu
