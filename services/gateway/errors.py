@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.photos import CorruptImage, DecompressionBomb, EmptyPhoto, NotAnImage, PhotoError, PhotoTooLarge
@@ -125,6 +126,13 @@ def _describe(err: dict) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+        """The database refused or dropped the connection: a retryable 503, not a 500."""
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return JSONResponse(error_body("database_unavailable", "the database is unavailable; retry shortly"),
+                            status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers)

@@ -94,3 +94,20 @@ def test_metrics_are_exposed_to_operators_only(client, keys):
     assert r.status_code == 200 and "wardrobe_classifications_total" in r.text
     assert 'wardrobe_auth_refusals_total{reason="forbidden"}' in r.text
     assert 'wardrobe_auth_refusals_total{reason="no_key"}' in r.text
+
+
+def test_a_database_that_refuses_connections_is_503_not_500(gateway_settings, fake_queue, keys):
+    """E.g. PostgreSQL's "too many clients": the caller is told to retry, the gateway lives on."""
+    from sqlalchemy.exc import OperationalError
+
+    class Refusing:
+        async def run(self, fn, *args):  # noqa: ANN001, ANN002, ANN202
+            raise OperationalError("SELECT 1", {}, Exception("FATAL: sorry, too many clients already"))
+
+    app = create_app(gateway_settings)
+    app.dependency_overrides[get_queue] = lambda: fake_queue
+    with TestClient(app) as client:
+        app.state.database = Refusing()  # what the lifespan built, swapped once started
+        r = client.get("/v1/taxonomy", headers=keys.headers("client"))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+        assert r.headers["retry-after"] == "1"
