@@ -160,3 +160,57 @@ def test_a_killed_trainer_leaves_its_job_failed_and_the_next_job_runs(system, da
     nxt, _ = wait_for(system, second["id"], lambda j: j["status"] in ("done", "failed", "cancelled"),
                       group=trainers)
     assert nxt["status"] == "done" and nxt["worker"] == "trainer-rescuer@e2e", nxt
+
+
+# The quick refit on the quick preset, shrunk to seconds (as tests/trainer/test_learning_jobs.py).
+QUICK = {"input_size": "64", "resize_size": "72", "batch_size": "16", "threads": "1", "epochs": "2"}
+
+
+def test_feedback_through_the_api_then_a_quick_retrain_is_gated_promoted_and_served(system, dataset, trainers,
+                                                                                     tmp_path):
+    """Four people classify photos and correct the answers through the API; a quick retrain (the
+    default: gated) learns from them through the queue; the gate's decision, with both versions'
+    scores, is on the job; the promoted candidate serves without a restart."""
+    import io
+
+    from shared import api_keys
+    from shared.auth import Role
+    from shared.db import session_scope
+    from tests.trainer.conftest import make_photo
+
+    taxonomy = load_taxonomy()
+    with session_scope(system.database_url) as session:
+        people = [api_keys.create_key(session, f"person-{i}", Role.client).token for i in range(4)]
+    rng = np.random.default_rng(11)
+    for i in range(20):
+        leaf_index = i % len(taxonomy.leaves)
+        buf = io.BytesIO()
+        make_photo(leaf_index, rng).save(buf, format="JPEG", quality=90)
+        auth = {"Authorization": f"Bearer {people[i % 4]}"}
+        r = system.http.post("/v1/classifications", params={"wait": 20}, headers=auth,
+                             files={"photo": ("p.jpg", buf.getvalue())})
+        assert r.status_code == 200, r.text
+        fb = system.http.post(f"/v1/classifications/{r.json()['id']}/feedback", headers=auth,
+                              json={"node": taxonomy.leaves[leaf_index]})
+        assert fb.status_code == 201, fb.text
+    env = trainer_env(system, dataset, SPLIT_FILE=str(tmp_path / "split.json"), GATE_MIN_FEEDBACK="2",
+                      FEEDBACK_HOLDOUT_SHARE="0.25", CACHE_DIR=str(tmp_path / "cache"))
+    start_trainer(trainers, system, env, "trainer-q")
+    r = system.http.post("/v1/training-jobs", json={"mode": "quick", "version": "e2e-quick-1", "tolerance": 0.5,
+                                                    "recipe": QUICK})
+    assert r.status_code == 202, r.text
+    final, seen = wait_for(system, r.json()["id"], lambda j: j["status"] in ("done", "failed", "cancelled"),
+                           group=trainers)
+    assert final["status"] == "done", final
+    assert any(s["status"] == "running" and 0 < s["progress"] < 1 for s in seen)
+    assert final["metrics"]["feedback_photos_learned"] > 0 and final["candidate_version"] == "e2e-quick-1"
+    gate = final["gate"]
+    assert gate["candidate"] and gate["active"] and gate["active_version"] == "tiny-1" and gate["reason"]
+    assert gate["promote"] and final["promoted"], gate  # within a tolerance of 50 points
+    try:
+        deadline, version = time.monotonic() + 30, None
+        while time.monotonic() < deadline and version != "e2e-quick-1":
+            version = served_by(system)
+        assert version == "e2e-quick-1"
+    finally:
+        assert system.http.post("/v1/models/rollback").json()["version"] == "tiny-1"
