@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from shared.hedging.hedging import Hedger
@@ -14,6 +13,7 @@ from services.trainer.feature_store import PhotoRef
 from services.trainer.recipe import Recipe
 from services.trainer.refit import LabelledPhoto, RefitError, full_retrain
 from shared.model_card import ModelCard, card_taxonomy
+from shared.model_contract import load_model
 from shared.taxonomy import Taxonomy, TaxonomyError
 from tests.factories import make_tiny_model
 from tests.trainer.conftest import make_photo, write_dataset
@@ -54,8 +54,8 @@ def test_a_new_leaf_gets_a_bigger_head_and_older_versions_keep_their_tree(tmp_pa
     assert card.classes == new.leaves and len(card.classes) == 5
     assert card.data["mode"] == "full" and card.data["feedback_photos"] == 8
     assert card.data["photos_per_split"]["train"] >= 8
-    session = ort.InferenceSession(str(result.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert session.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0].shape == (1, 5)
+    served = load_model(result.model_dir, prefer_gpu=False)  # as the inference worker loads it
+    assert served.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 5)
     tree = card_taxonomy(card, old)  # whatever file is served, the version brings its own tree
     assert tree.digest == new.digest and card.taxonomy_digest == new.digest
     answer = Hedger(tree, card.calibration, card.classes).classify(

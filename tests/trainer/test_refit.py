@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from services.trainer.feature_store import FeatureStore, PhotoRef
@@ -20,6 +19,7 @@ from services.trainer.refit import (
     quick_refit,
 )
 from shared.model_card import ModelCard, PreprocessConfig, sha256_file
+from shared.model_contract import load_model
 from shared.preprocessing import preprocess
 from shared.photos import decode_photo
 from shared.taxonomy import load_taxonomy
@@ -106,8 +106,7 @@ def test_quick_refit_writes_a_candidate_with_feedback_photos(setup, tmp_path):
     assert card.calibration.lam["crc"] and card.temperature > 0
     assert card.hashes["model.onnx"] == sha256_file(result.model_dir / "model.onnx")
     assert {"features", "fine-tune", "calibrate", "export", "done"} <= set(stages)
-    session = ort.InferenceSession(str(result.model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    probs = session.run(None, {"images": np.zeros((2, 3, 64, 64), np.float32)})[0]
+    probs = load_model(result.model_dir, prefer_gpu=False).run(np.zeros((2, 3, 64, 64), np.float32))
     assert probs.shape == (2, 17) and np.allclose(probs.sum(1), 1, atol=1e-4)
     # a second refit computes only what is new: nothing
     again = quick_refit(parts, fb, taxonomy, root / "models", "quick-2", tmp_path / "cache", TINY_QUICK)
