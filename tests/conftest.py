@@ -52,11 +52,13 @@ def _fresh_database(env_settings: CommonSettings, tmp: Path) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in base else "?"
+    url = f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
     try:
-        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+        yield url
     finally:
         from shared.db import get_engine
 
+        get_engine(url).dispose()  # close its pooled connections now: a shared server has few to spare
         get_engine.cache_clear()
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
