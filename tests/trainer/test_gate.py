@@ -70,6 +70,8 @@ def test_the_gate_keeps_a_worse_candidate_and_promotes_an_equal_one(models, phot
     assert not worse.promote and "top-1 on eval" in worse.reason and "not decisive: feedback" in worse.reason
     assert worse.active["eval"]["top1"] == 1.0 and worse.candidate["eval"]["top1"] < 0.9
     assert set(worse.active["eval"]["hedged"]) == {"0.8", "0.9", "0.95", "0.98", "0.99"}
+    # 40 photos allow 5 errors only at 0.8 (8) and 0.9 (4 < 5: not judged): one miss is not evidence
+    assert worse.active["eval"]["shortfall_targets"] == [0.8]
     same = judge(active, ("active", active), sets, cache, tolerance=0.0, min_feedback=10)
     assert same.promote and same.candidate == same.active and "feedback" in same.reason
     first = judge(active, None, sets, cache, 0.01, 30)
