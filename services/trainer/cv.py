@@ -111,8 +111,7 @@ def _cache_key(recipe: Recipe, ids: list[str], angles: tuple[int, ...]) -> dict:
     r = recipe.to_dict()
     keys = ("architecture", "input_size", "resize_size", "split_block", "views", "crop_scale",
             "rotation_degrees", "hflip", "color_jitter", "seed")
-    key = {"recipe": {k: r[k] for k in keys}, "augment": r["extra"].get("augment", "default"),
-           "ids_sha": _sha(ids), "angles": list(angles)}
+    key = {"recipe": {k: r[k] for k in keys}, "ids_sha": _sha(ids), "angles": list(angles)}
     return json.loads(json.dumps(key))  # as read back from meta.json (tuples become lists)
 
 
