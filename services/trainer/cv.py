@@ -340,13 +340,11 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     fitted on the out-of-fold predictions (cross-fitting: every sender's photos scored by a
     model that never saw that sender), with ``crc_unit`` 'sender' (a promise for new people) or
     'photo'. The card records how (``data.calibration_source``, ``calibration.crc_unit``)."""
-    from datetime import datetime, timezone
 
     from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
     from services.trainer.evaluation import plots
-    from services.trainer.export import export_model
+    from services.trainer.export import export_model, version_card
     from shared.hedging.calibration import calibrate, calibrate_by_sender
-    from shared.model_card import ModelCard
 
     if crc_unit not in ("sender", "photo"):
         raise ValueError(f"crc_unit must be 'sender' or 'photo', got {crc_unit!r}")
@@ -378,16 +376,10 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     export_info = export_model(net, temperature, cfg, model_dir, parity, tta=recipe.tta)
     plots.training_curves(saved["history"], model_dir / "training_curves.png")
     timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
-    card = ModelCard(
-        version=version,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        architecture=recipe.architecture,
-        preprocess=cfg,
-        classes=taxonomy.leaves,
-        taxonomy_version=taxonomy.version,
-        taxonomy_digest=taxonomy.digest,
-        temperature=temperature,
-        calibration=cal,
+    card = version_card(
+        version=version, recipe=recipe, cfg=cfg, classes=taxonomy.leaves, taxonomy=taxonomy,
+        temperature=temperature, calibration=cal, export_info=export_info,
+        recipe_extra={"cv": json.loads((run_dir / "recipe.json").read_text()).get("cv", {})},
         data={"dir": str(data_dir) if data_dir else None, "photos": int(saved["photos"]),
               "senders": int(saved["senders"]), "trained_on": "all labelled photos",
               "calibration_source": {
@@ -395,11 +387,8 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
                   "photos": int(len(y)), "senders": int(len(np.unique(senders))), "crc_unit": crc_unit,
                   "what": "temperature and λ tables fitted on out-of-fold predictions of sender-disjoint fold "
                           "models (wardrobe cv); the shipped network was trained on all photos"}},
-        recipe={**recipe.to_dict(), "cv": json.loads((run_dir / "recipe.json").read_text()).get("cv", {})},
         metrics={"history": saved["history"], "oof_ece_before": ece_before, "oof_ece_after": ece_after,
-                 "final_fit_seconds": saved.get("seconds"), "cv_timing": timing,
-                 "train_device": "cpu", **export_info["metrics"]},
-        hashes=export_info["hashes"],
+                 "final_fit_seconds": saved.get("seconds"), "cv_timing": timing, "train_device": "cpu"},
     )
     card.save(model_dir)
     log.info("model %s written to %s", version, model_dir)

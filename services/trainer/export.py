@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -14,11 +15,13 @@ import torch
 from PIL import Image
 
 from services.trainer.model import CalibratedNet, GarmentNet
-from shared.model_card import ONNX_FILENAME, PreprocessConfig, sha256_file
+from shared.model_card import ONNX_FILENAME, ModelCard, PreprocessConfig, sha256_file
 from shared.model_contract import INPUT_NAME, OPSET, export_onnx, open_session
 from shared.preprocessing import preprocess_batch
 
 if TYPE_CHECKING:
+    from services.trainer.recipe import Recipe
+    from shared.taxonomy import Taxonomy
     from onnxruntime import InferenceSession
 
 __all__ = ["export_model", "ParityError", "PARITY_TOLERANCE", "OPSET"]
@@ -74,3 +77,27 @@ def export_model(net: GarmentNet, temperature: float, cfg: PreprocessConfig, mod
         "ort_cpu_threads": threads,
     }
     return {"metrics": metrics, "hashes": {ONNX_FILENAME: sha256_file(path)}}
+
+
+def version_card(*, version: str, recipe: Recipe, cfg: PreprocessConfig, classes: list[str], taxonomy: Taxonomy,
+                 temperature: float, calibration: Any, data: dict, metrics: dict, export_info: dict,
+                 recipe_extra: dict | None = None) -> ModelCard:
+    """The card of a freshly exported network: the one place that says what every version records
+    (full training, quick refit and the cross-fitted model of ``wardrobe cv`` all end here), so a
+    field added to cards reaches all of them. ``export_info`` is :func:`export_model`'s answer."""
+    return ModelCard(
+        version=version,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        architecture=recipe.architecture,
+        preprocess=cfg,
+        classes=classes,
+        taxonomy_version=taxonomy.version,
+        taxonomy_digest=taxonomy.digest,
+        taxonomy=taxonomy.raw,
+        temperature=temperature,
+        calibration=calibration,
+        data=data,
+        recipe={**recipe.to_dict(), **(recipe_extra or {})},
+        metrics={**metrics, **export_info["metrics"]},
+        hashes=export_info["hashes"],
+    )

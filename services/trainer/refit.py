@@ -29,7 +29,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import torch
 from services.trainer.evaluation import plots
 from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
 from services.trainer.data import Sample, load_dataset, load_or_create_split
-from services.trainer.export import export_model
+from services.trainer.export import export_model, version_card
 from services.trainer.feature_store import FeatureStore, PhotoRef
 from services.trainer.model import GarmentNet
 from services.trainer.recipe import Recipe
@@ -227,26 +226,16 @@ def quick_refit(
     stages["export"] = time.time() - t
     seconds = time.time() - start
     stages["cpu_seconds"] = time.process_time() - cpu_start  # both cores' work: wall time on an idle CPU ≈ half
-    card = ModelCard(
-        version=version,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        architecture=recipe.architecture,
-        preprocess=cfg,
-        classes=classes,
-        taxonomy_version=taxonomy.version,
-        taxonomy_digest=taxonomy.digest,
-        taxonomy=taxonomy.raw,
-        temperature=temperature,
-        calibration=calibration,
+    card = version_card(
+        version=version, recipe=recipe, cfg=cfg, classes=classes, taxonomy=taxonomy, temperature=temperature,
+        calibration=calibration, export_info=export_info,
         data={"mode": "quick", "feature_cache": store.key,
               "photos_per_split": {"train": len(train_photos), "val": len(parts["val"]), "cal": len(parts["cal"]),
                                    "test": len(parts.get("test", []))},
               "feedback_photos": n_feedback},
-        recipe=recipe.to_dict(),
         metrics={"history": history, "val_ece_before": ece_before, "val_ece_after": ece_after,
                  "train_seconds": seconds, "refit_stage_seconds": stages, "train_device": "cpu",
-                 "features_computed": store.computed, **export_info["metrics"]},
-        hashes=export_info["hashes"],
+                 "features_computed": store.computed},
     )
     card.save(model_dir)
     report("done", 1.0)

@@ -33,7 +33,7 @@ from services.trainer.evaluation import plots
 from services.trainer.augment import shrink_for_cache, training_transform, augmented_view
 from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
 from services.trainer.data import Dataset, Sample, load_dataset, load_or_create_split
-from services.trainer.export import export_model
+from services.trainer.export import export_model, version_card
 from services.trainer.features import OrtRunner, run_in_batches
 from services.trainer.model import GarmentNet
 from services.trainer.recipe import Recipe
@@ -338,25 +338,14 @@ def train(
     parity_photos = [load_photo(s.path) for s in parts["val"][:16]]
     export_info = export_model(net, temperature, cfg, model_dir, parity_photos, tta=recipe.tta)
     plots.training_curves(history, model_dir / "training_curves.png")
-    card = ModelCard(
-        version=version,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        architecture=recipe.architecture,
-        preprocess=cfg,
-        classes=classes,
-        taxonomy_version=taxonomy.version,
-        taxonomy_digest=taxonomy.digest,
-        taxonomy=taxonomy.raw,
-        temperature=temperature,
-        calibration=hedger_calibration,
+    card = version_card(
+        version=version, recipe=recipe, cfg=cfg, classes=classes, taxonomy=taxonomy, temperature=temperature,
+        calibration=hedger_calibration, export_info=export_info,
         data={"dir": str(data_dir), "split_file": str(split_file), "photos_per_split": counts,
               "skipped_rows": len(dataset.skipped), "ignored_label_photos": len(dataset.ignored),
               "excluded_train_photos": excluded},
-        recipe=recipe.to_dict(),
         metrics={"history": history, "val_ece_before": ece_before, "val_ece_after": ece_after,
-                 "train_seconds": time.time() - start, "train_device": _device_name(device),
-                 **export_info["metrics"]},
-        hashes=export_info["hashes"],
+                 "train_seconds": time.time() - start, "train_device": _device_name(device)},
     )
     card.save(model_dir)
     (model_dir / "split.json").exists() or (model_dir / "split.json").write_text(json.dumps(split) + "\n")

@@ -303,7 +303,9 @@ def test_redis_restarted_empty_the_sweeper_sends_every_job_again(faulty: Faulty)
     assert survivors <= 2, survivors
     all_done(faulty, ids)
     resent = sum(job.attempts == 2 for job in rows(faulty, ids).values())
-    assert resent >= len(ids) - survivors  # sent once more, by the sweeper
+    # sent once more, by the sweeper: all but the survivors and the message or two that sat popped in
+    # the stopped worker's socket (gone from Redis, so not counted as survivors; seen: 1 in 200)
+    assert resent >= len(ids) - survivors - 2, (resent, len(ids), survivors)
 
 
 def test_restart_of_postgresql(faulty: Faulty):
