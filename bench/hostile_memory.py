@@ -21,15 +21,12 @@ import json
 import logging
 import platform
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services import launcher  # noqa: E402
-from shared.config import CommonSettings  # noqa: E402
+from bench._system import bench_system  # noqa: E402
 from tests.factories import jpeg_bytes  # noqa: E402
 from tests.hostile import WORST_FOR_MEMORY, hostile_photos  # noqa: E402
 
@@ -98,27 +95,18 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    settings = CommonSettings()
     max_bytes = 15 * MB  # the default MAX_PHOTO_BYTES
     photos = {p.kind: p for p in hostile_photos(max_bytes)}
     hostile = photos[args.kind]
     normal = jpeg_bytes((640, 480), seed=1)
-    tmp = Path(tempfile.mkdtemp(prefix="wardrobe-hostile-memory-"))
-    key = f"bench-{uuid.uuid4().hex}"
-    (tmp / "data").mkdir()
-    group = launcher.ProcessGroup(log_dir=tmp / "logs")
     result: dict = {"host": platform.node(), "concurrency": args.concurrency, "requests": args.n,
                     "kind": args.kind, "photo_bytes": len(hostile.data), "max_photo_bytes": max_bytes}
-    try:
-        stack = launcher.start_stack(group, data_dir=tmp / "data", model_dir=args.model_dir or settings.model_dir,
-                                     redis_url=settings.redis_url, namespace=f"wardrobe-bench-{uuid.uuid4().hex[:6]}",
-                                     services=("inference", "hedger"), bootstrap_key=key)
-        pids = {name: group.get(name).popen.pid for name in ("gateway", "inference")}
-        asyncio.run(load(stack.url, key, normal, 2 * args.concurrency, args.concurrency))  # warm-up
-        result["baseline_normal_jpeg"] = measure(stack.url, key, pids, normal, args.n, args.concurrency)
-        result["hostile"] = measure(stack.url, key, pids, hostile.data, args.n, args.concurrency)
-    finally:
-        group.stop_all()
+    with bench_system("hostile-memory", args.model_dir) as system:
+        url, key = system.url, system.key
+        pids = {name: system.group.get(name).popen.pid for name in ("gateway", "inference")}
+        asyncio.run(load(url, key, normal, 2 * args.concurrency, args.concurrency))  # warm-up
+        result["baseline_normal_jpeg"] = measure(url, key, pids, normal, args.n, args.concurrency)
+        result["hostile"] = measure(url, key, pids, hostile.data, args.n, args.concurrency)
 
     result["pass"] = all(v < args.target_mb for v in result["hostile"]["peak_rss_mb"].values())
     if args.json:

@@ -28,13 +28,11 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services import launcher  # noqa: E402
-from shared.config import CommonSettings  # noqa: E402
+from bench._system import bench_system, dataset_photos  # noqa: E402
 from shared.model_card import ModelCard  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -152,8 +150,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    photos = [p.read_bytes() for p in files[:400]]
+    photos = dataset_photos(args.photos)
     tmp = Path(tempfile.mkdtemp(prefix="wardrobe-switch-"))
     models = tmp / "models"
     models.mkdir()
@@ -165,25 +162,16 @@ def main() -> int:
         cand_dir = renamed_copy(base_dir, tmp, f"{base}-switch")
     candidate = ModelCard.load(cand_dir).version
 
-    settings = CommonSettings()
-    key = f"bench-{uuid.uuid4().hex}"
-    group = launcher.ProcessGroup(log_dir=tmp / "logs")
-    try:
-        stack = launcher.start_stack(group, data_dir=tmp / "data", model_dir=models,
-                                     redis_url=settings.redis_url, database_url=settings.database_url,
-                                     namespace=f"wardrobe-switch-{uuid.uuid4().hex[:6]}",
-                                     services=("inference", "hedger"), bootstrap_key=key)
+    with bench_system("switch", models) as system:
         from shared import registry
         from shared.db import session_scope
         from shared.model_store import open_model_store
 
-        with session_scope(stack.database_url) as session:  # what the trainer does with a candidate
+        with session_scope(system.stack.database_url) as session:  # what the trainer does with a candidate
             registry.publish(session, open_model_store(models), cand_dir)
         log.info("serving %s; candidate %s registered; %d clients for %.0f s", base, candidate,
                  args.concurrency, args.duration)
-        raw = asyncio.run(run_load(stack.url, key, photos, args, candidate))
-    finally:
-        group.stop_all()
+        raw = asyncio.run(run_load(system.url, system.key, photos, args, candidate))
 
     result = analyse(raw["records"], raw["switches"], base, candidate)
     result.update(base=base, candidate=candidate, concurrency=args.concurrency, duration_s=args.duration,

@@ -30,17 +30,14 @@ import multiprocessing as mp
 import platform
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services import launcher  # noqa: E402
-from shared.config import CommonSettings  # noqa: E402
+from bench._system import bench_system, dataset_photos  # noqa: E402
 
 log = logging.getLogger("bench")
 TARGETS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999)
@@ -179,20 +176,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would slow the client
 
-    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    photos = [p.read_bytes() for p in files[:400]]
-    settings = CommonSettings()
-    tmp = Path(tempfile.mkdtemp(prefix="wardrobe-bench-"))
-    key = f"bench-{uuid.uuid4().hex}"  # the operator key the stack is started with (no rate limit)
-    group = launcher.ProcessGroup(log_dir=tmp / "logs")
-    try:
-        stack = launcher.start_stack(group, data_dir=tmp / "data", model_dir=args.model_dir or settings.model_dir,
-                                     redis_url=settings.redis_url, database_url=settings.database_url,
-                                     namespace=f"wardrobe-bench-{uuid.uuid4().hex[:6]}",
-                                     services=("inference", "hedger"), bootstrap_key=key)
-        result = asyncio.run(measure(stack.url, key, photos, args))
-    finally:
-        group.stop_all()
+    photos = dataset_photos(args.photos)
+    with bench_system("rehedge", args.model_dir) as system:
+        result = asyncio.run(measure(system.url, system.key, photos, args))
 
     unloaded = result["classify_unloaded"]["p50_ms"]
     loaded = result["classify_under_rehedges"]["p50_ms"]

@@ -27,17 +27,14 @@ import json
 import logging
 import platform
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services import launcher  # noqa: E402
-from shared.config import CommonSettings  # noqa: E402
+from bench._system import bench_system, dataset_photos  # noqa: E402
 from tests.hostile import hostile_photos  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -161,32 +158,22 @@ def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     import httpx
 
-    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-    photos = [p.read_bytes() for p in files[:400]]
+    photos = dataset_photos(args.photos)
     hostile = hostile_photos(15 * MB)  # the default MAX_PHOTO_BYTES
-    settings = CommonSettings()
-    tmp = Path(tempfile.mkdtemp(prefix="wardrobe-soak-"))
-    key = f"bench-{uuid.uuid4().hex}"  # the operator key the stack starts with (no rate limit)
-    group = launcher.ProcessGroup(log_dir=tmp / "logs")
-    try:
-        stack = launcher.start_stack(group, data_dir=tmp / "data", model_dir=settings.model_dir,
-                                     redis_url=settings.redis_url, database_url=settings.database_url,
-                                     namespace=f"wardrobe-soak-{uuid.uuid4().hex[:6]}",
-                                     services=("inference", "hedger"), bootstrap_key=key)
+    with bench_system("soak") as system:
+        group = system.group
         pids = {c.name: c.popen.pid for c in group.children}
 
         async def run() -> tuple[float, dict]:
             limits = httpx.Limits(max_connections=args.max_in_flight)
-            async with httpx.AsyncClient(base_url=stack.url, timeout=60, limits=limits,
-                                         headers={"Authorization": f"Bearer {key}"}) as client:
+            async with httpx.AsyncClient(base_url=system.url, timeout=60, limits=limits,
+                                         headers={"Authorization": f"Bearer {system.key}"}) as client:
                 cap = await capacity(client, photos, args.concurrency, args.capacity_s)
                 log.info("capacity: %.1f photos/s; soaking at %.1f/s for %.0f s", cap, args.load * cap, args.duration)
                 return cap, await soak(client, photos, hostile, args.load * cap, args, pids)
 
         cap, raw = asyncio.run(run())
         restarts = {c.name: getattr(c, "restarts", 0) for c in group.children}
-    finally:
-        group.stop_all()
 
     records, memory = raw["records"], raw["memory"]
     valid_ms = [r["ms"] for r in records if r["kind"] == "valid" and r["ok"]]
