@@ -106,13 +106,24 @@ class ViewCache:
         return np.concatenate([self.views, *extra]) if len(self.views) else np.concatenate(extra)
 
 
-def _cache_key(recipe: Recipe, ids: list[str], angles: tuple[int, ...]) -> dict:
-    """What the cached activations depend on; a rerun reuses the cache only if all of it matches."""
+FRONT_FIELDS = ("architecture", "input_size", "resize_size", "split_block")  # what the front computes
+AUGMENT_FIELDS = ("crop_scale", "rotation_degrees", "hflip", "color_jitter", "seed")  # what a view draws
+
+
+def _served_key(recipe: Recipe, ids: list[str], angles: tuple[int, ...]) -> dict:
+    """What the served crops' activations depend on (not the number of augmented views)."""
     r = recipe.to_dict()
-    keys = ("architecture", "input_size", "resize_size", "split_block", "views", "crop_scale",
-            "rotation_degrees", "hflip", "color_jitter", "seed")
-    key = {"recipe": {k: r[k] for k in keys}, "ids_sha": _sha(ids), "angles": list(angles)}
-    return json.loads(json.dumps(key))  # as read back from meta.json (tuples become lists)
+    key = {"front": {k: r[k] for k in FRONT_FIELDS}, "ids_sha": _sha(ids), "angles": list(angles)}
+    return json.loads(json.dumps(key))  # as read back from JSON (tuples become lists)
+
+
+def _view_key(recipe: Recipe, ids: list[str], view: int) -> dict:
+    """What augmented view number ``view`` depends on. Each view draws from its own seed, so view v
+    is the same whichever ``views`` a run asks for: a run with more views reuses the ones cached."""
+    r = recipe.to_dict()
+    key = {"front": {k: r[k] for k in FRONT_FIELDS}, "augment": {k: r[k] for k in AUGMENT_FIELDS},
+           "view": view, "ids_sha": _sha(ids)}
+    return json.loads(json.dumps(key))
 
 
 def _sha(ids: list[str]) -> str:
@@ -121,54 +132,75 @@ def _sha(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
+def _cached(cache_dir: Path, name: str, key: dict) -> bool:
+    meta = cache_dir / f"{name}.json"
+    return meta.is_file() and json.loads(meta.read_text()) == key
+
+
+def _add_seconds(cache_dir: Path, seconds: float) -> None:
+    """Front compute spent on this cache, summed over the runs that filled it."""
+    timing = cache_dir / "seconds.json"
+    before = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
+    timing.write_text(json.dumps({"seconds": before + seconds}) + "\n")
+
+
 def build_cache(samples: list[Sample], net: GarmentNet, recipe: Recipe, cfg: PreprocessConfig,
                 cache_dir: Path, angles: tuple[int, ...] = CV_ANGLES) -> ViewCache:
     """Decode each photo once, run the frozen front on its served crops and augmented views, and
-    keep the activations in ``cache_dir`` (reused when the front, views and photos match)."""
+    keep the activations in ``cache_dir``: the served crops and each view in its own file with its
+    own key (``served.json``, ``view<v>.json``), so a run reuses every part whose front, photos and
+    augmentation match and computes only what is missing (e.g. views 4-7 after a 4-view run)."""
     cache_dir = Path(cache_dir)
-    key = _cache_key(recipe, [s.image_id for s in samples], angles)
-    meta = cache_dir / "meta.json"
-    if meta.is_file() and json.loads(meta.read_text()) == key:
-        log.info("reusing cached front activations in %s", cache_dir)
-        return ViewCache(np.load(cache_dir / "views.npy"),
-                         {a: np.load(cache_dir / f"served_{a}.npy") for a in angles})
     cache_dir.mkdir(parents=True, exist_ok=True)
-    meta.unlink(missing_ok=True)
+    ids = [s.image_id for s in samples]
+    served_key = _served_key(recipe, ids, angles)
+    missing_views = [v for v in range(recipe.views) if not _cached(cache_dir, f"view{v}", _view_key(recipe, ids, v))]
+    have_served = _cached(cache_dir, "served", served_key)
+    if have_served and not missing_views:
+        log.info("reusing cached front activations in %s (served crops, %d views)", cache_dir, recipe.views)
+        return _load_cache(cache_dir, recipe.views, angles)
     start = time.time()
     front = OrtRunner(net.front, recipe.input_size, recipe.threads)
 
-    # served crops (upright and rotated), streamed in chunks so full-size photos never pile up
+    # decode once; served crops (upright and rotated) in chunks so full-size photos never pile up
     photos, served = [], {a: [] for a in angles}
     chunk = 64
-    for i in tqdm(range(0, len(samples), chunk), desc="decode + served crops", mininterval=5.0):
+    desc = "decode" if have_served else "decode + served crops"
+    for i in tqdm(range(0, len(samples), chunk), desc=desc, mininterval=5.0):
         decoded = [load_photo(s.path) for s in samples[i:i + chunk]]
-        for a in angles:
-            batch = np.stack([preprocess(rotate_photo(img, a, cfg), cfg) for img in decoded])
-            served[a].append(front(batch).astype(np.float16))
+        if not have_served:
+            for a in angles:
+                batch = np.stack([preprocess(rotate_photo(img, a, cfg), cfg) for img in decoded])
+                served[a].append(front(batch).astype(np.float16))
         photos.extend(shrink_for_cache(img, cfg) for img in decoded)
-    served_arr = {a: np.concatenate(v) for a, v in served.items()}
-    log.info("decoded %d photos and cached %d served crops each in %.0f s", len(photos), len(angles),
-             time.time() - start)
+    if not have_served:
+        (cache_dir / "served.json").unlink(missing_ok=True)
+        for a, parts in served.items():
+            np.save(cache_dir / f"served_{a}.npy", np.concatenate(parts))
+        (cache_dir / "served.json").write_text(json.dumps(served_key, indent=1) + "\n")  # last: never half-written
+        log.info("decoded %d photos and cached %d served crops each in %.0f s", len(photos), len(angles),
+                 time.time() - start)
 
     transform = training_transform(recipe, cfg)
-    shape = served_arr[angles[0]].shape[1:]
-    views = np.lib.format.open_memmap(cache_dir / "views.npy", mode="w+", dtype=np.float16,
-                                      shape=(recipe.views, len(samples), *shape)) if recipe.views else \
-        np.zeros((0, len(samples), *shape), np.float16)  # no augmented views (served crops only)
-    for v in range(recipe.views):
+    for v in missing_views:
         torch.manual_seed(recipe.seed * 1000 + v)  # torchvision's random draws, as in train()
-        views[v] = run_in_batches(photos, lambda im: augmented_view(im, transform, cfg), front,
-                                  desc=f"view {v + 1}/{recipe.views}", total=len(photos))
+        (cache_dir / f"view{v}.json").unlink(missing_ok=True)
+        acts = run_in_batches(photos, lambda im: augmented_view(im, transform, cfg), front,
+                              desc=f"view {v + 1}/{recipe.views}", total=len(photos))
+        np.save(cache_dir / f"view{v}.npy", acts.astype(np.float16))
+        (cache_dir / f"view{v}.json").write_text(json.dumps(_view_key(recipe, ids, v), indent=1) + "\n")
         log.info("cached view %d/%d (%.0f s so far)", v + 1, recipe.views, time.time() - start)
-    if recipe.views:
-        views.flush()
-    else:
-        np.save(cache_dir / "views.npy", views)
-    for a, arr in served_arr.items():
-        np.save(cache_dir / f"served_{a}.npy", arr)
-    (cache_dir / "seconds.json").write_text(json.dumps({"seconds": time.time() - start}) + "\n")
-    meta.write_text(json.dumps(key, indent=1) + "\n")  # last: a half-written cache is never reused
-    return ViewCache(np.load(cache_dir / "views.npy"), served_arr)
+    _add_seconds(cache_dir, time.time() - start)
+    return _load_cache(cache_dir, recipe.views, angles)
+
+
+def _load_cache(cache_dir: Path, views: int, angles: tuple[int, ...]) -> ViewCache:
+    served = {a: np.load(cache_dir / f"served_{a}.npy") for a in angles}
+    shape = served[angles[0]].shape
+    stacked = np.empty((views, *shape), np.float16)  # in memory: fine-tuning reads it at random
+    for v in range(views):
+        stacked[v] = np.load(cache_dir / f"view{v}.npy", mmap_mode="r")
+    return ViewCache(stacked, served)
 
 
 # --- 2-3. fine-tuning on cached views -----------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -98,11 +99,11 @@ def test_every_photo_is_predicted_once_by_a_model_that_never_saw_its_sender(cv_r
 def test_rerun_reuses_the_cache_and_finished_folds(cv_run, caplog):
     taxonomy, data, out, run = cv_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "folds").iterdir()}
-    cache_mtime = (out / "cache" / "views.npy").stat().st_mtime_ns
+    cache_mtime = (out / "cache" / "served_0.npy").stat().st_mtime_ns
     caplog.set_level("INFO")
     again = cross_validate(data, taxonomy, out, TINY, folds=3)
     assert "reusing cached front activations" in caplog.text
-    assert (out / "cache" / "views.npy").stat().st_mtime_ns == cache_mtime
+    assert (out / "cache" / "served_0.npy").stat().st_mtime_ns == cache_mtime
     assert {p.name: p.stat().st_mtime_ns for p in (out / "folds").iterdir()} == before
     assert np.array_equal(again.oof_logits[0], run.oof_logits[0])
     timing = json.loads((out / "timing.json").read_text())  # a resume keeps the stages' own times
@@ -110,19 +111,46 @@ def test_rerun_reuses_the_cache_and_finished_folds(cv_run, caplog):
 
 
 @pytest.mark.slow
-def test_the_cache_key_names_what_the_activations_depend_on(cv_run):
+def test_the_cache_keys_name_what_the_activations_depend_on(cv_run):
     from dataclasses import replace
 
-    from services.trainer.cv import CV_ANGLES, _cache_key
+    from services.trainer.cv import CV_ANGLES, _served_key, _view_key
 
     _, _, out, _ = cv_run
-    meta = json.loads((out / "cache" / "meta.json").read_text())
+    served = json.loads((out / "cache" / "served.json").read_text())
+    view0 = json.loads((out / "cache" / "view0.json").read_text())
     ids = load_oof(out)["ids"].tolist()
-    assert _cache_key(TINY, ids, CV_ANGLES) == meta
-    assert _cache_key(replace(TINY, views=3), ids, CV_ANGLES) != meta
-    assert _cache_key(replace(TINY, color_jitter=0.5), ids, CV_ANGLES) != meta
-    assert _cache_key(TINY, ids[:-1], CV_ANGLES) != meta
-    assert _cache_key(replace(TINY, epochs=5), ids, CV_ANGLES) == meta, "fine-tuning fields reuse the cache"
+    assert _served_key(TINY, ids, CV_ANGLES) == served and _view_key(TINY, ids, 0) == view0
+    assert _served_key(replace(TINY, views=3), ids, CV_ANGLES) == served, "more views keep the served crops"
+    assert _view_key(replace(TINY, views=3), ids, 0) == view0, "... and the views already cached"
+    assert _view_key(replace(TINY, color_jitter=0.5), ids, 0) != view0
+    assert _served_key(replace(TINY, input_size=TINY.input_size + 32), ids, CV_ANGLES) != served
+    assert _served_key(TINY, ids[:-1], CV_ANGLES) != served and _view_key(TINY, ids[:-1], 0) != view0
+    assert _view_key(replace(TINY, epochs=5), ids, 0) == view0, "fine-tuning fields reuse the cache"
+
+
+@pytest.mark.slow
+def test_a_run_with_more_views_computes_only_the_new_ones(cv_run, tmp_path, caplog):
+    from dataclasses import replace
+
+    from services.trainer.cv import build_cache, _new_net
+    from services.trainer.data import load_dataset
+    from shared.model_card import PreprocessConfig
+
+    taxonomy, data, out, _ = cv_run
+    cache = tmp_path / "cache"
+    shutil.copytree(out / "cache", cache)
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    samples = sorted(load_dataset(data, taxonomy, on_error="skip").classified, key=lambda s: s.image_id)
+    more = replace(TINY, views=TINY.views + 1)
+    cfg = PreprocessConfig(input_size=more.input_size, resize_size=more.resize_size)
+    grown = build_cache(samples, _new_net(more, len(taxonomy.leaves)), more, cfg, cache)
+    after = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert grown.views.shape[0] == TINY.views + 1
+    assert all(after[name] == mtime for name, mtime in before.items() if name != "seconds.json")
+    assert f"view{TINY.views}.npy" in after and f"view{TINY.views}.npy" not in before
+    assert np.array_equal(grown.views[: TINY.views], np.stack(
+        [np.load(out / "cache" / f"view{v}.npy") for v in range(TINY.views)]))
 
 
 @pytest.mark.slow
