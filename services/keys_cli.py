@@ -64,7 +64,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if row is None:
         print(f"no key with id {args.id!r}")
         return 1
-    print(f"revoked key {row.id} ({row.name}); requests with it now get 401")
+    print(f"revoked key {row.id} ({row.name}); requests with it get 401 within AUTH_CACHE_S seconds (default 5)")
     return 0
 
 

@@ -32,6 +32,16 @@ class GatewaySettings(CommonSettings):
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Requests per minute per API key unless the key sets its own (0: no limit).",
     )
+    auth_cache_s: float = Field(
+        5.0, ge=0.0, le=60.0,
+        description="Trust a resolved API key this many seconds before asking the database again: a revoked "
+        "key is refused within this time (0: ask on every request).",
+    )
+    job_cache_size: int = Field(
+        2_000, ge=0, le=1_000_000,
+        description="Finished jobs kept in memory (least recently used out first), so reading or re-hedging "
+        "them again needs no database (0: none).",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call the API (CORS); empty: none.",
     )

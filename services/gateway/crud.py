@@ -18,17 +18,16 @@ from shared.tables import ClassificationJob, Feedback, ModelVersion, TrainingJob
 from shared.taxonomy import Taxonomy
 
 
-def to_public(job: ClassificationJob, rehedged: ClassificationResult | None = None,
-              accuracy: float | None = None) -> ClassificationPublic:
-    result = rehedged or (ClassificationResult.model_validate(job.result) if job.result else None)
+def to_public(job: ClassificationJob) -> ClassificationPublic:
+    """The job as the API shows it (a re-hedged answer: ``jobcache.JobView.rehedged``)."""
+    result = ClassificationResult.model_validate(job.result) if job.result else None
     return ClassificationPublic(
         id=str(job.id),
         status=job.status.value,
-        accuracy_target=accuracy if rehedged is not None and accuracy is not None else job.accuracy_target,
+        accuracy_target=job.accuracy_target,
         model_version=job.model_version,
         answer=result.answer if result else None,
         top_predictions=result.top_predictions if result else [],
-        rehedged=rehedged is not None,
         timings=StageTimings.model_validate(job.timings or {}),
         error=ErrorInfo(code=job.error_code or "failed", message=job.error or "") if job.error else None,
         created_at=job.created_at.isoformat(),

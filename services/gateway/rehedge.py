@@ -8,11 +8,15 @@ Nothing is written: the job keeps the answer it was classified with.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from services.gateway.api.deps import Database
 from services.gateway.errors import RehedgeFailed
 from shared.model_hedgers import ModelHedgers
-from shared.schemas import ClassificationResult
-from shared.tables import ClassificationJob
+from shared.schemas import HedgedAnswer
+
+if TYPE_CHECKING:
+    from services.gateway.jobcache import JobView
 
 __all__ = ["Rehedger"]
 
@@ -23,15 +27,15 @@ class Rehedger:
     def __init__(self, hedgers: ModelHedgers, database: Database) -> None:
         self.hedgers, self.database = hedgers, database
 
-    async def rehedge(self, job: ClassificationJob, accuracy: float) -> ClassificationResult:
-        """The job's answer at ``accuracy``, by the method that answered it; same top predictions."""
-        if job.result is None or job.leaf_probs is None or job.model_version is None:
-            raise RehedgeFailed(f"job {job.id} has no stored probabilities to re-hedge")
-        stored = ClassificationResult.model_validate(job.result)
+    async def rehedge(self, job: "JobView", accuracy: float) -> HedgedAnswer:
+        """The job's answer at ``accuracy``, by the method that answered it (its top predictions
+        stay as stored)."""
+        stored = job.public.answer
+        version = job.public.model_version
+        if stored is None or job.leaf_probs is None or version is None:
+            raise RehedgeFailed(f"job {job.public.id} has no stored probabilities to re-hedge")
         try:
-            hedger = self.hedgers.cached(job.model_version) or await self.database.run(
-                self.hedgers.load, job.model_version)
-            answer = hedger.hedge(job.leaf_probs, accuracy, stored.answer.method)
+            hedger = self.hedgers.cached(version) or await self.database.run(self.hedgers.load, version)
+            return hedger.hedge(job.leaf_probs, accuracy, stored.method)
         except ValueError as exc:  # HedgeInputError, CalibrationError: the stored job cannot be re-hedged
-            raise RehedgeFailed(f"job {job.id} cannot be re-hedged: {exc}") from exc
-        return ClassificationResult(answer=answer, top_predictions=stored.top_predictions)
+            raise RehedgeFailed(f"job {job.public.id} cannot be re-hedged: {exc}") from exc

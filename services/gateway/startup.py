@@ -14,6 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from services.gateway.api.deps import Database
 from services.gateway.config import GatewaySettings
+from services.gateway.jobcache import JobCache
+from services.gateway.keycache import KeyResolver
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from services.gateway.ratelimit import RateLimiter
@@ -36,6 +38,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if s.migrate_on_startup:
         await run_in_threadpool(prepare_database, url, s.model_dir, s.db_wait_attempts, True, s.resolved_model_store)
     app.state.database = Database(url)
+    app.state.keys = KeyResolver(s.auth_cache_s)
+    app.state.jobs = JobCache(s.job_cache_size)
     app.state.store = PhotoStore(s.resolved_photo_dir)
     app.state.decode_budget = DecodeBudget(s.decode_budget_bytes)
     app.state.model_store = open_model_store(s.resolved_model_store)

@@ -1,4 +1,9 @@
-"""Dependencies of the routes, as named ``Annotated`` aliases."""
+"""Dependencies of the routes, as named ``Annotated`` aliases.
+
+Every dependency is ``async def``, even those that only read ``app.state``: FastAPI runs a plain
+``def`` dependency in the thread pool, and those hand-offs (five on a re-hedge) cost more of the
+gateway's CPU than the request's own work once the database is out of its way.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,6 @@ from services.gateway.config import GatewaySettings
 from services.gateway.metrics import AUTH_REFUSALS
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
-from services.gateway.ratelimit import RateLimiter
-from shared import api_keys
 from shared.auth import Caller, Role
 from shared.db import session_scope
 from shared.model_store import ModelStore
@@ -23,6 +26,7 @@ from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
+    from services.gateway.jobcache import JobCache
     from services.gateway.rehedge import Rehedger
 
 T = TypeVar("T")
@@ -42,44 +46,44 @@ class Database:
         return await run_in_threadpool(self._call, fn, *args)
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
-def get_rehedger(request: Request) -> "Rehedger":
+async def get_rehedger(request: Request) -> "Rehedger":
     return request.app.state.rehedger
 
 
-def get_notifier(request: Request) -> Notifier:
+async def get_jobs(request: Request) -> "JobCache":
+    return request.app.state.jobs
+
+
+async def get_notifier(request: Request) -> Notifier:
     return request.app.state.notifier
 
 
-def get_store(request: Request) -> PhotoStore:
+async def get_store(request: Request) -> PhotoStore:
     return request.app.state.store
 
 
-def get_decode_budget(request: Request) -> DecodeBudget:
+async def get_decode_budget(request: Request) -> DecodeBudget:
     return request.app.state.decode_budget
 
 
-def get_model_store(request: Request) -> ModelStore:
+async def get_model_store(request: Request) -> ModelStore:
     return request.app.state.model_store
 
 
-def get_taxonomy(request: Request) -> Taxonomy:
+async def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
-
-
-def get_rate_limiter(request: Request) -> RateLimiter:
-    return request.app.state.rate_limiter
 
 
 async def get_caller(
@@ -88,7 +92,8 @@ async def get_caller(
 ) -> Caller:
     """The caller of this request, from ``Authorization: Bearer <API key>``: 401 without a valid
     key, 429 (with Retry-After) once the key is over its rate limit. Every counted request goes
-    through here, re-hedges included."""
+    through here, re-hedges included. The key is resolved at most AUTH_CACHE_S seconds ago
+    (``services.gateway.keycache``)."""
     from services.gateway.errors import RateLimited, Unauthenticated
 
     scheme, _, token = (authorization or "").strip().partition(" ")
@@ -96,13 +101,14 @@ async def get_caller(
     if scheme.lower() != "bearer" or not token:
         AUTH_REFUSALS.labels(reason="no_key").inc()
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    caller = await get_database(request).run(api_keys.resolve, token)
+    state = request.app.state
+    caller = await state.keys.resolve(state.database, token)
     if caller is None:
         AUTH_REFUSALS.labels(reason="unknown_key").inc()
         raise Unauthenticated("the API key is unknown or revoked")
-    settings = get_settings(request)
+    settings = state.settings
     limit = settings.rate_limit_per_minute if caller.rate_limit_per_minute is None else caller.rate_limit_per_minute
-    retry_after = await get_rate_limiter(request).hit(caller.id, limit)
+    retry_after = await state.rate_limiter.hit(caller.id, limit)
     if retry_after is not None:
         AUTH_REFUSALS.labels(reason="rate_limited").inc()
         raise RateLimited(f"key {caller.id} is over its limit of {limit} requests per minute; "
@@ -114,7 +120,7 @@ async def get_caller(
 def require_role(role: Role) -> Callable[..., Caller]:
     """A dependency that admits callers whose role allows ``role`` (403 otherwise)."""
 
-    def _check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    async def _check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         if not caller.may(role):
             from services.gateway.errors import Forbidden
 
@@ -129,6 +135,7 @@ SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 RehedgerDep = Annotated["Rehedger", Depends(get_rehedger)]
+JobsDep = Annotated["JobCache", Depends(get_jobs)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
 DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]

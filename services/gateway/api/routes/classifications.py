@@ -10,10 +10,11 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway import crud
-from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, NotifierDep, QueueDep, RehedgerDep,
-                                       SettingsDep, StoreDep)
+from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, JobsDep, NotifierDep, QueueDep,
+                                       RehedgerDep, SettingsDep, StoreDep)
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import InvalidParameter, JobNotFound, NoActiveModel, QueueUnavailable
+from services.gateway.jobcache import JobView
 from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
 from services.gateway.notifier import Notifier, wait_event
 from shared.hedging.calibration import MAX_TARGET, MIN_TARGET
@@ -134,6 +135,7 @@ async def read_classification(
     job_id: Annotated[str, Path(max_length=64, description="The job id (a UUID).")],
     caller: CallerDep,
     db: DatabaseDep,
+    jobs: JobsDep,
     rehedger: RehedgerDep,
     notifier: NotifierDep,
     settings: SettingsDep,
@@ -142,17 +144,20 @@ async def read_classification(
 ) -> ClassificationPublic:
     target = _accuracy(accuracy, settings) if accuracy is not None else None
     wait = _wait(wait, settings)
-    job = await db.run(crud.read_job, job_id)
+    job = await jobs.read(db, job_id)  # a finished job from memory after its first read (jobcache)
     if job is None or not caller.owns(job.owner_id):  # another client's job is as absent as none
         raise JobNotFound(f"no classification job with id {job_id!r}")
-    if wait > 0:
-        job = await wait_for_job(job_id, wait, db, notifier, settings.wait_fallback_poll_s) or job
-    if target is None or job.leaf_probs is None or job.status.value != "done":
-        return crud.to_public(job)
+    if wait > 0 and not job.finished:
+        row = await wait_for_job(job_id, wait, db, notifier, settings.wait_fallback_poll_s)
+        if row is not None:
+            job = JobView.of(row)
+            jobs.remember(row.id, job)
+    if target is None or not job.rehedgeable:
+        return job.public
     try:
-        result = await rehedger.rehedge(job, target)
+        answer = await rehedger.rehedge(job, target)
     except Exception:
         REHEDGES.labels(outcome="error").inc()
         raise
     REHEDGES.labels(outcome="ok").inc()
-    return crud.to_public(job, rehedged=result, accuracy=target)
+    return job.rehedged(answer, target)
