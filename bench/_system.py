@@ -7,6 +7,7 @@ limit. Everything it started is stopped when the ``with`` block ends.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 from services import launcher
 from shared.config import CommonSettings
 
-__all__ = ["BenchSystem", "bench_system", "dataset_photos"]
+__all__ = ["BenchSystem", "bench_system", "dataset_photos", "cpu_seconds"]
 
 
 @dataclass
@@ -27,6 +28,11 @@ class BenchSystem:
     stack: launcher.Stack
     group: launcher.ProcessGroup  # the started processes, by name (group.get("inference").popen.pid)
     tmp: Path  # scratch directory (data, logs)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each started process and its children (Celery's pool
+        processes), by name: differences between two calls say where a phase's CPU went."""
+        return {c.name: cpu_seconds(c.popen.pid) for c in self.group.children}
 
 
 @contextmanager
@@ -44,6 +50,25 @@ def bench_system(name: str, model_dir: Path | None = None,
         yield BenchSystem(stack.url, key, stack, group, tmp)
     finally:
         group.stop_all()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == p]
+    return total
 
 
 def dataset_photos(directory: Path, limit: int = 400) -> list[bytes]:
