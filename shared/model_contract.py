@@ -42,13 +42,20 @@ def pick_providers(prefer_gpu: bool = True) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def open_session(path: str | Path, threads: int = 0, prefer_gpu: bool = False) -> InferenceSession:
-    """An ONNX Runtime session on ``path``; ``threads`` intra-op threads (0: ONNX Runtime's choice)."""
+def open_session(path: str | Path, threads: int = 0, prefer_gpu: bool = False,
+                 spinning: bool = True) -> InferenceSession:
+    """An ONNX Runtime session on ``path``; ``threads`` intra-op threads (0: ONNX Runtime's choice).
+
+    ``spinning=False``: the intra-op threads sleep between runs instead of busy-waiting for the
+    next one (ONNX Runtime's default), which on a host with few cores takes CPU from everything
+    else in between runs (see InferenceSettings.ort_allow_spinning)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=pick_providers(prefer_gpu))
 
 
@@ -87,13 +94,14 @@ class LoadedModel:
         return probs
 
 
-def load_model(path: str | Path, prefer_gpu: bool = True, intra_op_threads: int = 0) -> LoadedModel:
+def load_model(path: str | Path, prefer_gpu: bool = True, intra_op_threads: int = 0,
+               spinning: bool = True) -> LoadedModel:
     """The model version in directory ``path`` (its card and ONNX file), ready to run."""
     from shared.model_card import ModelCard
 
     path = Path(path)
     card = ModelCard.load(path)
-    session = open_session(path / card.onnx_file, intra_op_threads, prefer_gpu)
+    session = open_session(path / card.onnx_file, intra_op_threads, prefer_gpu, spinning)
     provider = session.get_providers()[0]
     log.info("loaded model %s from %s on %s", card.version, path, provider)
     return LoadedModel(card.version, card, session, provider)

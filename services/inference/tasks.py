@@ -47,7 +47,8 @@ def tracker() -> ModelTracker:
     s = get_settings()
     return ModelTracker(
         s.resolved_database_url, s.model_check_interval_s,
-        loader=lambda key: load_model(model_store().fetch(key), s.prefer_gpu, s.ort_intra_op_threads),
+        loader=lambda key: load_model(model_store().fetch(key), s.prefer_gpu, s.ort_intra_op_threads,
+                                      s.ort_allow_spinning),
     )
 
 
