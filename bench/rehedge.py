@@ -56,8 +56,10 @@ def summary(ms: list[float]) -> dict:
             "mean_ms": statistics.fmean(ms) if ms else None}
 
 
-async def classify(client, photos: list[bytes], n: int, offset: int = 0) -> tuple[list[float], list[str], int]:  # noqa: ANN001
-    """n sequential classifications (wait for the answer): latencies, job ids, failures."""
+async def classify(client, photos: list[bytes], n: int, offset: int = 0,  # noqa: ANN001
+                   stages: list[dict] | None = None) -> tuple[list[float], list[str], int]:
+    """n sequential classifications (wait for the answer): latencies, job ids, failures; each
+    answer's per-stage timings appended to ``stages`` if given."""
     latencies, ids, failures = [], [], 0
     for i in range(n):
         t = time.perf_counter()
@@ -67,6 +69,8 @@ async def classify(client, photos: list[bytes], n: int, offset: int = 0) -> tupl
         if r.status_code == 200 and r.json().get("status") == "done":
             latencies.append(dt)
             ids.append(r.json()["id"])
+            if stages is not None:
+                stages.append(r.json()["timings"])
         else:
             failures += 1
     return latencies, ids, failures
@@ -79,6 +83,12 @@ async def rehedge_once(client, job_id: str, i: int, rehedge: bool = True) -> flo
     r = await client.get(f"/v1/classifications/{job_id}", params=params)
     dt = (time.perf_counter() - t) * 1000
     return dt if r.status_code == 200 and r.json().get("rehedged") is rehedge else None
+
+
+def stage_p50s(stages: list[dict]) -> dict[str, float]:
+    """p50 of each stage's milliseconds (the job's own timings: where a slower classification lost its time)."""
+    names = [k for k in (stages[0] if stages else {}) if k.endswith("_ms")]
+    return {k: round(float(np.percentile([s[k] for s in stages if s.get(k) is not None], 50)), 2) for k in names}
 
 
 def _client(url: str, key: str, connections: int):  # noqa: ANN202
@@ -168,8 +178,10 @@ async def measure(system: BenchSystem, photos: list[bytes], args: argparse.Names
                  result["read_low_load"])
 
         meter = CPUMeter(system).start()
-        lat, _, failures = await classify(client, photos, args.classifications, offset=100)
-        result["classify_unloaded"] = {**summary(lat), "failures": failures, "cpu_cores": meter.stop()}
+        stages: list[dict] = []
+        lat, _, failures = await classify(client, photos, args.classifications, offset=100, stages=stages)
+        result["classify_unloaded"] = {**summary(lat), "failures": failures, "cpu_cores": meter.stop(),
+                                       "stages_p50_ms": stage_p50s(stages)}
         log.info("classifications, unloaded: %s", result["classify_unloaded"])
 
         ctx = mp.get_context("spawn")
@@ -180,19 +192,23 @@ async def measure(system: BenchSystem, photos: list[bytes], args: argparse.Names
         await asyncio.sleep(args.ramp_s)  # the crowd is up and re-hedging
         start.set()
         meter = CPUMeter(system, crowd.pid).start()
-        lat, _, failures = await classify(client, photos, args.classifications, offset=200)
+        stages = []
+        lat, _, failures = await classify(client, photos, args.classifications, offset=200, stages=stages)
         cores = meter.stop()
         stop.set()
         crowd_result = await asyncio.to_thread(out.get, True, 60)
         crowd.join(10)
-        result["classify_under_rehedges"] = {**summary(lat), "failures": failures, "cpu_cores": cores}
+        result["classify_under_rehedges"] = {**summary(lat), "failures": failures, "cpu_cores": cores,
+                                             "stages_p50_ms": stage_p50s(stages)}
         result["rehedge_crowd"] = crowd_result
         log.info("classifications under %d re-hedging clients: %s; crowd: %s", args.concurrency,
                  result["classify_under_rehedges"], crowd_result)
 
         meter = CPUMeter(system).start()
-        lat, _, failures = await classify(client, photos, args.classifications, offset=300)
-        result["classify_unloaded_after"] = {**summary(lat), "failures": failures, "cpu_cores": meter.stop()}
+        stages = []
+        lat, _, failures = await classify(client, photos, args.classifications, offset=300, stages=stages)
+        result["classify_unloaded_after"] = {**summary(lat), "failures": failures, "cpu_cores": meter.stop(),
+                                             "stages_p50_ms": stage_p50s(stages)}
     return result
 
 
@@ -241,6 +257,7 @@ def main() -> int:
     for phase in ("classify_unloaded", "classify_under_rehedges"):
         cores = result[phase]["cpu_cores"]
         print(f"cores used, {phase}: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()))
+        print(f"stage p50s, {phase}: " + ", ".join(f"{k} {v:.1f}" for k, v in result[phase]["stages_p50_ms"].items()))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
