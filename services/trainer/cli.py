@@ -98,6 +98,30 @@ def _cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensemble(args: argparse.Namespace) -> int:
+    import shlex
+
+    from services.trainer.ensemble import combine_oof, ship_ensemble
+    from services.trainer.evaluation.crossval import cv_report
+    from shared.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy(args.taxonomy)
+    runs = [Path(r) for r in args.runs]
+    command = "wardrobe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = cv_report(combine_oof(runs), taxonomy, Path(args.out), command=command)
+    keys = ("top1", "top3", "top1_top10", "top1_10way", "ece")
+    print(json.dumps({"n": report["n"], "senders": report["senders"], "oof_ece": report["oof_ece"],
+                      **{k: report["spread"][k] for k in keys}}, indent=1))
+    print(f"report: {Path(args.out) / 'cv.md'}")
+    if args.version:
+        model_dir = ship_ensemble(runs, taxonomy, Path(args.models_dir) if args.models_dir else get_settings().model_dir,
+                                  args.version, crc_unit=args.crc_unit, data_dir=_data_dir(args.data))
+        cv_report(combine_oof(runs), taxonomy, model_dir / "eval", command=command)
+        print(f"model {args.version} written to {model_dir} (one ONNX graph, calibration cross-fitted, "
+              f"crc per {args.crc_unit})")
+    return 0
+
+
 def _active_model_dir() -> Path:
     """The registry's active version if a database is reachable, else the newest bundled model."""
     settings = get_settings()
@@ -177,6 +201,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--no-final", action="store_true", help="folds only: no network on all photos")
     v.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)
     v.set_defaults(func=_cv)
+
+    n = sub.add_parser("ensemble", help="the averaged out-of-fold predictions of several wardrobe cv runs "
+                                        "(same folds) as one CV report; --version ships them as one model")
+    n.add_argument("runs", nargs="+", help="wardrobe cv run directories (same photos and seed, same served crop)")
+    n.add_argument("--out", required=True, help="report directory")
+    n.add_argument("--data", help="dataset directory, for the export's parity photos; default $DATASET_DIR")
+    n.add_argument("--taxonomy", help="taxonomy YAML (default: the bundled one)")
+    n.add_argument("--version", help="export the members' networks on all photos as this model version (one ONNX "
+                                     "graph), temperature and λ tables fitted on the averaged out-of-fold predictions")
+    n.add_argument("--models-dir", help="where --version goes (default: the bundled models/)")
+    n.add_argument("--crc-unit", choices=["sender", "photo"], default="sender",
+                   help="the exchangeable unit of the shipped crc table (default: sender)")
+    n.set_defaults(func=_ensemble)
 
     e = sub.add_parser("evaluate", help="evaluate a model version on a dataset directory")
     e.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")

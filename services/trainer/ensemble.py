@@ -1,0 +1,144 @@
+"""Several cross-validated networks served as one model (``wardrobe ensemble``).
+
+Two networks that see the same photo through different pretrained backbones make different
+mistakes, so averaging their log-probabilities is right more often than either (measured by the
+same 5-fold person-grouped CV: docs/model.md). The members are ``wardrobe cv`` runs with the
+**same folds** (same photos, same seed), so their out-of-fold predictions combine photo by photo:
+
+* the ensemble's CV is the report of the averaged out-of-fold log-probabilities, every photo
+  scored by members that never saw its sender;
+* the shipped ensemble is the members' networks trained on all photos, in **one ONNX graph**
+  (one input, one output: the serving path, the model contract and the hedger do not change),
+  with temperature and λ tables cross-fitted on the averaged out-of-fold predictions.
+
+All members take the same served crop (one ``PreprocessConfig``), so nothing is resized inside
+the graph and each member sees exactly what it was trained and cross-validated on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from services.trainer.cv import CALIBRATION_SOURCE, _new_net, load_oof
+from services.trainer.model import GarmentNet
+from services.trainer.recipe import Recipe
+from services.trainer.train import load_photo
+from shared.model_card import PreprocessConfig
+from shared.taxonomy import Taxonomy
+
+__all__ = ["Ensemble", "combine_oof", "ship_ensemble"]
+
+log = logging.getLogger(__name__)
+
+
+class Ensemble(nn.Module):
+    """images → the mean of the members' log-softmax (the "logits" the temperature then scales)."""
+
+    def __init__(self, members: list[GarmentNet]) -> None:
+        super().__init__()
+        if len({m.input_size for m in members}) != 1:
+            raise ValueError("ensemble members must share one input size (one served crop)")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.log_softmax(m(images), dim=1) for m in self.members]).mean(0)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(1, keepdims=True)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+def combine_oof(run_dirs: list[Path]) -> dict:
+    """The members' out-of-fold predictions averaged as the ensemble computes them; refuses runs
+    whose photos or folds differ (then a photo's members could have seen its sender)."""
+    if len(run_dirs) < 2:
+        raise ValueError("an ensemble needs at least two wardrobe cv runs")
+    oofs = [load_oof(Path(r)) for r in run_dirs]
+    combined = dict(oofs[0])
+    for run, oof in zip(run_dirs[1:], oofs[1:]):
+        if not (np.array_equal(oof["ids"], combined["ids"]) and np.array_equal(oof["folds"], combined["folds"])):
+            raise ValueError(f"{run} has other photos or folds than {run_dirs[0]}: rerun it with the same "
+                             "data and seed")
+    for key in (k for k in combined if k.startswith("logits_")):
+        if not all(key in oof for oof in oofs):
+            raise ValueError(f"not every run has {key}")
+        combined[key] = np.mean([_log_softmax(oof[key].astype(np.float64)) for oof in oofs], axis=0).astype(np.float32)
+    return combined
+
+
+def _member(run_dir: Path, taxonomy: Taxonomy) -> tuple[GarmentNet, Recipe, dict]:
+    saved = torch.load(Path(run_dir) / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    if saved["taxonomy_digest"] != taxonomy.digest or list(saved["classes"]) != taxonomy.leaves:
+        raise ValueError(f"{run_dir} was trained for taxonomy {saved['taxonomy_digest']}, not {taxonomy.digest}")
+    recipe = Recipe.from_overrides(dict(saved["recipe"]))
+    net = _new_net(recipe, len(taxonomy.leaves))
+    net.load_state_dict(saved["model"])
+    return net.eval(), recipe, saved
+
+
+def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, version: str,
+                  crc_unit: str = "sender", data_dir: Path | None = None) -> Path:
+    """Export the members' networks on all photos as one model version, cross-fitted like
+    ``cv.ship``; the card lists every member's recipe and where its CV came from."""
+    from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
+    from services.trainer.evaluation import plots
+    from services.trainer.export import export_model, version_card
+    from shared.hedging.calibration import calibrate, calibrate_by_sender
+
+    if crc_unit not in ("sender", "photo"):
+        raise ValueError(f"crc_unit must be 'sender' or 'photo', got {crc_unit!r}")
+    oof = combine_oof(run_dirs)
+    members = [_member(r, taxonomy) for r in run_dirs]
+    recipes = [recipe for _, recipe, _ in members]
+    cfg = PreprocessConfig(input_size=recipes[0].input_size, resize_size=recipes[0].resize_size)
+    if any((r.input_size, r.resize_size) != (cfg.input_size, cfg.resize_size) for r in recipes):
+        raise ValueError("ensemble members must be cross-validated on the same served crop "
+                         "(input_size and resize_size)")
+    y, senders, logits = oof["labels"], oof["senders"].astype(str), oof["logits_0"]
+    temperature = fit_temperature(logits, y)
+    probs = softmax(logits, temperature)
+    ece_before, _ = expected_calibration_error(softmax(logits), y)
+    ece_after, _ = expected_calibration_error(probs, y)
+    cal = (calibrate_by_sender(probs, y, senders, taxonomy) if crc_unit == "sender"
+           else calibrate(probs, y, taxonomy))
+    log.info("ensemble of %d: cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s",
+             len(members), temperature, ece_before, ece_after, crc_unit)
+
+    model_dir = Path(models_dir) / version
+    model_dir.mkdir(parents=True, exist_ok=True)
+    parity = ([load_photo(Path(data_dir) / "images" / f"{i}.jpg") for i in sorted(oof["ids"][:16].tolist())]
+              if data_dir else [])
+    export_info = export_model(Ensemble([net for net, _, _ in members]), temperature, cfg, model_dir, parity)
+    plots.training_curves(members[0][2]["history"], model_dir / "training_curves.png")
+    first = members[0][2]
+    card = version_card(
+        version=version, recipe=Recipe.from_overrides(
+            {**recipes[0].to_dict(), "architecture": "+".join(r.architecture for r in recipes)}),
+        cfg=cfg, classes=taxonomy.leaves, taxonomy=taxonomy, temperature=temperature, calibration=cal,
+        export_info=export_info,
+        recipe_extra={"ensemble": [{**r.to_dict(), "cv_run": Path(d).name,
+                                    "cv": json.loads((Path(d) / "recipe.json").read_text()).get("cv", {})}
+                                   for r, d in zip(recipes, run_dirs)],
+                      "ensemble_rule": "mean of the members' log-softmax, then softmax(· / temperature)"},
+        data={"dir": str(data_dir) if data_dir else None, "photos": int(first["photos"]),
+              "senders": int(first["senders"]), "trained_on": "all labelled photos",
+              "calibration_source": {
+                  "kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1,
+                  "photos": int(len(y)), "senders": int(len(np.unique(senders))), "crc_unit": crc_unit,
+                  "what": "temperature and λ tables fitted on the members' averaged out-of-fold predictions "
+                          "(sender-disjoint fold models, wardrobe cv); every member's shipped network was "
+                          "trained on all photos"}},
+        metrics={"history": first["history"], "oof_ece_before": ece_before, "oof_ece_after": ece_after,
+                 "final_fit_seconds": sum(float(m[2].get("seconds") or 0) for m in members),
+                 "train_device": "cpu"},
+    )
+    card.save(model_dir)
+    log.info("ensemble %s written to %s", version, model_dir)
+    return model_dir
