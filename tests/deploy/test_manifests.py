@@ -269,6 +269,9 @@ def check_command(argv: list[str], service: str, where: str) -> None:
         port = int(argv[argv.index("--port") + 1])
         assert port == GATEWAY_PORT, f"{where}: uvicorn listens on {port}"
         assert argv[argv.index("--host") + 1] == "0.0.0.0", f"{where}: must listen beyond loopback"
+        if "--loop" in argv or "--http" in argv:  # the image names them (the launcher leaves them to auto)
+            assert argv[argv.index("--loop") + 1] == "uvloop", f"{where}: --loop"
+            assert argv[argv.index("--http") + 1] == "httptools", f"{where}: --http"
     elif prog == "celery":
         check_celery(argv, service, where)
     elif prog.startswith("python") and argv[1:2] == ["-c"]:
@@ -431,6 +434,25 @@ def test_dockerfile_commands_are_real_entry_points() -> None:
     df = dockerfile()
     for service in SERVICES:
         check_command(df.argv(service), service, f"Dockerfile target {service}")
+
+
+def test_gateway_serves_on_uvloop_and_httptools() -> None:
+    """The image names them; the gateway extra installs them; here (the launcher's `auto`) uvicorn
+    picks them: less CPU per request than asyncio + h11 (bench/rehedge.py)."""
+    argv = dockerfile().argv("gateway")
+    assert "--loop" in argv and "--http" in argv, "the gateway image leaves the event loop / HTTP parser to auto"
+    assert {"uvloop", "httptools"} <= _requirements("gateway")
+    import uvloop
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    loop = Config("services.gateway.main:create_app", factory=True, loop="auto").get_loop_factory()()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    assert AutoHTTPProtocol is HttpToolsProtocol
 
 
 def test_dockerfile_health_checks() -> None:
