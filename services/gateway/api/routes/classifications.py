@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
@@ -68,12 +70,18 @@ async def wait_for_job(job_id: str, wait_s: float, db: DatabaseDep, notifier: No
     """The job once finished, or as it is after ``wait_s`` seconds (callers check ownership first)."""
     deadline = time.monotonic() + wait_s
     async with notifier.watch(job_id) as event:  # watch first: no completion can slip by
-        while True:
-            job = await db.run(crud.read_job, job_id)
-            remaining = deadline - time.monotonic()
-            if job is None or job.status.finished or remaining <= 0:
-                return job
-            await wait_event(event, min(remaining, poll_s))
+        return await _wait_watched(job_id, await db.run(crud.read_job, job_id), deadline, event, db, poll_s)
+
+
+async def _wait_watched(job_id: str, job: ClassificationJob | None, deadline: float, event: asyncio.Event,
+                        db: DatabaseDep, poll_s: float) -> ClassificationJob | None:
+    """``job`` (read after ``event`` began watching it) once finished, or as it is at ``deadline``."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if job is None or job.status.finished or remaining <= 0:
+            return job
+        await wait_event(event, min(remaining, poll_s))
+        job = await db.run(crud.read_job, job_id)
 
 
 @router.post(
@@ -110,19 +118,25 @@ async def create_classification(
         raise
     job = await db.run(_create_job, photo_key, accuracy, caller.id)  # committed before enqueueing
     job_id = str(job.id)
-    try:
-        await queue.enqueue_classification(job_id)
-    except QueueUnavailable as exc:
-        await db.run(crud.fail_job, job_id, exc.code, exc.message)  # nothing left pending
-        CLASSIFICATIONS.labels(outcome="queue_unavailable").inc()
-        raise
-    CLASSIFICATIONS.labels(outcome="accepted").inc()
-    ACCEPT_SECONDS.observe(time.perf_counter() - t0)
-    response.headers["Location"] = f"/v1/classifications/{job_id}"
-    if wait > 0:
-        job = await wait_for_job(job_id, wait, db, notifier, settings.wait_fallback_poll_s) or job
-        if job.status.finished:
-            response.status_code = 200
+    async with AsyncExitStack() as stack:
+        # With ?wait=, watch the job before it is enqueued: no completion can slip by, and the
+        # row just committed (pending, nobody has it yet) is its state then, so the wait needs
+        # no first read of it from the database.
+        event = await stack.enter_async_context(notifier.watch(job_id)) if wait > 0 else None
+        try:
+            await queue.enqueue_classification(job_id)
+        except QueueUnavailable as exc:
+            await db.run(crud.fail_job, job_id, exc.code, exc.message)  # nothing left pending
+            CLASSIFICATIONS.labels(outcome="queue_unavailable").inc()
+            raise
+        CLASSIFICATIONS.labels(outcome="accepted").inc()
+        ACCEPT_SECONDS.observe(time.perf_counter() - t0)
+        response.headers["Location"] = f"/v1/classifications/{job_id}"
+        if event is not None:
+            deadline = time.monotonic() + wait
+            job = await _wait_watched(job_id, job, deadline, event, db, settings.wait_fallback_poll_s) or job
+            if job.status.finished:
+                response.status_code = 200
     return crud.to_public(job)
 
 
