@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services.trainer.config import get_settings
 from services.trainer.recipe import PRESETS
+from shared.hedging.calibration import CRC_UNITS
 
 __all__ = ["add_parsers"]
 
@@ -195,9 +196,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--version", help="also export the network on all photos as this model version, its temperature "
                                      "and λ tables fitted on the out-of-fold predictions (cross-fitting)")
     v.add_argument("--models-dir", help="where --version goes (default: the bundled models/)")
-    v.add_argument("--crc-unit", choices=["sender", "photo"], default="sender",
-                   help="the exchangeable unit of the shipped crc table: 'sender' (a promise for new people, "
-                        "the default) or 'photo'")
+    v.add_argument("--crc-unit", choices=list(CRC_UNITS), default="group",
+                   help="what the shipped crc table promises: 'group' (every group of ~50 new people within "
+                        "1 point of the target, 95 %% of groups; the default), 'sender' (a new person on "
+                        "average) or 'photo' (a new photo of the people seen)")
     v.add_argument("--no-final", action="store_true", help="folds only: no network on all photos")
     v.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)
     v.set_defaults(func=_cv)
@@ -211,8 +213,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--version", help="export the members' networks on all photos as this model version (one ONNX "
                                      "graph), temperature and λ tables fitted on the averaged out-of-fold predictions")
     n.add_argument("--models-dir", help="where --version goes (default: the bundled models/)")
-    n.add_argument("--crc-unit", choices=["sender", "photo"], default="sender",
-                   help="the exchangeable unit of the shipped crc table (default: sender)")
+    n.add_argument("--crc-unit", choices=list(CRC_UNITS), default="group",
+                   help="what the shipped crc table promises (as for wardrobe cv; default: group)")
     n.set_defaults(func=_ensemble)
 
     e = sub.add_parser("evaluate", help="evaluate a model version on a dataset directory")

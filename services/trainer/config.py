@@ -37,9 +37,10 @@ class TrainerSettings(CommonSettings):
         30, ge=1, description="Held-back feedback photos below which that set is reported but not decisive.")
     recalibration_min_photos: int = Field(
         100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
-    recalibration_crc_unit: Literal["photo", "sender"] = Field(
+    recalibration_crc_unit: Literal["photo", "sender", "group"] = Field(
         "photo", description="Recalibration's conformal unit: 'photo' (per photo, measured to hold on new people's "
-        "photos: docs/learning.md) or 'sender' (the error averaged per person).")
+        "photos: docs/learning.md), 'sender' (the error averaged per person) or 'group' (every group of ~50 "
+        "people within 1 point, docs/hedging.md).")
     cache_dir: Path | None = Field(None, description="Cached front activations and probabilities; data_dir/cache if unset.")
     # --- automatic trigger (off by default) -------------------------------------------------
     auto_retrain_after_feedback: int | None = Field(

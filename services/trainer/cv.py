@@ -366,20 +366,21 @@ def load_oof(out_dir: Path) -> dict:
 CALIBRATION_SOURCE = "cross-fitted"
 
 
-def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_unit: str = "sender",
+def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_unit: str = "group",
          data_dir: Path | None = None) -> Path:
     """Export the network trained on all photos as a model version, its temperature and λ tables
     fitted on the out-of-fold predictions (cross-fitting: every sender's photos scored by a
-    model that never saw that sender), with ``crc_unit`` 'sender' (a promise for new people) or
-    'photo'. The card records how (``data.calibration_source``, ``calibration.crc_unit``)."""
+    model that never saw that sender), with ``crc_unit`` 'group' (a promise for every group of new
+    people, the default), 'sender' (for a new person on average) or 'photo'. The card records how
+    (``data.calibration_source``, ``calibration.crc_unit``)."""
 
     from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
     from services.trainer.evaluation import plots
     from services.trainer.export import export_model, version_card
-    from shared.hedging.calibration import calibrate, calibrate_by_sender
+    from shared.hedging.calibration import CRC_UNITS, calibrate_for_unit
 
-    if crc_unit not in ("sender", "photo"):
-        raise ValueError(f"crc_unit must be 'sender' or 'photo', got {crc_unit!r}")
+    if crc_unit not in CRC_UNITS:
+        raise ValueError(f"crc_unit must be one of {', '.join(CRC_UNITS)}, got {crc_unit!r}")
     run_dir = Path(run_dir)
     saved = torch.load(run_dir / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
     recipe = Recipe.from_overrides({k: v for k, v in saved["recipe"].items()})
@@ -391,8 +392,7 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     probs = softmax(logits, temperature)
     ece_before, _ = expected_calibration_error(softmax(logits), y)
     ece_after, _ = expected_calibration_error(probs, y)
-    cal = (calibrate_by_sender(probs, y, senders, taxonomy) if crc_unit == "sender"
-           else calibrate(probs, y, taxonomy))
+    cal = calibrate_for_unit(probs, y, senders, taxonomy, crc_unit)
     log.info("cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s on %d photos of %d senders",
              temperature, ece_before, ece_after, crc_unit, len(y), len(np.unique(senders)))
 

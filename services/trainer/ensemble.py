@@ -84,16 +84,16 @@ def _member(run_dir: Path, taxonomy: Taxonomy) -> tuple[GarmentNet, Recipe, dict
 
 
 def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, version: str,
-                  crc_unit: str = "sender", data_dir: Path | None = None) -> Path:
+                  crc_unit: str = "group", data_dir: Path | None = None) -> Path:
     """Export the members' networks on all photos as one model version, cross-fitted like
     ``cv.ship``; the card lists every member's recipe and where its CV came from."""
     from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
     from services.trainer.evaluation import plots
     from services.trainer.export import export_model, version_card
-    from shared.hedging.calibration import calibrate, calibrate_by_sender
+    from shared.hedging.calibration import CRC_UNITS, calibrate_for_unit
 
-    if crc_unit not in ("sender", "photo"):
-        raise ValueError(f"crc_unit must be 'sender' or 'photo', got {crc_unit!r}")
+    if crc_unit not in CRC_UNITS:
+        raise ValueError(f"crc_unit must be one of {', '.join(CRC_UNITS)}, got {crc_unit!r}")
     oof = combine_oof(run_dirs)
     members = [_member(r, taxonomy) for r in run_dirs]
     recipes = [recipe for _, recipe, _ in members]
@@ -106,8 +106,7 @@ def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, ve
     probs = softmax(logits, temperature)
     ece_before, _ = expected_calibration_error(softmax(logits), y)
     ece_after, _ = expected_calibration_error(probs, y)
-    cal = (calibrate_by_sender(probs, y, senders, taxonomy) if crc_unit == "sender"
-           else calibrate(probs, y, taxonomy))
+    cal = calibrate_for_unit(probs, y, senders, taxonomy, crc_unit)
     log.info("ensemble of %d: cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s",
              len(members), temperature, ece_before, ece_after, crc_unit)
 

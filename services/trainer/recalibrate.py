@@ -31,7 +31,7 @@ import numpy as np
 
 from services.trainer.gate import ProbabilityCache, card_taxonomy
 from services.trainer.refit import LabelledPhoto, RefitError, feedback_photos
-from shared.hedging.calibration import Calibration, calibrate, calibrate_by_sender
+from shared.hedging.calibration import Calibration, calibrate_for_unit
 from shared.model_card import CARD_FILENAME, ModelCard
 
 __all__ = ["recalibrated_calibration", "write_recalibrated_version", "run_recalibrate"]
@@ -43,8 +43,8 @@ def recalibrated_calibration(model_dir: Path, photos: Sequence[LabelledPhoto], c
                              min_photos: int = 1, unit: str = "photo") -> tuple[Calibration, dict]:
     """(calibration for the card, facts about the data it was fitted on).
 
-    ``unit="sender"``: the crc table is computed over people (``calibrate_by_sender``), a promise
-    for a new person rather than a new photo of the people seen; ``"photo"``: per photo."""
+    ``unit``: what the crc table promises (``calibrate_for_unit``): ``"photo"`` per photo,
+    ``"sender"`` a new person on average, ``"group"`` every group of new people within a slack."""
     card = ModelCard.load(model_dir)
     taxonomy = card_taxonomy(card)
     index = {leaf: i for i, leaf in enumerate(card.classes)}
@@ -55,12 +55,7 @@ def recalibrated_calibration(model_dir: Path, photos: Sequence[LabelledPhoto], c
     probs = cache.probabilities(model_dir, [p.photo for p in usable])
     y = np.array([index[p.leaf] for p in usable], dtype=np.int64)
     kwargs = {"targets": card.calibration.targets} if card.calibration else {}
-    if unit == "sender":
-        cal = calibrate_by_sender(probs, y, np.array([p.person for p in usable]), taxonomy, **kwargs)
-    elif unit == "photo":
-        cal = calibrate(probs, y, taxonomy, **kwargs)
-    else:
-        raise ValueError(f"unit must be 'photo' or 'sender', got {unit!r}")
+    cal = calibrate_for_unit(probs, y, np.array([p.person for p in usable]), taxonomy, unit, **kwargs)
     facts = {"crc_unit": unit, "photos": len(usable), "people": len({p.person for p in usable}),
              "skipped_unknown_leaf": len(photos) - len(usable),
              "top1_on_feedback": float((probs.argmax(1) == y).mean())}

@@ -52,7 +52,11 @@ __all__ = [
     "Calibration",
     "calibrate",
     "calibrate_by_sender",
+    "calibrate_by_group",
+    "calibrate_for_unit",
     "crc_lambda_by_sender",
+    "group_lambda_curve",
+    "group_lambdas",
     "CRC_UNITS",
     "lambda_for",
     "crc_lambda",
@@ -68,8 +72,14 @@ MAX_TARGET = 0.999
 METHODS: tuple[str, ...] = ("crc", "darts")
 RewardKind = Literal["info_gain", "prior"]
 Method = Literal["crc", "darts"]
-CRC_UNITS: tuple[str, ...] = ("photo", "sender")  # the exchangeable unit the crc table assumes
-CrcUnit = Literal["photo", "sender"]
+CRC_UNITS: tuple[str, ...] = ("photo", "sender", "group")  # what the crc table's promise is about
+CrcUnit = Literal["photo", "sender", "group"]
+# crc_unit="group": a group of GROUP_SIZE new people (about one cross-validation fold) realises at
+# least target − GROUP_SLACK in a share GROUP_CONFIDENCE of such groups (calibrate_by_group)
+GROUP_SIZE = 50
+GROUP_SLACK = 0.01
+GROUP_CONFIDENCE = 0.95
+GROUP_DRAWS = 2000
 
 
 def _default_targets() -> list[float]:
@@ -121,8 +131,11 @@ class Calibration(BaseModel):
     calib_accuracy: dict[Method, list[float]]
     # "photo": the crc table bounds a new photo's error (photos exchangeable); "sender": it bounds
     # a new person's expected share of wrong answers (people exchangeable; calibrate_by_sender)
+    # "group": also a group of people realises ≥ target − slack in a share `confidence` of groups
     crc_unit: CrcUnit = "photo"
-    n_senders: int | None = Field(None, ge=1, description="Calibration senders (crc_unit='sender').")
+    n_senders: int | None = Field(None, ge=1, description="Calibration senders (crc_unit 'sender' or 'group').")
+    group_promise: dict[str, float] | None = Field(
+        None, description="crc_unit='group': size, slack, confidence and draws of the group promise.")
 
     @model_validator(mode="after")
     def _check(self) -> "Calibration":
@@ -323,6 +336,30 @@ def crc_lambda_by_sender(tau: np.ndarray, senders: np.ndarray | list, target: fl
     return _nudge(float(values[ok[0]]), lam_max)
 
 
+def _sender_taus(cal: Calibration, leaf_probs: np.ndarray, true_leaf: np.ndarray, senders: np.ndarray | list,
+                 taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray]:
+    """Each calibration photo's crc threshold τ (its nested answer is right iff λ ≥ τ), and the
+    senders as an array checked against the photos."""
+    senders = np.asarray(senders)
+    if senders.shape != (cal.n,):
+        raise ValueError(f"senders must be ({cal.n},), one per photo, got {senders.shape}")
+    arrays = tree_arrays(taxonomy)
+    probs = np.asarray(leaf_probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    path = darts_path(node_probabilities(probs, arrays.leaf_matrix), np.asarray(cal.rewards), arrays.lca,
+                      cal.lam_max)
+    return crc_thresholds(path, np.asarray(true_leaf), arrays.leaf_mask), senders
+
+
+def _with_crc_table(cal: Calibration, tau: np.ndarray, lam: np.ndarray, **update: Any) -> Calibration:
+    lam = np.maximum.accumulate(lam)  # the safe lookup needs a non-decreasing table
+    return cal.model_copy(update={
+        "lam": {**cal.lam, "crc": lam.tolist()},
+        "calib_accuracy": {**cal.calib_accuracy, "crc": [float(np.mean(tau <= x)) for x in lam]},
+        **update,
+    })
+
+
 def calibrate_by_sender(
     leaf_probs: np.ndarray,
     true_leaf: np.ndarray,
@@ -334,22 +371,85 @@ def calibrate_by_sender(
     instead of photos: a promise that holds for a new person rather than a new photo of the
     people already seen. The darts table is unchanged; ``crc_unit='sender'`` records the choice."""
     cal = calibrate(leaf_probs, true_leaf, taxonomy, **kwargs)
-    senders = np.asarray(senders)
-    if senders.shape != (cal.n,):
-        raise ValueError(f"senders must be ({cal.n},), one per photo, got {senders.shape}")
-    arrays = tree_arrays(taxonomy)
-    probs = np.asarray(leaf_probs, dtype=np.float64)
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    path = darts_path(node_probabilities(probs, arrays.leaf_matrix), np.asarray(cal.rewards), arrays.lca,
-                      cal.lam_max)
-    tau = crc_thresholds(path, np.asarray(true_leaf), arrays.leaf_mask)
-    lam = np.maximum.accumulate([crc_lambda_by_sender(tau, senders, t, cal.lam_max) for t in cal.targets])
-    return cal.model_copy(update={
-        "lam": {**cal.lam, "crc": lam.tolist()},
-        "calib_accuracy": {**cal.calib_accuracy, "crc": [float(np.mean(tau <= x)) for x in lam]},
-        "crc_unit": "sender",
-        "n_senders": int(len(np.unique(senders))),
-    })
+    tau, senders = _sender_taus(cal, leaf_probs, true_leaf, senders, taxonomy)
+    lam = np.array([crc_lambda_by_sender(tau, senders, t, cal.lam_max) for t in cal.targets])
+    return _with_crc_table(cal, tau, lam, crc_unit="sender", n_senders=int(len(np.unique(senders))))
+
+
+def group_lambda_curve(tau: np.ndarray, senders: np.ndarray, lam_max: float, group_size: int = GROUP_SIZE,
+                       confidence: float = GROUP_CONFIDENCE, draws: int = GROUP_DRAWS,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(λ candidates, the ``confidence`` quantile of a group's share of wrong answers at each).
+
+    A group is ``group_size`` people drawn with replacement from the calibration senders (a
+    bootstrap of "the next group of new people"); its share of wrong answers at λ is its photos'
+    pooled ``mean 1[τ > λ]``, what one held-out fold of people measures. Every group's share is
+    non-increasing in λ, so the quantile is too."""
+    tau = np.minimum(np.asarray(tau, dtype=np.float64), lam_max)
+    _, idx, counts = np.unique(np.asarray(senders), return_inverse=True, return_counts=True)
+    candidates = np.unique(np.concatenate([[0.0], tau]))
+    misses = np.empty((len(counts), len(candidates)))
+    for j in range(len(counts)):
+        mine = np.sort(tau[idx == j])
+        misses[j] = len(mine) - np.searchsorted(mine, candidates, side="right")
+    picks = np.random.default_rng(seed).multinomial(group_size, np.full(len(counts), 1.0 / len(counts)), size=draws)
+    share = (picks @ misses) / (picks @ counts)[:, None]
+    return candidates, np.quantile(share, confidence, axis=0)
+
+
+def group_lambdas(tau: np.ndarray, senders: np.ndarray, targets: list[float], lam_max: float,
+                  group_size: int = GROUP_SIZE, slack: float = GROUP_SLACK, confidence: float = GROUP_CONFIDENCE,
+                  draws: int = GROUP_DRAWS) -> np.ndarray:
+    """The group rule alone: per target, the smallest λ whose ``confidence`` quantile of a group's
+    share of wrong answers is at most ``1 − target + slack`` (``group_lambda_curve``)."""
+    candidates, quantile = group_lambda_curve(tau, senders, lam_max, group_size, confidence, draws)
+    out = []
+    for target in targets:
+        ok = np.flatnonzero(quantile <= (1.0 - target) + slack + 1e-12)
+        out.append(_nudge(float(candidates[ok[0]]), lam_max) if len(ok) else float(lam_max))
+    return np.array(out)
+
+
+def calibrate_by_group(
+    leaf_probs: np.ndarray,
+    true_leaf: np.ndarray,
+    senders: np.ndarray | list,
+    taxonomy: Taxonomy,
+    group_size: int = GROUP_SIZE,
+    slack: float = GROUP_SLACK,
+    confidence: float = GROUP_CONFIDENCE,
+    draws: int = GROUP_DRAWS,
+    **kwargs: Any,
+) -> Calibration:
+    """The per-sender crc table, raised where needed so that a group of ``group_size`` new people
+    realises at least ``target − slack`` in a share ``confidence`` of such groups.
+
+    Why: crc per sender bounds a new person's *expected* error, and people differ a lot, so one
+    group of ~50 new people (one cross-validation fold) can fall well below the target although the
+    promise holds on average (docs/hedging.md). The group rule estimates how groups vary by
+    bootstrapping the calibration senders; an estimate, not a finite-sample bound, so the table
+    is the larger of the two λs at every target and keeps crc's guarantee for a single person."""
+    cal = calibrate(leaf_probs, true_leaf, taxonomy, **kwargs)
+    tau, senders = _sender_taus(cal, leaf_probs, true_leaf, senders, taxonomy)
+    group = group_lambdas(tau, senders, cal.targets, cal.lam_max, group_size, slack, confidence, draws)
+    lam = [max(g, crc_lambda_by_sender(tau, senders, t, cal.lam_max)) for g, t in zip(group, cal.targets)]
+    return _with_crc_table(cal, tau, np.array(lam), crc_unit="group", n_senders=int(len(np.unique(senders))),
+                           group_promise={"size": group_size, "slack": slack, "confidence": confidence,
+                                          "draws": draws})
+
+
+def calibrate_for_unit(leaf_probs: np.ndarray, true_leaf: np.ndarray, senders: np.ndarray | list | None,
+                       taxonomy: Taxonomy, unit: str, **kwargs: Any) -> Calibration:
+    """The λ tables for the promise ``unit`` (one of ``CRC_UNITS``): the one place that maps a
+    unit to its calibration (training, cross-fitting, recalibration on feedback, the CV report)."""
+    if unit == "photo":
+        return calibrate(leaf_probs, true_leaf, taxonomy, **kwargs)
+    if unit not in CRC_UNITS:
+        raise ValueError(f"crc unit must be one of {', '.join(CRC_UNITS)}, got {unit!r}")
+    if senders is None:
+        raise ValueError(f"crc unit {unit!r} needs the sender of every calibration photo")
+    by_unit = calibrate_by_sender if unit == "sender" else calibrate_by_group
+    return by_unit(leaf_probs, true_leaf, senders, taxonomy, **kwargs)
 
 
 def lambda_for(calibration: Calibration | dict[str, Any], target: float, method: str | None = None) -> float:

@@ -154,13 +154,13 @@ def test_a_run_with_more_views_computes_only_the_new_ones(cv_run, tmp_path, capl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("unit", ["sender", "photo"])
+@pytest.mark.parametrize("unit", ["group", "sender", "photo"])
 def test_shipped_model_is_calibrated_on_out_of_fold_predictions(cv_run, tmp_path, unit):
     """Cross-fitting: temperature and λ tables come from the OOF predictions (every sender scored
     by a model that never saw them), not from the final network's view of its own training photos."""
     from services.trainer.calibrate import fit_temperature, softmax
     from services.trainer.cv import CALIBRATION_SOURCE, ship
-    from shared.hedging.calibration import calibrate, calibrate_by_sender
+    from shared.hedging.calibration import calibrate_for_unit
     from shared.model_card import ModelCard
 
     taxonomy, data, out, _ = cv_run
@@ -170,8 +170,7 @@ def test_shipped_model_is_calibrated_on_out_of_fold_predictions(cv_run, tmp_path
     t = fit_temperature(oof["logits_0"], oof["labels"])
     assert card.temperature == pytest.approx(t, rel=1e-9)
     probs = softmax(oof["logits_0"], t)
-    expected = (calibrate_by_sender(probs, oof["labels"], oof["senders"], taxonomy) if unit == "sender"
-                else calibrate(probs, oof["labels"], taxonomy))
+    expected = calibrate_for_unit(probs, oof["labels"], oof["senders"], taxonomy, unit)
     assert card.calibration.lam == expected.lam
     assert card.calibration.crc_unit == unit and card.calibration.n == 36
     source = card.data["calibration_source"]

@@ -67,7 +67,7 @@ def test_runs_with_other_folds_are_refused(two_runs, tmp_path):
 def test_the_shipped_ensemble_serves_the_averaged_cross_fitted_probabilities(two_runs, tmp_path):
     from services.trainer.calibrate import fit_temperature, softmax
     from services.trainer.ensemble import _member
-    from shared.hedging.calibration import calibrate_by_sender
+    from shared.hedging.calibration import calibrate_by_group
     from shared.model_contract import INPUT_NAME, load_model
     from shared.preprocessing import preprocess_batch
     from services.trainer.train import load_photo
@@ -79,8 +79,8 @@ def test_the_shipped_ensemble_serves_the_averaged_cross_fitted_probabilities(two
     both = combine_oof(runs)
     t = fit_temperature(both["logits_0"], both["labels"])
     assert card.temperature == pytest.approx(t, rel=1e-9)
-    expected_cal = calibrate_by_sender(softmax(both["logits_0"], t), both["labels"], both["senders"], taxonomy)
-    assert card.calibration.lam == expected_cal.lam and card.calibration.crc_unit == "sender"
+    expected_cal = calibrate_by_group(softmax(both["logits_0"], t), both["labels"], both["senders"], taxonomy)
+    assert card.calibration.lam == expected_cal.lam and card.calibration.crc_unit == "group"
     assert [m["epochs"] for m in card.recipe["ensemble"]] == [TINY.epochs, OTHER.epochs]
     assert card.data["calibration_source"]["kind"] == "cross-fitted"
 

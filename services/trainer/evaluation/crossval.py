@@ -5,8 +5,9 @@ For held-out fold k everything fitted is fitted on the *other* folds' out-of-fol
 exactly as the shipped model's calibration is fitted on all of them (cross-fitting):
 
 * the temperature (NLL on the other folds' OOF logits),
-* the hedger's λ tables, twice: per photo (``calibrate``: photos exchangeable) and per sender
-  (``calibrate_by_sender``: people exchangeable, the promise for a new person).
+* the hedger's λ tables, three times: per photo (photos exchangeable), per sender (people
+  exchangeable, the promise for a new person on average) and per group (every group of ~50 new
+  people within 1 point of the target in 95 % of groups): ``calibrate_for_unit``.
 
 So each fold's hedged accuracy is what a new group of people would get from a calibration that
 never saw them. The back-off baseline's information gain is read off the same photos at equal
@@ -27,7 +28,7 @@ from services.trainer.evaluation import plots
 from services.trainer.evaluation.comparison import compare_darts_backoff
 from services.trainer.evaluation.evaluate import classification_metrics
 from services.trainer.evaluation.report import REPORT_TARGETS, hedged_summary
-from shared.hedging.calibration import Calibration, calibrate, calibrate_by_sender, lambda_for
+from shared.hedging.calibration import CRC_UNITS, Calibration, calibrate_for_unit, lambda_for
 from shared.hedging.darts import darts_path, is_correct, node_probabilities, path_choice, tree_arrays
 from shared.taxonomy import Taxonomy
 
@@ -36,7 +37,7 @@ __all__ = ["cv_report", "fold_summary", "aggregate", "hedged_correct", "MUST_REA
 log = logging.getLogger(__name__)
 
 SHORTFALL_TOLERANCE = 0.01  # hedged realised accuracy must stay ≥ target − 1 point on every fold
-UNITS = ("photo", "sender")
+UNITS = CRC_UNITS  # photo, sender, group
 # the issue's bars for the 5-fold sender-grouped CV (means over folds)
 MUST_REACH = {"top1": 0.80, "top1_top10": 0.85, "top1_10way": 0.87}
 MAX_OOF_ECE = 0.03
@@ -67,8 +68,7 @@ def fold_summary(logits: dict[int, np.ndarray], y: np.ndarray, senders: np.ndarr
     rest = ~held
     temperature = fit_temperature(logits[0][rest], y[rest])
     rest_probs = softmax(logits[0][rest], temperature)
-    cals = {"photo": calibrate(rest_probs, y[rest], taxonomy),
-            "sender": calibrate_by_sender(rest_probs, y[rest], senders[rest], taxonomy)}
+    cals = {unit: calibrate_for_unit(rest_probs, y[rest], senders[rest], taxonomy, unit) for unit in UNITS}
     probs = softmax(logits[0][held], temperature)
     yk, sk = y[held], senders[held]
     metrics, matrix, bins = classification_metrics(probs, yk, classes, taxonomy)
@@ -177,6 +177,7 @@ def _hedging_cost(agg: dict) -> dict[str, dict[str, float]]:
             k = f"hedged.backoff.{key}.{name}"
             row[f"{name}_gain_at_equal_accuracy"] = agg[k]["mean"] if k in agg else float("nan")
         row["sender_minus_photo_gain"] = row["sender_gain"] - row["photo_gain"]
+        row["group_minus_photo_gain"] = row["group_gain"] - row["photo_gain"]
         out[key] = row
     return out
 
@@ -205,7 +206,7 @@ def _plots(report: dict, probs: np.ndarray, y: np.ndarray, matrix: np.ndarray, b
     ax.set_title("per held-out fold of people (dots), mean ± sd, bar (red)")
     images["folds"] = plots._save(fig, out / "cv_folds.png")
     # hedged realised − target per fold, photo vs sender calibration
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(UNITS), figsize=(5 * len(UNITS), 3.8), sharey=True)
     for ax, unit in zip(axes, UNITS):
         for j, key in enumerate(REPORT_TARGETS):
             margins = [100 * (f["hedged"][unit]["crc"][key]["accuracy"] - float(key)) for f in folds]
@@ -221,6 +222,7 @@ def _plots(report: dict, probs: np.ndarray, y: np.ndarray, matrix: np.ndarray, b
     xs = [float(k) for k in cost]
     ax.plot(xs, [cost[k]["photo_gain"] for k in cost], "o-", label="crc per photo")
     ax.plot(xs, [cost[k]["sender_gain"] for k in cost], "s-", label="crc per sender")
+    ax.plot(xs, [cost[k]["group_gain"] for k in cost], "d-", label="crc per group of people")
     ax.plot(xs, [cost[k]["backoff_gain_at_equal_accuracy"] for k in cost], "^--", label="back-off (equal accuracy)")
     ax.set_xlabel("target accuracy"); ax.set_ylabel("mean information gain (bits)"); ax.legend()
     ax.set_title("mean over held-out folds")
@@ -258,13 +260,15 @@ def _markdown(r: dict, images: dict[str, Path], classes: list[str]) -> str:
               "Realised accuracy of the crc answer per held-out fold (min over folds), and mean information gain "
               "(bits, 0 for a wrong answer); back-off's gain read at DARTS's realised accuracy.", "",
               "| target | per photo: mean realised (min) | gain | per sender: mean realised (min) | per-person accuracy | gain | "
-              "DARTS at equal accuracy | back-off |", "|---|---|---|---|---|---|---|---|"]
+              "per group: mean realised (min) | gain | DARTS at equal accuracy | back-off |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for key in REPORT_TARGETS:
-        p, s = f"hedged.photo.crc.{key}", f"hedged.sender.crc.{key}"
+        p, s, g = (f"hedged.{unit}.crc.{key}" for unit in ("photo", "sender", "group"))
         c = r["hedging_cost"][key]
         lines.append(f"| {key} | {pct(sp[p + '.accuracy']['mean'])} ({pct(sp[p + '.accuracy']['min'])}) | "
                      f"{c['photo_gain']:.3f} | {pct(sp[s + '.accuracy']['mean'])} ({pct(sp[s + '.accuracy']['min'])}) | "
                      f"{pct(sp[s + '.accuracy_per_sender']['mean'])} | {c['sender_gain']:.3f} | "
+                     f"{pct(sp[g + '.accuracy']['mean'])} ({pct(sp[g + '.accuracy']['min'])}) | {c['group_gain']:.3f} | "
                      f"{c['darts_gain_at_equal_accuracy']:.3f} | {c['backoff_gain_at_equal_accuracy']:.3f} |")
     lines += ["", "## Per class (mean over folds)", "", "| class | precision | recall (min–max) | photos |", "|---|---|---|---|"]
     for c in (c for c in classes if f"per_class.{c}.recall" in sp):

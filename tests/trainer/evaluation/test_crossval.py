@@ -63,7 +63,7 @@ def test_report_writes_tables_plots_and_honest_checks(tmp_path, strength, top1_m
     assert report["folds"] == 3 and report["n"] == sum(report["fold_sizes"])
     assert report["must_reach"]["top1_mean>=0.8"]["met"] is top1_met
     assert set(report["hedging_cost"]) == {"0.8", "0.9", "0.95", "0.98", "0.99"}
-    for unit in ("photo", "sender"):
+    for unit in ("photo", "sender", "group"):
         check = report["must_reach"][f"hedged_{unit}_every_fold>=target-0.01"]
         margins = [f["hedged"][unit]["crc"]["0.9"]["accuracy"] - 0.9 for f in report["per_fold"]]
         assert check["worst_margin"]["0.9"] == pytest.approx(min(margins))
