@@ -198,7 +198,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--models-dir", help="where --version goes (default: the bundled models/)")
     v.add_argument("--crc-unit", choices=list(CRC_UNITS), default="group",
                    help="what the shipped crc table promises: 'group' (every group of ~50 new people within "
-                        "1 point of the target, 95 %% of groups; the default), 'sender' (a new person on "
+                        "1 point of the target in 98 %% of groups; the default), 'sender' (a new person on "
                         "average) or 'photo' (a new photo of the people seen)")
     v.add_argument("--no-final", action="store_true", help="folds only: no network on all photos")
     v.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)

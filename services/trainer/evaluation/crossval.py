@@ -7,7 +7,7 @@ exactly as the shipped model's calibration is fitted on all of them (cross-fitti
 * the temperature (NLL on the other folds' OOF logits),
 * the hedger's λ tables, three times: per photo (photos exchangeable), per sender (people
   exchangeable, the promise for a new person on average) and per group (every group of ~50 new
-  people within 1 point of the target in 95 % of groups): ``calibrate_for_unit``.
+  people within 1 point of the target in 98 % of groups): ``calibrate_for_unit``.
 
 So each fold's hedged accuracy is what a new group of people would get from a calibration that
 never saw them. The back-off baseline's information gain is read off the same photos at equal
