@@ -364,6 +364,7 @@ def load_oof(out_dir: Path) -> dict:
 
 # --- 4. cross-fitting: the shipped model ------------------------------------------------------------
 CALIBRATION_SOURCE = "cross-fitted"
+TRAINED_ON_ALL = "all labelled photos"  # card.data.trained_on: no dataset split was held out (gate.py)
 
 
 def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_unit: str = "group",
@@ -413,7 +414,7 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
         temperature=temperature, calibration=cal, export_info=export_info,
         recipe_extra={"cv": json.loads((run_dir / "recipe.json").read_text()).get("cv", {})},
         data={"dir": str(data_dir) if data_dir else None, "photos": int(saved["photos"]),
-              "senders": int(saved["senders"]), "trained_on": "all labelled photos",
+              "senders": int(saved["senders"]), "trained_on": TRAINED_ON_ALL,
               "calibration_source": {
                   "kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1,
                   "photos": int(len(y)), "senders": int(len(np.unique(senders))), "crc_unit": crc_unit,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.trainer.cv import CALIBRATION_SOURCE, _new_net, load_oof
+from services.trainer.cv import CALIBRATION_SOURCE, TRAINED_ON_ALL, _new_net, load_oof
 from services.trainer.model import GarmentNet
 from services.trainer.recipe import Recipe
 from services.trainer.train import load_photo
@@ -127,7 +127,7 @@ def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, ve
                                    for r, d in zip(recipes, run_dirs)],
                       "ensemble_rule": "mean of the members' log-softmax, then softmax(· / temperature)"},
         data={"dir": str(data_dir) if data_dir else None, "photos": int(first["photos"]),
-              "senders": int(first["senders"]), "trained_on": "all labelled photos",
+              "senders": int(first["senders"]), "trained_on": TRAINED_ON_ALL,
               "calibration_source": {
                   "kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1,
                   "photos": int(len(y)), "senders": int(len(np.unique(senders))), "crc_unit": crc_unit,

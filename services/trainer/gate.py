@@ -11,7 +11,11 @@ Each model is run from its ONNX file (ONNX Runtime, the shared preprocessing), h
 card (taxonomy and λ tables), and scored on top-1 and on the hedged promise: the *shortfall*, the
 largest amount by which realised hedged accuracy falls below a target (0.8 … 0.99; only targets
 that allow at least ``MIN_ALLOWED_ERRORS`` errors on the set, so one photo cannot decide). The candidate
-is promoted when, on every decisive set, its top-1 is not lower than the active version's by more
+A version trained on **all** labelled photos (``wardrobe cv|ensemble --version``: the card's
+``data.trained_on``) has seen the ``eval`` split, so its score there says nothing about new people:
+then ``eval`` is reported but not decisive, and only the held-back people's feedback can judge.
+
+The candidate is promoted when, on every decisive set, its top-1 is not lower than the active version's by more
 than the tolerance and its shortfall not higher by more than the tolerance. A recalibration has
 the same ONNX file as the active version, so its top-1 ties and the shortfall decides.
 
@@ -151,6 +155,13 @@ def gate_sets(data_dir: Path | None, split_file: Path, eval_split: str, feedback
     return {"eval": eval_photos, "feedback": list(feedback)}
 
 
+def learned_from_every_photo(model_dir: Path) -> bool:
+    """Was this version trained on all labelled photos, the evaluation split included?"""
+    from services.trainer.cv import TRAINED_ON_ALL
+
+    return ModelCard.load(model_dir).data.get("trained_on") == TRAINED_ON_ALL
+
+
 def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, list[LabelledPhoto]],
           cache: ProbabilityCache, tolerance: float, min_feedback: int) -> GateDecision:
     """Score both versions on ``sets`` and decide."""
@@ -158,18 +169,23 @@ def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, 
         return GateDecision(promote=True, reason="no version is active: the candidate is the only one",
                             tolerance=tolerance)
     active_version, active_dir = active
+    saw_eval = [name for name, d in (("the candidate", candidate_dir), (active_version, active_dir))
+                if learned_from_every_photo(d)]
     decisive = [name for name, photos in sets.items()
-                if photos and (name != "feedback" or len(photos) >= min_feedback)]
+                if photos and (name != "feedback" or len(photos) >= min_feedback) and not (name == "eval" and saw_eval)]
     if not decisive:
-        return GateDecision(promote=False, reason="nothing to judge the candidate on (no evaluation photos and "
-                            f"fewer than {min_feedback} held-back feedback photos)", active_version=active_version,
+        why = (f"the evaluation split is not decisive ({' and '.join(saw_eval)} learned from it)" if saw_eval
+               else "no evaluation photos")
+        return GateDecision(promote=False, reason=f"nothing to judge the candidate on ({why} and fewer than "
+                            f"{min_feedback} held-back feedback photos)", active_version=active_version,
                             tolerance=tolerance)
     cand = {name: score(candidate_dir, photos, cache) for name, photos in sets.items()}
     act = {name: score(active_dir, photos, cache) for name, photos in sets.items()}
     promote, reason = compare(cand, act, tolerance, decisive)
-    undecisive = [n for n in sets if n not in decisive and sets[n]]
-    if undecisive:
-        reason += f" (reported, not decisive: {', '.join(undecisive)}: fewer than {min_feedback} photos)"
+    if saw_eval and sets.get("eval"):
+        reason += f" (reported, not decisive: eval, which {' and '.join(saw_eval)} learned from)"
+    if sets.get("feedback") and "feedback" not in decisive:
+        reason += f" (reported, not decisive: feedback: fewer than {min_feedback} photos)"
     return GateDecision(promote=promote, reason=reason, candidate=cand, active=act, active_version=active_version,
                         tolerance=tolerance)
 

@@ -106,3 +106,29 @@ def test_recalibration_writes_a_version_sharing_the_onnx_file(models, photos, tm
     assert by_person.crc_unit == "sender" and by_person.n_senders == 12 and facts["crc_unit"] == "sender"
     with pytest.raises(RefitError, match="at least 100"):
         recalibrated_calibration(active, labelled, cache, min_photos=100)
+
+
+def test_a_version_trained_on_every_photo_is_not_judged_on_the_split_it_learned_from(models, photos, tmp_path):
+    """The shipped model of ``wardrobe cv|ensemble`` learned from the evaluation split too, so its
+    score there is no yardstick: only the held-back people's feedback may decide."""
+    import shutil
+
+    active, other = models
+    everything = tmp_path / "everything"
+    shutil.copytree(active, everything)
+    card = ModelCard.load(everything)
+    card.model_copy(update={"data": {**card.data, "trained_on": "all labelled photos"}}).save(everything)
+    cache = ProbabilityCache(tmp_path / "p")
+    labelled = _labelled_as_predicted(active, photos, cache)
+    sets = {"eval": labelled[:40], "feedback": labelled[40:]}  # 20 feedback photos
+
+    # the candidate is worse on eval, but eval cannot decide, and 20 < 30 feedback photos
+    blocked = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=30)
+    assert not blocked.promote and "not decisive (pair learned from it)" in blocked.reason
+    # with enough held-back feedback, feedback alone decides; eval is still reported
+    decided = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=10)
+    assert not decided.promote and "top-1 on feedback" in decided.reason and "top-1 on eval" not in decided.reason
+    assert "eval, which pair learned from" in decided.reason and decided.active["eval"]["top1"] == 1.0
+    # the same candidate against an active version that held the split out is judged on it
+    held_out = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=10)
+    assert "top-1 on eval" in held_out.reason
