@@ -367,27 +367,26 @@ CALIBRATION_SOURCE = "cross-fitted"
 TRAINED_ON_ALL = "all labelled photos"  # card.data.trained_on: no dataset split was held out (gate.py)
 
 
-def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_unit: str = "group",
-         data_dir: Path | None = None) -> Path:
-    """Export the network trained on all photos as a model version, its temperature and λ tables
-    fitted on the out-of-fold predictions (cross-fitting: every sender's photos scored by a
-    model that never saw that sender), with ``crc_unit`` 'group' (a promise for every group of new
-    people, the default), 'sender' (for a new person on average) or 'photo'. The card records how
-    (``data.calibration_source``, ``calibration.crc_unit``)."""
+@dataclass
+class CrossFit:
+    """Temperature and λ tables fitted on out-of-fold predictions, and what the card says of them."""
 
+    temperature: float
+    calibration: object  # shared.hedging.calibration.Calibration
+    ece_before: float
+    ece_after: float
+    source: dict  # card.data.calibration_source
+
+
+def cross_fit(oof: dict, taxonomy: Taxonomy, crc_unit: str, what: str) -> CrossFit:
+    """Cross-fitting: the temperature and the hedger's λ tables (for the promise ``crc_unit``) fitted
+    on out-of-fold predictions, every sender scored by models that never saw them (``cv.ship`` and
+    ``ensemble.ship_ensemble``). ``what`` says in the card where the predictions came from."""
     from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
-    from services.trainer.evaluation import plots
-    from services.trainer.export import export_model, version_card
     from shared.hedging.calibration import CRC_UNITS, calibrate_for_unit
 
     if crc_unit not in CRC_UNITS:
         raise ValueError(f"crc_unit must be one of {', '.join(CRC_UNITS)}, got {crc_unit!r}")
-    run_dir = Path(run_dir)
-    saved = torch.load(run_dir / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
-    recipe = Recipe.from_overrides({k: v for k, v in saved["recipe"].items()})
-    if saved["taxonomy_digest"] != taxonomy.digest or list(saved["classes"]) != taxonomy.leaves:
-        raise ValueError(f"{run_dir} was trained for taxonomy {saved['taxonomy_digest']}, not {taxonomy.digest}")
-    oof = load_oof(run_dir)
     y, senders, logits = oof["labels"], oof["senders"].astype(str), oof["logits_0"]
     temperature = fit_temperature(logits, y)
     probs = softmax(logits, temperature)
@@ -396,6 +395,30 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     cal = calibrate_for_unit(probs, y, senders, taxonomy, crc_unit)
     log.info("cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s on %d photos of %d senders",
              temperature, ece_before, ece_after, crc_unit, len(y), len(np.unique(senders)))
+    source = {"kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1, "photos": int(len(y)),
+              "senders": int(len(np.unique(senders))), "crc_unit": crc_unit, "what": what}
+    return CrossFit(temperature, cal, ece_before, ece_after, source)
+
+
+def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_unit: str = "group",
+         data_dir: Path | None = None) -> Path:
+    """Export the network trained on all photos as a model version, its temperature and λ tables
+    fitted on the out-of-fold predictions (cross-fitting: every sender's photos scored by a
+    model that never saw that sender), with ``crc_unit`` 'group' (a promise for every group of new
+    people, the default), 'sender' (for a new person on average) or 'photo'. The card records how
+    (``data.calibration_source``, ``calibration.crc_unit``)."""
+
+    from services.trainer.evaluation import plots
+    from services.trainer.export import export_model, version_card
+
+    run_dir = Path(run_dir)
+    saved = torch.load(run_dir / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    recipe = Recipe.from_overrides({k: v for k, v in saved["recipe"].items()})
+    if saved["taxonomy_digest"] != taxonomy.digest or list(saved["classes"]) != taxonomy.leaves:
+        raise ValueError(f"{run_dir} was trained for taxonomy {saved['taxonomy_digest']}, not {taxonomy.digest}")
+    oof = load_oof(run_dir)
+    fit = cross_fit(oof, taxonomy, crc_unit, "temperature and λ tables fitted on out-of-fold predictions of "
+                    "sender-disjoint fold models (wardrobe cv); the shipped network was trained on all photos")
 
     net = _new_net(recipe, len(taxonomy.leaves))
     net.load_state_dict(saved["model"])
@@ -406,21 +429,16 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     ids = set(oof["ids"][:16].tolist())
     data_dir = Path(data_dir) if data_dir else None
     parity = [load_photo(data_dir / "images" / f"{i}.jpg") for i in sorted(ids)] if data_dir else []
-    export_info = export_model(net, temperature, cfg, model_dir, parity, tta=recipe.tta)
+    export_info = export_model(net, fit.temperature, cfg, model_dir, parity, tta=recipe.tta)
     plots.training_curves(saved["history"], model_dir / "training_curves.png")
     timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
     card = version_card(
         version=version, recipe=recipe, cfg=cfg, classes=taxonomy.leaves, taxonomy=taxonomy,
-        temperature=temperature, calibration=cal, export_info=export_info,
+        temperature=fit.temperature, calibration=fit.calibration, export_info=export_info,
         recipe_extra={"cv": json.loads((run_dir / "recipe.json").read_text()).get("cv", {})},
         data={"dir": str(data_dir) if data_dir else None, "photos": int(saved["photos"]),
-              "senders": int(saved["senders"]), "trained_on": TRAINED_ON_ALL,
-              "calibration_source": {
-                  "kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1,
-                  "photos": int(len(y)), "senders": int(len(np.unique(senders))), "crc_unit": crc_unit,
-                  "what": "temperature and λ tables fitted on out-of-fold predictions of sender-disjoint fold "
-                          "models (wardrobe cv); the shipped network was trained on all photos"}},
-        metrics={"history": saved["history"], "oof_ece_before": ece_before, "oof_ece_after": ece_after,
+              "senders": int(saved["senders"]), "trained_on": TRAINED_ON_ALL, "calibration_source": fit.source},
+        metrics={"history": saved["history"], "oof_ece_before": fit.ece_before, "oof_ece_after": fit.ece_after,
                  "final_fit_seconds": saved.get("seconds"), "cv_timing": timing, "train_device": "cpu"},
     )
     card.save(model_dir)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.trainer.cv import CALIBRATION_SOURCE, TRAINED_ON_ALL, _new_net, load_oof
+from services.trainer.cv import TRAINED_ON_ALL, _new_net, cross_fit, load_oof
 from services.trainer.model import GarmentNet
 from services.trainer.recipe import Recipe
 from services.trainer.train import load_photo
@@ -87,13 +87,9 @@ def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, ve
                   crc_unit: str = "group", data_dir: Path | None = None) -> Path:
     """Export the members' networks on all photos as one model version, cross-fitted like
     ``cv.ship``; the card lists every member's recipe and where its CV came from."""
-    from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
     from services.trainer.evaluation import plots
     from services.trainer.export import export_model, version_card
-    from shared.hedging.calibration import CRC_UNITS, calibrate_for_unit
 
-    if crc_unit not in CRC_UNITS:
-        raise ValueError(f"crc_unit must be one of {', '.join(CRC_UNITS)}, got {crc_unit!r}")
     oof = combine_oof(run_dirs)
     members = [_member(r, taxonomy) for r in run_dirs]
     recipes = [recipe for _, recipe, _ in members]
@@ -101,40 +97,29 @@ def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, ve
     if any((r.input_size, r.resize_size) != (cfg.input_size, cfg.resize_size) for r in recipes):
         raise ValueError("ensemble members must be cross-validated on the same served crop "
                          "(input_size and resize_size)")
-    y, senders, logits = oof["labels"], oof["senders"].astype(str), oof["logits_0"]
-    temperature = fit_temperature(logits, y)
-    probs = softmax(logits, temperature)
-    ece_before, _ = expected_calibration_error(softmax(logits), y)
-    ece_after, _ = expected_calibration_error(probs, y)
-    cal = calibrate_for_unit(probs, y, senders, taxonomy, crc_unit)
-    log.info("ensemble of %d: cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s",
-             len(members), temperature, ece_before, ece_after, crc_unit)
+    fit = cross_fit(oof, taxonomy, crc_unit, "temperature and λ tables fitted on the members' averaged "
+                    "out-of-fold predictions (sender-disjoint fold models, wardrobe cv); every member's shipped "
+                    "network was trained on all photos")
 
     model_dir = Path(models_dir) / version
     model_dir.mkdir(parents=True, exist_ok=True)
     parity = ([load_photo(Path(data_dir) / "images" / f"{i}.jpg") for i in sorted(oof["ids"][:16].tolist())]
               if data_dir else [])
-    export_info = export_model(Ensemble([net for net, _, _ in members]), temperature, cfg, model_dir, parity)
+    export_info = export_model(Ensemble([net for net, _, _ in members]), fit.temperature, cfg, model_dir, parity)
     plots.training_curves(members[0][2]["history"], model_dir / "training_curves.png")
     first = members[0][2]
     card = version_card(
         version=version, recipe=Recipe.from_overrides(
             {**recipes[0].to_dict(), "architecture": "+".join(r.architecture for r in recipes)}),
-        cfg=cfg, classes=taxonomy.leaves, taxonomy=taxonomy, temperature=temperature, calibration=cal,
-        export_info=export_info,
+        cfg=cfg, classes=taxonomy.leaves, taxonomy=taxonomy, temperature=fit.temperature,
+        calibration=fit.calibration, export_info=export_info,
         recipe_extra={"ensemble": [{**r.to_dict(), "cv_run": Path(d).name,
                                     "cv": json.loads((Path(d) / "recipe.json").read_text()).get("cv", {})}
                                    for r, d in zip(recipes, run_dirs)],
                       "ensemble_rule": "mean of the members' log-softmax, then softmax(· / temperature)"},
         data={"dir": str(data_dir) if data_dir else None, "photos": int(first["photos"]),
-              "senders": int(first["senders"]), "trained_on": TRAINED_ON_ALL,
-              "calibration_source": {
-                  "kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1,
-                  "photos": int(len(y)), "senders": int(len(np.unique(senders))), "crc_unit": crc_unit,
-                  "what": "temperature and λ tables fitted on the members' averaged out-of-fold predictions "
-                          "(sender-disjoint fold models, wardrobe cv); every member's shipped network was "
-                          "trained on all photos"}},
-        metrics={"history": first["history"], "oof_ece_before": ece_before, "oof_ece_after": ece_after,
+              "senders": int(first["senders"]), "trained_on": TRAINED_ON_ALL, "calibration_source": fit.source},
+        metrics={"history": first["history"], "oof_ece_before": fit.ece_before, "oof_ece_after": fit.ece_after,
                  "final_fit_seconds": sum(float(m[2].get("seconds") or 0) for m in members),
                  "train_device": "cpu"},
     )
