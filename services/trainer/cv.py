@@ -32,6 +32,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ from services.trainer.train import FineTuner, _seed_everything, eval_logits, loa
 from shared.model_card import PreprocessConfig
 from shared.preprocessing import preprocess
 from shared.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from shared.hedging.calibration import Calibration
 
 __all__ = ["assign_folds", "ViewCache", "build_cache", "fit_on_cache", "cross_validate", "CVRun",
            "CV_ANGLES", "load_oof", "ship", "CALIBRATION_SOURCE"]
@@ -372,7 +376,7 @@ class CrossFit:
     """Temperature and λ tables fitted on out-of-fold predictions, and what the card says of them."""
 
     temperature: float
-    calibration: object  # shared.hedging.calibration.Calibration
+    calibration: "Calibration"
     ece_before: float
     ece_after: float
     source: dict  # card.data.calibration_source
@@ -400,6 +404,25 @@ def cross_fit(oof: dict, taxonomy: Taxonomy, crc_unit: str, what: str) -> CrossF
     return CrossFit(temperature, cal, ece_before, ece_after, source)
 
 
+def load_final(run_dir: Path, taxonomy: Taxonomy) -> tuple[GarmentNet, Recipe, dict]:
+    """The network a ``wardrobe cv`` run trained on all photos (eval mode), its recipe and the saved
+    checkpoint (history, photos, senders, seconds); refuses a run made for another taxonomy."""
+    saved = torch.load(Path(run_dir) / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    if saved["taxonomy_digest"] != taxonomy.digest or list(saved["classes"]) != taxonomy.leaves:
+        raise ValueError(f"{run_dir} was trained for taxonomy {saved['taxonomy_digest']}, not {taxonomy.digest}")
+    recipe = Recipe.from_overrides(dict(saved["recipe"]))
+    net = _new_net(recipe, len(taxonomy.leaves))
+    net.load_state_dict(saved["model"])
+    return net.eval(), recipe, saved
+
+
+def parity_photos(oof: dict, data_dir: Path | None, n: int = 16) -> list:
+    """A few of the run's own photos for the export's ONNX-vs-PyTorch check (none without data)."""
+    if not data_dir:
+        return []
+    return [load_photo(Path(data_dir) / "images" / f"{i}.jpg") for i in sorted(oof["ids"][:n].tolist())]
+
+
 def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_unit: str = "group",
          data_dir: Path | None = None) -> Path:
     """Export the network trained on all photos as a model version, its temperature and λ tables
@@ -412,24 +435,15 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     from services.trainer.export import export_model, version_card
 
     run_dir = Path(run_dir)
-    saved = torch.load(run_dir / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
-    recipe = Recipe.from_overrides({k: v for k, v in saved["recipe"].items()})
-    if saved["taxonomy_digest"] != taxonomy.digest or list(saved["classes"]) != taxonomy.leaves:
-        raise ValueError(f"{run_dir} was trained for taxonomy {saved['taxonomy_digest']}, not {taxonomy.digest}")
+    net, recipe, saved = load_final(run_dir, taxonomy)
     oof = load_oof(run_dir)
     fit = cross_fit(oof, taxonomy, crc_unit, "temperature and λ tables fitted on out-of-fold predictions of "
                     "sender-disjoint fold models (wardrobe cv); the shipped network was trained on all photos")
 
-    net = _new_net(recipe, len(taxonomy.leaves))
-    net.load_state_dict(saved["model"])
-    net.eval()
     cfg = PreprocessConfig(input_size=recipe.input_size, resize_size=recipe.resize_size)
     model_dir = Path(models_dir) / version
     model_dir.mkdir(parents=True, exist_ok=True)
-    ids = set(oof["ids"][:16].tolist())
-    data_dir = Path(data_dir) if data_dir else None
-    parity = [load_photo(data_dir / "images" / f"{i}.jpg") for i in sorted(ids)] if data_dir else []
-    export_info = export_model(net, fit.temperature, cfg, model_dir, parity, tta=recipe.tta)
+    export_info = export_model(net, fit.temperature, cfg, model_dir, parity_photos(oof, data_dir), tta=recipe.tta)
     plots.training_curves(saved["history"], model_dir / "training_curves.png")
     timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
     card = version_card(

@@ -25,10 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.trainer.cv import TRAINED_ON_ALL, _new_net, cross_fit, load_oof
+from services.trainer.cv import TRAINED_ON_ALL, cross_fit, load_final, load_oof, parity_photos
 from services.trainer.model import GarmentNet
 from services.trainer.recipe import Recipe
-from services.trainer.train import load_photo
 from shared.model_card import PreprocessConfig
 from shared.taxonomy import Taxonomy
 
@@ -50,11 +49,6 @@ class Ensemble(nn.Module):
         return torch.stack([torch.log_softmax(m(images), dim=1) for m in self.members]).mean(0)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(1, keepdims=True)
-    return x - np.log(np.exp(x).sum(1, keepdims=True))
-
-
 def combine_oof(run_dirs: list[Path]) -> dict:
     """The members' out-of-fold predictions averaged as the ensemble computes them; refuses runs
     whose photos or folds differ (then a photo's members could have seen its sender)."""
@@ -69,18 +63,9 @@ def combine_oof(run_dirs: list[Path]) -> dict:
     for key in (k for k in combined if k.startswith("logits_")):
         if not all(key in oof for oof in oofs):
             raise ValueError(f"not every run has {key}")
-        combined[key] = np.mean([_log_softmax(oof[key].astype(np.float64)) for oof in oofs], axis=0).astype(np.float32)
+        log_probs = [torch.log_softmax(torch.from_numpy(oof[key].astype(np.float64)), dim=1).numpy() for oof in oofs]
+        combined[key] = np.mean(log_probs, axis=0).astype(np.float32)
     return combined
-
-
-def _member(run_dir: Path, taxonomy: Taxonomy) -> tuple[GarmentNet, Recipe, dict]:
-    saved = torch.load(Path(run_dir) / "final" / "checkpoint.pt", map_location="cpu", weights_only=False)
-    if saved["taxonomy_digest"] != taxonomy.digest or list(saved["classes"]) != taxonomy.leaves:
-        raise ValueError(f"{run_dir} was trained for taxonomy {saved['taxonomy_digest']}, not {taxonomy.digest}")
-    recipe = Recipe.from_overrides(dict(saved["recipe"]))
-    net = _new_net(recipe, len(taxonomy.leaves))
-    net.load_state_dict(saved["model"])
-    return net.eval(), recipe, saved
 
 
 def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, version: str,
@@ -91,7 +76,7 @@ def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, ve
     from services.trainer.export import export_model, version_card
 
     oof = combine_oof(run_dirs)
-    members = [_member(r, taxonomy) for r in run_dirs]
+    members = [load_final(r, taxonomy) for r in run_dirs]
     recipes = [recipe for _, recipe, _ in members]
     cfg = PreprocessConfig(input_size=recipes[0].input_size, resize_size=recipes[0].resize_size)
     if any((r.input_size, r.resize_size) != (cfg.input_size, cfg.resize_size) for r in recipes):
@@ -103,9 +88,8 @@ def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, ve
 
     model_dir = Path(models_dir) / version
     model_dir.mkdir(parents=True, exist_ok=True)
-    parity = ([load_photo(Path(data_dir) / "images" / f"{i}.jpg") for i in sorted(oof["ids"][:16].tolist())]
-              if data_dir else [])
-    export_info = export_model(Ensemble([net for net, _, _ in members]), fit.temperature, cfg, model_dir, parity)
+    export_info = export_model(Ensemble([net for net, _, _ in members]), fit.temperature, cfg, model_dir,
+                               parity_photos(oof, data_dir))
     plots.training_curves(members[0][2]["history"], model_dir / "training_curves.png")
     first = members[0][2]
     card = version_card(

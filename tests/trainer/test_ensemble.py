@@ -66,7 +66,7 @@ def test_runs_with_other_folds_are_refused(two_runs, tmp_path):
 @pytest.mark.slow
 def test_the_shipped_ensemble_serves_the_averaged_cross_fitted_probabilities(two_runs, tmp_path):
     from services.trainer.calibrate import fit_temperature, softmax
-    from services.trainer.ensemble import _member
+    from services.trainer.cv import load_final
     from shared.hedging.calibration import calibrate_by_group
     from shared.model_contract import INPUT_NAME, load_model
     from shared.preprocessing import preprocess_batch
@@ -88,7 +88,7 @@ def test_the_shipped_ensemble_serves_the_averaged_cross_fitted_probabilities(two
     x = preprocess_batch(photos, card.preprocess)
     served = model.session.run(None, {INPUT_NAME: x})[0]
     with torch.no_grad():
-        member_logits = [_member(r, taxonomy)[0](torch.from_numpy(x)).numpy() for r in runs]
+        member_logits = [load_final(r, taxonomy)[0](torch.from_numpy(x)).numpy() for r in runs]
     mean_log_p = np.mean([_log_softmax(m) for m in member_logits], axis=0)
     np.testing.assert_allclose(served, softmax(mean_log_p, t), atol=1e-4)
 
