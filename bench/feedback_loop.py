@@ -195,6 +195,8 @@ def _plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from services.trainer.evaluation.plots import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.2))
     xs = [c["feedback_items"] for c in result["curve"]]
     ax.plot(xs, [100 * c["test_top1"] for c in result["curve"]], "o-", label="active version (after the gate)")
@@ -212,8 +214,7 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_title("Learning from feedback: quick retrains through the job runner and gate")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,8 @@ def plot(records: list[dict], switches: list[dict], versions: list[str], path: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from services.trainer.evaluation.plots import save_figure
+
     fig, ax = plt.subplots(figsize=(9, 2.8))
     rows = {v: i for i, v in enumerate(versions)}
     for v, y in rows.items():
@@ -132,9 +134,7 @@ def plot(records: list[dict], switches: list[dict], versions: list[str], path: P
     ax.set_ylim(-1.5, len(rows))
     ax.set_xlabel("seconds since the start (answer received)")
     ax.set_title("Which model version answered each classification")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> int:

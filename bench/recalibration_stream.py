@@ -133,6 +133,8 @@ def _plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from services.trainer.evaluation.plots import save_figure
+
     s = result["summary"]
     targets = [float(t) for t in s["before"]["mean"]]
     x = np.arange(len(targets))
@@ -153,8 +155,7 @@ def _plot(result: dict, path: Path) -> None:
                  f"{result['orders']} orders)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,8 @@ def plot(memory: list[dict], names: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from services.trainer.evaluation.plots import save_figure
+
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ts = [m["t_s"] for m in memory]
     for name in names:
@@ -137,9 +139,7 @@ def plot(memory: list[dict], names: list[str], path: Path) -> None:
     ax.set_ylabel("resident memory (MB)")
     ax.set_title("Memory of each process during the soak")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> int:

@@ -154,6 +154,8 @@ def _plot_examples(samples: list[Sample], suggested: list[str], path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from services.trainer.evaluation.plots import save_figure
+
     from services.trainer.train import load_photo
 
     if not samples:
@@ -169,9 +171,7 @@ def _plot_examples(samples: list[Sample], suggested: list[str], path: Path) -> N
         ax.imshow(img)
         ax.set_title(f"{s.label} → {guess}", fontsize=8)
     fig.suptitle("Training photos flagged as mislabelled (given → network's guess)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def read_exclusions(path: Path) -> set[str]:

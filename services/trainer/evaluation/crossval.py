@@ -204,7 +204,7 @@ def _plots(report: dict, probs: np.ndarray, y: np.ndarray, matrix: np.ndarray, b
             ax.hlines(MUST_REACH[key], j - 0.3, j + 0.3, colors="r", linestyles="--")
     ax.set_xticks(range(len(keys)), keys); ax.set_ylabel("accuracy")
     ax.set_title("per held-out fold of people (dots), mean ± sd, bar (red)")
-    images["folds"] = plots._save(fig, out / "cv_folds.png")
+    images["folds"] = plots.save_figure(fig, out / "cv_folds.png")
     # hedged realised − target per fold, photo vs sender calibration
     fig, axes = plt.subplots(1, len(UNITS), figsize=(5 * len(UNITS), 3.8), sharey=True)
     for ax, unit in zip(axes, UNITS):
@@ -215,7 +215,7 @@ def _plots(report: dict, probs: np.ndarray, y: np.ndarray, matrix: np.ndarray, b
         ax.set_xticks(range(len(REPORT_TARGETS)), REPORT_TARGETS); ax.set_xlabel("target")
         ax.set_title(f"crc calibrated per {unit}")
     axes[0].set_ylabel("realised − target (points), per fold")
-    images["hedged_folds"] = plots._save(fig, out / "cv_hedged_folds.png")
+    images["hedged_folds"] = plots.save_figure(fig, out / "cv_hedged_folds.png")
     # information gain: the price of the per-person promise, and back-off
     fig, ax = plt.subplots(figsize=(6, 3.8))
     cost = report["hedging_cost"]
@@ -226,7 +226,7 @@ def _plots(report: dict, probs: np.ndarray, y: np.ndarray, matrix: np.ndarray, b
     ax.plot(xs, [cost[k]["backoff_gain_at_equal_accuracy"] for k in cost], "^--", label="back-off (equal accuracy)")
     ax.set_xlabel("target accuracy"); ax.set_ylabel("mean information gain (bits)"); ax.legend()
     ax.set_title("mean over held-out folds")
-    images["hedged_gain"] = plots._save(fig, out / "cv_hedged_gain.png")
+    images["hedged_gain"] = plots.save_figure(fig, out / "cv_hedged_gain.png")
     pc = {s: {"precision": report["mean"][f"per_class.{c}.precision"], "recall": report["mean"][f"per_class.{c}.recall"],
               "support": int(report["oof_pooled"]["per_class"][c]["support"])}
           for s, c in zip(short, classes) if f"per_class.{c}.recall" in report["mean"]}

@@ -10,12 +10,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["training_curves", "confusion_matrix", "per_class_bars", "reliability_diagram", "rotation_curve"]
+__all__ = ["save_figure", "training_curves", "confusion_matrix", "per_class_bars", "reliability_diagram", "rotation_curve"]
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:  # noqa: ANN001 - a matplotlib Figure
+    """Lay out, write and close a figure (closed so long runs that plot do not pile up figures)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -29,7 +30,7 @@ def training_curves(history: list[dict], path: Path) -> Path:
     b.plot(epochs, [h["train_acc"] for h in history], "o-", label="train (augmented)")
     b.plot(epochs, [h["val_acc"] for h in history], "o-", label="validation")
     b.set_xlabel("epoch"); b.set_ylim(0, 1); b.legend(); b.set_title("top-1 accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
@@ -45,7 +46,7 @@ def confusion_matrix(matrix: np.ndarray, names: list[str], path: Path) -> Path:
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title("confusion matrix (counts; colour = row share)")
     fig.colorbar(im, fraction=0.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def per_class_bars(per_class: dict[str, dict], path: Path) -> Path:
@@ -56,7 +57,7 @@ def per_class_bars(per_class: dict[str, dict], path: Path) -> Path:
     ax.bar(x + 0.2, [per_class[n]["recall"] for n in names], 0.4, label="recall")
     ax.set_xticks(x, [f"{n}\n(n={per_class[n]['support']})" for n in names], rotation=75, fontsize=7)
     ax.set_ylim(0, 1); ax.legend(); ax.set_title("per-class precision and recall")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_diagram(bins: list[dict], ece: float, path: Path, title: str = "") -> Path:
@@ -67,7 +68,7 @@ def reliability_diagram(bins: list[dict], ece: float, path: Path, title: str = "
     ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
     ax.set_xlabel("confidence"); ax.set_ylabel("accuracy")
     ax.set_title(f"{title} ECE={ece * 100:.2f}%"); ax.legend(loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rotation_curve(rotation: dict[str, dict], path: Path) -> Path:
@@ -76,4 +77,4 @@ def rotation_curve(rotation: dict[str, dict], path: Path) -> Path:
     ax.plot(angles, [rotation[str(a)]["accuracy"] for a in angles], "o-", label="top-1 accuracy")
     ax.plot(angles, [rotation[str(a)]["mean_true_prob"] for a in angles], "s-", label="mean p(true class)")
     ax.set_xlabel("rotation (degrees)"); ax.set_ylim(0, 1); ax.legend(); ax.set_title("rotation check")
-    return _save(fig, path)
+    return save_figure(fig, path)

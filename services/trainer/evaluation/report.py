@@ -217,6 +217,8 @@ def write_hedging_plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from services.trainer.evaluation.plots import save_figure
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summary or hedged_summary(probs, true_leaf, taxonomy, calibration)
@@ -243,10 +245,7 @@ def write_hedging_plots(
     ax.set_title("Accuracy vs specificity")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    p1 = out / "hedging_accuracy_vs_gain.png"
-    fig.savefig(p1, dpi=120)
-    plt.close(fig)
+    p1 = save_figure(fig, out / "hedging_accuracy_vs_gain.png", dpi=120)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, method in zip(axes, ("crc", "darts")):
@@ -262,10 +261,7 @@ def write_hedging_plots(
         ax.set_xlabel("accuracy target")
     axes[0].set_ylabel("share of answers")
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    p2 = out / "hedging_levels.png"
-    fig.savefig(p2, dpi=120)
-    plt.close(fig)
+    p2 = save_figure(fig, out / "hedging_levels.png", dpi=120)
     paths = [p1, p2]
     cmp = summary.get("darts_vs_backoff", {})
     if cmp.get("bootstrap") and cmp.get("calibrated_world"):
@@ -276,6 +272,8 @@ def write_hedging_plots(
 def _plot_darts_vs_backoff(plt: Any, cmp: dict[str, Any], path: Path) -> Path:
     """Per target: the observed DARTS − back-off gap with its bootstrap interval, next to what
     a calibrated model would show on a split this size (expected ± 2 sd)."""
+    from services.trainer.evaluation.plots import save_figure
+
     boot, world = cmp["bootstrap"]["targets"], cmp["calibrated_world"]["targets"]
     keys = [k for k in boot if k in world and "sd" in world[k]]
     x = np.arange(len(keys))
@@ -296,7 +294,5 @@ def _plot_darts_vs_backoff(plt: Any, cmp: dict[str, Any], path: Path) -> Path:
     ax.set_title("DARTS vs back-off at equal realised accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path
