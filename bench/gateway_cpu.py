@@ -3,7 +3,7 @@
     python bench/gateway_cpu.py [--gateway-loop asyncio --gateway-http h11]
 
 Starts the system (``bench/_system.py``), classifies ``--jobs`` photos, then re-hedges them with
-``bench/rehedge.py``'s lean client from this process and reads the gateway's CPU time (``/proc``,
+``bench/rehedge.py``'s lean client from this process and reads the gateway's CPU time (psutil,
 threads included) around each phase:
 
 * ``back_to_back``: ``--n`` re-hedges from 16 clients as fast as served (requests queue in the
