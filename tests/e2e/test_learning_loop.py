@@ -20,7 +20,7 @@ from shared.config import REPO_ROOT
 from shared.taxonomy import load_taxonomy
 from tests.e2e.conftest import OPERATOR_KEY, System
 from tests.factories import jpeg_bytes
-from tests.trainer.conftest import write_dataset
+from tests.trainer.conftest import class_labels, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,7 +31,7 @@ TINY = {"input_size": "64", "resize_size": "72", "views": "1", "epochs": "1", "b
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     taxonomy = load_taxonomy()
-    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
+    labels = class_labels(taxonomy)
     return write_dataset(tmp_path_factory.mktemp("retrain-data"), labels, per_label=6, senders=20)
 
 

@@ -23,6 +23,11 @@ def make_photo(label_index: int, rng: np.random.Generator, size=(80, 100)) -> Im
     return img
 
 
+def class_labels(taxonomy) -> list[str]:  # noqa: ANN001 - shared.taxonomy.Taxonomy
+    """One dataset label per class of ``taxonomy`` (each leaf's first label), in leaf order."""
+    return [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
+
+
 def write_dataset(root: Path, labels: list[str], per_label: int, senders: int, seed: int = 0,
                   extra_rows: list[tuple[str, str, str]] = ()) -> Path:
     """images.csv + images/ in the clothing dataset's layout."""
@@ -53,8 +58,7 @@ def taxonomy():
 @pytest.fixture
 def tiny_dataset(tmp_path: Path, taxonomy) -> Path:
     """All 17 classes, 6 photos each, 20 senders, plus one 'Not sure' photo."""
-    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
-    root = write_dataset(tmp_path / "data", labels, per_label=6, senders=20)
+    root = write_dataset(tmp_path / "data", class_labels(taxonomy), per_label=6, senders=20)
     make_photo(0, np.random.default_rng(1)).save(root / "images" / "unsure.jpg")
     with (root / "images.csv").open("a", newline="") as f:
         csv.writer(f).writerow(["unsure", "3", "Not sure", "False"])

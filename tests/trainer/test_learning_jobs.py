@@ -23,7 +23,7 @@ from shared.model_card import ModelCard
 from shared.storage import PhotoStore
 from shared.tables import ClassificationJob, JobStatus
 from shared.taxonomy import load_taxonomy
-from tests.trainer.conftest import make_photo, write_dataset
+from tests.trainer.conftest import class_labels, make_photo, write_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ TINY = {"input_size": "64", "resize_size": "72", "batch_size": "16", "threads": 
 @pytest.fixture
 def settings(database_url, tmp_path, model_dir):
     taxonomy = load_taxonomy()
-    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
+    labels = class_labels(taxonomy)
     data = write_dataset(tmp_path / "data", labels, per_label=5, senders=17)
     store = tmp_path / "store"
     prepare_database(database_url, model_dir, model_store=store)

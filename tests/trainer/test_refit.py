@@ -23,7 +23,7 @@ from shared.model_contract import load_model
 from shared.preprocessing import preprocess
 from shared.photos import decode_photo
 from shared.taxonomy import load_taxonomy
-from tests.trainer.conftest import make_photo, write_dataset
+from tests.trainer.conftest import class_labels, make_photo, write_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ TINY_QUICK = Recipe.from_overrides({"input_size": 64, "resize_size": 72, "batch_
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     taxonomy = load_taxonomy()
-    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
+    labels = class_labels(taxonomy)
     root = tmp_path_factory.mktemp("refit")
     data = write_dataset(root / "data", labels, per_label=5, senders=17)
     parts = dataset_parts(data, taxonomy, root / "split.json")

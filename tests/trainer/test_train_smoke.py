@@ -21,11 +21,11 @@ TINY = Recipe(input_size=64, resize_size=72, views=4, epochs=4, batch_size=16, t
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.trainer.conftest import write_dataset
+    from tests.trainer.conftest import class_labels, write_dataset
     from shared.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
+    labels = class_labels(taxonomy)
     root = tmp_path_factory.mktemp("tiny")
     data = write_dataset(root / "data", labels, per_label=5, senders=17)
     result = train(data, root / "models", taxonomy, TINY, version="tiny-1")
@@ -92,11 +92,11 @@ def test_tiny_model_learns_something(trained, tmp_path):
 def trained_end_to_end(tmp_path_factory):
     """The GPU recipe's code path (whole network, fresh views each epoch, worker processes), on
     the CPU and tiny data."""
-    from tests.trainer.conftest import write_dataset
+    from tests.trainer.conftest import class_labels, write_dataset
     from shared.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    labels = [taxonomy.nodes[leaf].labels[0] for leaf in taxonomy.leaves]
+    labels = class_labels(taxonomy)
     root = tmp_path_factory.mktemp("tiny-full")
     data = write_dataset(root / "data", labels, per_label=5, senders=17)
     recipe = Recipe.from_overrides({"input_size": 64, "resize_size": 72, "epochs": 8, "batch_size": 16,
