@@ -28,7 +28,7 @@ from services.trainer.evaluation import plots
 from services.trainer.evaluation.comparison import compare_darts_backoff
 from services.trainer.evaluation.evaluate import classification_metrics
 from services.trainer.evaluation.report import REPORT_TARGETS, hedged_summary
-from shared.hedging.calibration import CRC_UNITS, Calibration, calibrate_for_unit, lambda_for
+from shared.hedging.calibration import CRC_UNITS, GROUP_CONFIDENCE, Calibration, calibrate_for_unit, lambda_for
 from shared.hedging.darts import darts_path, is_correct, node_probabilities, path_choice, tree_arrays
 from shared.taxonomy import Taxonomy
 
@@ -62,13 +62,17 @@ def _per_sender_mean(values: np.ndarray, senders: np.ndarray) -> float:
 
 
 def fold_summary(logits: dict[int, np.ndarray], y: np.ndarray, senders: np.ndarray, held: np.ndarray,
-                 classes: list[str], taxonomy: Taxonomy) -> tuple[dict, dict]:
+                 classes: list[str], taxonomy: Taxonomy,
+                 group_confidence: float = GROUP_CONFIDENCE) -> tuple[dict, dict]:
     """Every figure for the photos ``held`` (one fold of people), with temperature and λ tables
-    fitted on the other photos' OOF predictions only. Returns (summary, arrays for plots)."""
+    fitted on the other photos' OOF predictions only (the group promise at ``group_confidence``).
+    Returns (summary, arrays for plots)."""
     rest = ~held
     temperature = fit_temperature(logits[0][rest], y[rest])
     rest_probs = softmax(logits[0][rest], temperature)
-    cals = {unit: calibrate_for_unit(rest_probs, y[rest], senders[rest], taxonomy, unit) for unit in UNITS}
+    cals = {unit: calibrate_for_unit(rest_probs, y[rest], senders[rest], taxonomy, unit,
+                                     **({"confidence": group_confidence} if unit == "group" else {}))
+            for unit in UNITS}
     probs = softmax(logits[0][held], temperature)
     yk, sk = y[held], senders[held]
     metrics, matrix, bins = classification_metrics(probs, yk, classes, taxonomy)
@@ -131,8 +135,11 @@ def _must_reach(agg: dict, folds: list[dict], oof_ece: float) -> dict[str, Any]:
     return checks
 
 
-def cv_report(oof: dict, taxonomy: Taxonomy, out_dir: Path, command: str = "") -> dict:
-    """Write ``cv.json``, ``cv.md`` and PNG plots into ``out_dir``; return the JSON."""
+def cv_report(oof: dict, taxonomy: Taxonomy, out_dir: Path, command: str = "",
+              group_confidence: float = GROUP_CONFIDENCE) -> dict:
+    """Write ``cv.json``, ``cv.md`` and PNG plots into ``out_dir``; return the JSON.
+    ``group_confidence``: the share of groups the group promise is calibrated for
+    (``bench/group_promise.py`` compares settings)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = [str(c) for c in oof["classes"]]
@@ -142,7 +149,7 @@ def cv_report(oof: dict, taxonomy: Taxonomy, out_dir: Path, command: str = "") -
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for k in range(int(fold_of.max()) + 1):
         held = fold_of == k
-        summary, arrays = fold_summary(logits, y, senders, held, classes, taxonomy)
+        summary, arrays = fold_summary(logits, y, senders, held, classes, taxonomy, group_confidence)
         folds.append(summary)
         oof_probs[held] = arrays["probs"]
         matrix += arrays["matrix"]
@@ -154,7 +161,7 @@ def cv_report(oof: dict, taxonomy: Taxonomy, out_dir: Path, command: str = "") -
         "command": command, "n": int(len(y)), "senders": int(len(np.unique(senders))), "folds": len(folds),
         "fold_sizes": [f["n"] for f in folds], "fold_senders": [f["senders"] for f in folds],
         "mean": {k: v["mean"] for k, v in agg.items()}, "spread": agg, "per_fold": folds,
-        "oof_pooled": pooled, "oof_ece": pooled["ece"],
+        "oof_pooled": pooled, "oof_ece": pooled["ece"], "group_confidence": group_confidence,
     }
     report["must_reach"] = _must_reach(agg, folds, pooled["ece"])
     report["hedging_cost"] = _hedging_cost(agg)
