@@ -24,7 +24,7 @@ from services.trainer.features import OrtRunner  # noqa: E402
 from services.trainer.model import GarmentNet  # noqa: E402
 
 CONFIGS = [("efficientnet-lite0", 224, 16), ("efficientnet-lite0", 224, 14), ("efficientnet-lite0", 224, 12),
-           ("efficientnet-lite0", 260, 16), ("efficientnet-lite2", 260, 21), ("efficientnet-lite2", 260, 19)]
+           ("efficientnet-lite0", 260, 16), ("efficientnet-lite0", 260, 13), ("efficientnet-lite2", 260, 21), ("efficientnet-lite2", 260, 19)]
 
 
 def main() -> int:
