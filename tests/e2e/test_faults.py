@@ -257,6 +257,9 @@ def test_kill_9_of_the_gateway(faulty: Faulty):
         with faulty.supervisor.paused():
             ids = submit(faulty, IN_FLIGHT, stop_after=lambda accepted: len(accepted) >= 150 and kill())
             kill()
+            # SIGKILL is asynchronous: until the process is gone its listening socket still takes
+            # connections, and a probe then reads a reset (ReadError) instead of a refusal
+            faulty.group.get("gateway").popen.wait(timeout=10)
             assert len(ids) >= 100 and unfinished(faulty, ids) >= 100
             assert wait_not_ready(faulty, "kill -9 of the gateway") == {"gateway": "unreachable: ConnectError"}
     finally:
