@@ -16,10 +16,14 @@ from shared.hedging.calibration import Calibration
 from shared.model_contract import INPUT_NAME, OUTPUT_NAME
 from shared.taxonomy import Taxonomy, TaxonomyError
 
-__all__ = ["card_taxonomy", "PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME"]
+__all__ = ["card_taxonomy", "PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME",
+           "TRAINED_ON_ALL"]
 
 CARD_FILENAME = "card.json"
 ONNX_FILENAME = "model.onnx"
+# card.data["trained_on"] of a version that held no dataset split out (wardrobe cv|ensemble --version);
+# the promotion gate then does not judge it on the evaluation split it learned from
+TRAINED_ON_ALL = "all labelled photos"
 
 
 class PreprocessConfig(BaseModel):

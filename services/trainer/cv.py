@@ -44,7 +44,7 @@ from services.trainer.features import OrtRunner, run_in_batches
 from services.trainer.model import GarmentNet
 from services.trainer.recipe import Recipe
 from services.trainer.train import FineTuner, _seed_everything, eval_logits, load_photo
-from shared.model_card import PreprocessConfig
+from shared.model_card import TRAINED_ON_ALL, PreprocessConfig
 from shared.preprocessing import preprocess
 from shared.taxonomy import Taxonomy
 
@@ -368,7 +368,6 @@ def load_oof(out_dir: Path) -> dict:
 
 # --- 4. cross-fitting: the shipped model ------------------------------------------------------------
 CALIBRATION_SOURCE = "cross-fitted"
-TRAINED_ON_ALL = "all labelled photos"  # card.data.trained_on: no dataset split was held out (gate.py)
 
 
 @dataclass
@@ -430,7 +429,6 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     model that never saw that sender), with ``crc_unit`` 'group' (a promise for every group of new
     people, the default), 'sender' (for a new person on average) or 'photo'. The card records how
     (``data.calibration_source``, ``calibration.crc_unit``)."""
-
     from services.trainer.evaluation import plots
     from services.trainer.export import export_model, version_card
 

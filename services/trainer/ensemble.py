@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.trainer.cv import TRAINED_ON_ALL, cross_fit, load_final, load_oof, parity_photos
+from services.trainer.cv import cross_fit, load_final, load_oof, parity_photos
 from services.trainer.model import GarmentNet
 from services.trainer.recipe import Recipe
-from shared.model_card import PreprocessConfig
+from shared.model_card import TRAINED_ON_ALL, PreprocessConfig
 from shared.taxonomy import Taxonomy
 
 __all__ = ["Ensemble", "combine_oof", "ship_ensemble"]

@@ -37,7 +37,7 @@ from services.trainer.feature_store import PhotoRef, save_array
 from services.trainer.refit import LabelledPhoto, dataset_parts, feedback_photos
 from services.trainer.train import load_photo
 from shared.hedging.hedging import Hedger
-from shared.model_card import ModelCard, sha256_file
+from shared.model_card import TRAINED_ON_ALL, ModelCard, sha256_file
 from shared.model_card import card_taxonomy as shared_card_taxonomy
 from shared.schemas import GateDecision
 from shared.taxonomy import Taxonomy, load_taxonomy
@@ -157,8 +157,6 @@ def gate_sets(data_dir: Path | None, split_file: Path, eval_split: str, feedback
 
 def learned_from_every_photo(model_dir: Path) -> bool:
     """Was this version trained on all labelled photos, the evaluation split included?"""
-    from services.trainer.cv import TRAINED_ON_ALL
-
     return ModelCard.load(model_dir).data.get("trained_on") == TRAINED_ON_ALL
 
 
