@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.recipe import PRESETS, Recipe
+
 HedgeMethod = Literal["crc", "darts"]
 
 
@@ -185,16 +187,12 @@ class TrainingJobCreate(BaseModel):
     @field_validator("recipe_preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        from services.trainer.recipe import PRESETS  # a plain dataclass module: no torch
-
         if value not in PRESETS:
             raise ValueError(f"unknown recipe preset '{value}' (known: {', '.join(PRESETS)})")
         return value
 
     @model_validator(mode="after")
     def _recipe_fits_mode(self) -> "TrainingJobCreate":
-        from services.trainer.recipe import Recipe
-
         if self.mode != "full" and self.recipe_preset != "default":
             raise ValueError(f"recipe_preset applies to mode 'full' only, not '{self.mode}'")
         if self.mode == "recalibrate" and self.recipe:

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from torchvision.transforms import v2
 
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from shared.model_card import PreprocessConfig
 from shared.preprocessing import resample_filter, to_input_array
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from services.trainer.data import Sample, load_dataset, load_or_create_split, split_by_sender
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from shared.taxonomy import Taxonomy
 
 __all__ = ["find_label_issues", "write_label_issues", "read_exclusions", "LabelIssues", "ISSUE_COLUMNS"]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from services.trainer.config import get_settings
-from services.trainer.recipe import PRESETS
+from shared.recipe import PRESETS
 from shared.hedging.calibration import CRC_UNITS
 
 __all__ = ["add_parsers"]
@@ -23,7 +23,7 @@ def _data_dir(arg: str | None) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from services.trainer.recipe import Recipe
+    from shared.recipe import Recipe
     from services.trainer.train import train
     from shared.taxonomy import load_taxonomy
 
@@ -56,7 +56,7 @@ def _run_evaluate(data: Path, model: Path, json_out: Path, split: str | None, sp
 
 def _find_label_issues(args: argparse.Namespace) -> int:
     from services.trainer.clean import find_label_issues
-    from services.trainer.recipe import Recipe
+    from shared.recipe import Recipe
     from shared.taxonomy import load_taxonomy
 
     recipe = Recipe.from_overrides(dict(kv.split("=", 1) for kv in args.set or []))
@@ -74,7 +74,7 @@ def _cv(args: argparse.Namespace) -> int:
 
     from services.trainer.cv import cross_validate, load_oof, ship
     from services.trainer.evaluation.crossval import cv_report
-    from services.trainer.recipe import Recipe
+    from shared.recipe import Recipe
     from shared.taxonomy import load_taxonomy
 
     recipe = Recipe.from_overrides(dict(kv.split("=", 1) for kv in args.set or []), preset=args.recipe)

@@ -42,7 +42,7 @@ from services.trainer.augment import augmented_view, rotate_photo, shrink_for_ca
 from services.trainer.data import Sample, load_dataset, split_by_sender
 from services.trainer.features import OrtRunner, run_in_batches
 from services.trainer.model import GarmentNet
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.train import FineTuner, _seed_everything, eval_logits, load_photo
 from shared.model_card import TRAINED_ON_ALL, PreprocessConfig
 from shared.preprocessing import preprocess

@@ -27,7 +27,7 @@ from torch import nn
 
 from services.trainer.cv import cross_fit, load_final, load_oof, parity_photos
 from services.trainer.model import GarmentNet
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from shared.model_card import TRAINED_ON_ALL, PreprocessConfig
 from shared.taxonomy import Taxonomy
 

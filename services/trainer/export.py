@@ -20,7 +20,7 @@ from shared.model_contract import INPUT_NAME, OPSET, export_onnx, open_session
 from shared.preprocessing import preprocess_batch
 
 if TYPE_CHECKING:
-    from services.trainer.recipe import Recipe
+    from shared.recipe import Recipe
     from shared.taxonomy import Taxonomy
     from onnxruntime import InferenceSession
 

@@ -30,7 +30,7 @@ import torch
 from services.trainer.augment import augmented_view, shrink_for_cache, training_transform
 from services.trainer.features import OrtRunner
 from services.trainer.model import GarmentNet
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from shared.model_card import PreprocessConfig
 from shared.photos import decode_photo
 from shared.preprocessing import preprocess

@@ -122,7 +122,7 @@ class JobContext:
 # --- the simplest mode: the model recipe on the dataset (d2 adds the feedback photos) ------------------
 def run_full(ctx: JobContext) -> JobOutcome:
     """``full``: ``services.trainer.train.train`` with the job's recipe on the trainer's dataset."""
-    from services.trainer.recipe import Recipe
+    from shared.recipe import Recipe
     from services.trainer.train import train
     from shared.taxonomy import load_taxonomy
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.trainer.feedback_data import current_feedback_items, split_by_person
 from services.trainer.jobs_runner import JobContext, JobOutcome
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.refit import RefitError, dataset_parts, feedback_photos, full_retrain, quick_refit
 from shared.taxonomy import load_taxonomy
 

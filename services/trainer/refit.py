@@ -40,7 +40,7 @@ from services.trainer.data import Sample, load_dataset, load_or_create_split
 from services.trainer.export import export_model, version_card
 from services.trainer.feature_store import FeatureStore, PhotoRef
 from services.trainer.model import GarmentNet
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.train import FineTuner, TrainResult, calibrate_hedger, eval_logits, load_photo, train
 from shared.model_card import ModelCard, PreprocessConfig
 from shared.taxonomy import Taxonomy

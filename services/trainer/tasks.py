@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def run_training(request: TrainTaskIn) -> TrainTaskOut:
     """Train, then register. Idempotent per version: a version already registered is not retrained."""
-    from services.trainer.recipe import Recipe
+    from shared.recipe import Recipe
     from services.trainer.train import train
     from shared.taxonomy import load_taxonomy
 

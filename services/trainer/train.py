@@ -36,7 +36,7 @@ from services.trainer.data import Dataset, Sample, load_dataset, load_or_create_
 from services.trainer.export import export_model, version_card
 from services.trainer.features import OrtRunner, run_in_batches
 from services.trainer.model import GarmentNet
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from shared.model_card import ModelCard, PreprocessConfig
 from shared.photos import decode_photo
 from shared.preprocessing import preprocess

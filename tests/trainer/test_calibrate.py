@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 
 
 def sample_labels(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

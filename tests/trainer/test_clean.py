@@ -11,7 +11,7 @@ import pytest
 
 from services.trainer.clean import ISSUE_COLUMNS, find_label_issues, read_exclusions
 from services.trainer.data import load_dataset, split_by_sender
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.train import train
 from shared.model_card import ModelCard
 from tests.trainer.conftest import make_photo, write_dataset

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from services.trainer.cv import assign_folds, cross_validate, load_oof
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from tests.trainer.conftest import write_dataset
 
 TINY = Recipe(input_size=64, resize_size=72, views=2, epochs=1, batch_size=16, threads=1)

@@ -12,7 +12,7 @@ import torch
 
 from services.trainer.cv import cross_validate, load_oof
 from services.trainer.ensemble import combine_oof, ship_ensemble
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from tests.trainer.conftest import write_dataset
 
 TINY = Recipe(input_size=64, resize_size=72, views=1, epochs=1, batch_size=16, threads=1)

@@ -10,7 +10,7 @@ import pytest
 
 from shared.hedging.hedging import Hedger
 from services.trainer.feature_store import PhotoRef
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.refit import LabelledPhoto, RefitError, full_retrain
 from shared.model_card import ModelCard, card_taxonomy
 from shared.model_contract import load_model

@@ -9,7 +9,7 @@ import pytest
 
 from services.trainer.feature_store import FeatureStore, PhotoRef
 from services.trainer.model import GarmentNet
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.refit import (
     FeedbackItem,
     RefitError,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.train import FineTuner, sibling_smoothing_targets
 from shared.taxonomy import load_taxonomy
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from services.trainer.evaluation.evaluate import evaluate
-from services.trainer.recipe import Recipe
+from shared.recipe import Recipe
 from services.trainer.train import train
 from shared.model_card import ModelCard, sha256_file
 
