@@ -66,6 +66,11 @@ class CommonSettings(BaseSettings):
     db_wait_attempts: int = Field(
         30, ge=1, description="Tries, 1 s apart, while waiting for the database at start-up (migrate, gateway)."
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Serve this process's Prometheus metrics (GET /metrics, no key, nothing "
+        "else) on this port; 0: off (one host running every process, as `wardrobe up` does, would collide).",
+    )
+    metrics_host: str = Field("0.0.0.0", min_length=1, description="Address the metrics port binds.")
     wardrobe_api_key: str | None = Field(None, description="`wardrobe classify`: the API key it sends.")
     wardrobe_bootstrap_key: str | None = Field(
         None, description="`wardrobe up`: make sure this operator API key exists (scripts, tests); unset: "

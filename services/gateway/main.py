@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.gateway.api.main import api_router
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import error_body, install_error_handlers
+from services.gateway.metrics import RequestMetrics
 from services.gateway.startup import lifespan
 from shared.photos import return_freed_bitmaps_to_the_os
 
@@ -70,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(RequestMetrics)  # outside the size limit: its 413s are counted too
     if settings.cors_origins:  # browsers may call the API only from these origins (outermost: 413s too)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After"],

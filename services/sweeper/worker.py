@@ -13,6 +13,7 @@ import logging
 from services.sweeper.config import get_settings
 from shared.celery_app import SWEEP, create_celery_app
 from shared.heartbeat import install_heartbeat
+from shared.metrics import install_worker_metrics
 
 settings = get_settings()
 app = create_celery_app(settings.redis_url, settings.redis_namespace, main="sweeper", queue="sweeper",
@@ -22,6 +23,7 @@ app = create_celery_app(settings.redis_url, settings.redis_namespace, main="swee
 for name in ("celery.app.trace", "celery.worker.strategy"):
     logging.getLogger(name).setLevel(logging.WARNING)
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "sweeper")
+install_worker_metrics(app, "sweeper", settings.metrics_port, settings.metrics_host)
 
 import services.sweeper.tasks  # noqa: E402,F401 - registers the sweeper.* tasks on `app`
 

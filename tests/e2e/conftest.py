@@ -32,6 +32,7 @@ class System:
     group: launcher.ProcessGroup
     http: httpx.Client
     model_store: LocalModelStore  # where the workers find versions by key (not the bundled dir)
+    metrics_urls: dict[str, str]  # process -> its metrics port's base URL (METRICS_PORT, no key)
 
     @property
     def store(self) -> PhotoStore:
@@ -58,16 +59,19 @@ def system(redis_url: str, redis_namespace: str, session_database_url: str, mode
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     data_dir = tmp_path_factory.mktemp("system")
     group = launcher.ProcessGroup(log_dir=data_dir / "logs")
+    metrics_ports = {name: launcher.free_port() for name in ("gateway", "inference", "hedger", "sweeper")}
     try:
         stack = launcher.start_stack(
             group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=session_database_url,
             namespace=redis_namespace, services=("inference", "hedger", "sweeper"), model_store=data_dir / "model-store",
-            extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5"},
-            bootstrap_key=OPERATOR_KEY,
+            extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5",
+                       "METRICS_HOST": "127.0.0.1"},
+            bootstrap_key=OPERATOR_KEY, metrics_ports=metrics_ports,
         )
         with httpx.Client(base_url=stack.url, timeout=40, headers={"Authorization": f"Bearer {OPERATOR_KEY}"}) as http:
             yield System(stack.url, session_database_url, redis_url, redis_namespace, data_dir / "photos", group,
-                         http, LocalModelStore(data_dir / "model-store"))
+                         http, LocalModelStore(data_dir / "model-store"),
+                         {name: f"http://127.0.0.1:{port}" for name, port in metrics_ports.items()})
     except Exception:
         print("\n".join(f"----- {c.name}\n{c.tail(80)}" for c in group.children))
         raise
