@@ -94,6 +94,13 @@ class QueueUnavailable(GatewayError):
     status_code, code = 503, "queue_unavailable"
 
 
+class NoLiveWorker(GatewayError):
+    """REFUSE_WITHOUT_WORKERS is set and a stage of the pipeline has no live worker."""
+
+    status_code, code = 503, "no_live_worker"
+    headers = {"Retry-After": "10"}
+
+
 class RehedgeFailed(GatewayError):
     """The stored job cannot be re-hedged (its model version or calibration is gone or unusable)."""
 

@@ -12,8 +12,8 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway import crud
-from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, JobsDep, NotifierDep, QueueDep,
-                                       RehedgerDep, SettingsDep, StoreDep)
+from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, JobsDep, LivePipelineDep,
+                                       NotifierDep, QueueDep, RehedgerDep, SettingsDep, StoreDep)
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import InvalidParameter, JobNotFound, NoActiveModel, QueueUnavailable
 from services.gateway.jobcache import JobView
@@ -94,6 +94,7 @@ async def create_classification(
     response: Response,
     photo: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
     caller: CallerDep,
+    _live: LivePipelineDep,
     db: DatabaseDep,
     queue: QueueDep,
     notifier: NotifierDep,

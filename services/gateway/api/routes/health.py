@@ -1,11 +1,9 @@
-import time
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway import crud
 from services.gateway.api.deps import DatabaseDep, ModelStoreDep, SettingsDep
-from shared.heartbeat import HEARTBEAT_TTL_S, STAGES, heartbeat_key
+from services.gateway.liveness import live_counts
 
 router = APIRouter(tags=["health"])
 
@@ -17,16 +15,13 @@ async def healthz() -> dict[str, str]:
 
 async def stage_checks(redis, namespace: str) -> dict[str, str]:  # noqa: ANN001 - redis.asyncio client
     """'ok (n workers)' or 'no live worker' per stage, from the workers' heartbeats (shared.heartbeat)."""
-    now = time.time()
-    pipe = redis.pipeline()
-    for stage in STAGES:
-        pipe.zcount(heartbeat_key(namespace, stage), now - HEARTBEAT_TTL_S, "+inf")
-    counts = await pipe.execute()
+    counts = await live_counts(redis, namespace)
     return {f"stage:{stage}": f"ok ({n} worker{'s' if n != 1 else ''})" if n else "no live worker"
-            for stage, n in zip(STAGES, counts)}
+            for stage, n in counts.items()}
 
 
-@router.get("/readyz", summary="Readiness: Redis, the database, the active model and a live worker per stage")
+@router.get("/readyz", summary="Readiness: Redis, the database and the active model (each stage's workers reported; "
+            "required only for the stages in READY_STAGES)")
 async def readyz(request: Request, db: DatabaseDep, model_store: ModelStoreDep, settings: SettingsDep) -> JSONResponse:
     checks: dict[str, str] = {}
     redis = request.app.state.redis
