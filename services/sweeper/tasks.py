@@ -1,4 +1,5 @@
-"""``sweeper.sweep``: runs every sweep of ``shared.sweeper`` (scheduled by beat, services/sweeper/worker.py)."""
+"""``sweeper.sweep`` (the sweeps of ``shared.sweeper``) and ``sweeper.retention`` (``shared.retention``), both
+scheduled by beat (services/sweeper/worker.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from celery import shared_task
 
 from services.sweeper import metrics
 from services.sweeper.config import get_settings
-from shared.celery_app import SWEEP
+from shared.celery_app import RETENTION, SWEEP
+from shared.retention import expire
+from shared.storage import PhotoStore
 from shared.sweeper import SweepContext, run_sweeps
+from shared.tables import utcnow
 from shared.tasks import publisher
 
 log = logging.getLogger(__name__)
@@ -37,3 +41,14 @@ def sweep_task(self) -> dict:  # noqa: ANN001 - Celery's bound task
     if any(isinstance(v, str) or any(v.values()) for v in report.values()):
         log.info("sweep: %s", report)
     return report
+
+
+@shared_task(name=RETENTION, bind=True, ignore_result=True)
+def retention_task(self) -> dict:  # noqa: ANN001 - Celery's bound task
+    """Delete what outlived its retention (``shared.retention``); a long backlog drains over runs."""
+    s = get_settings()
+    counts = expire(s.resolved_database_url, PhotoStore(s.resolved_photo_dir), s.retention, utcnow())
+    metrics.count_sweep_report({"retention": counts})
+    if any(counts.values()):
+        log.info("retention: %s", counts)
+    return counts

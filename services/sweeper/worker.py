@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from services.sweeper.config import get_settings
-from shared.celery_app import SWEEP, create_celery_app
+from shared.celery_app import RETENTION, SWEEP, create_celery_app
 from shared.heartbeat import install_heartbeat
 from shared.metrics import install_worker_metrics
 
@@ -32,6 +32,8 @@ app.conf.worker_concurrency = 1
 app.conf.beat_schedule = {
     "sweep": {"task": SWEEP, "schedule": settings.sweep_interval_s,
               "options": {"expires": settings.sweep_interval_s}},
+    "retention": {"task": RETENTION, "schedule": settings.retention_interval_s,
+                  "options": {"expires": settings.retention_interval_s}},
 }
 settings.data_dir.mkdir(parents=True, exist_ok=True)
 app.conf.beat_schedule_filename = str(settings.data_dir / "celerybeat-schedule")
