@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
-from services.gateway.errors import (ClassificationNotFinished, InvalidParameter, JobNotFound, ModelNotFound,
+from services.gateway.errors import (ClassificationNotFinished, InvalidParameter, JobNotFound, ModelNotFound, PhotoExpired,
                                      ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
                                      UnknownNode)
 from shared import feedback, jobs, registry, training_jobs
 from shared.auth import Caller
 from shared.model_store import ModelStore
 from shared.schemas import (ClassificationPublic, ClassificationResult, ErrorInfo, FeedbackCreate, FeedbackListPublic,
-                            FeedbackPublic, GateDecision, ModelActivationPublic, ModelVersionPublic, StageTimings,
+                            FeedbackPublic, GateDecision, KeepPublic, ModelActivationPublic, ModelVersionPublic, StageTimings,
                             TrainingJobCreate, TrainingJobPublic)
 from shared.tables import ClassificationJob, Feedback, ModelVersion, TrainingJob
 from shared.taxonomy import Taxonomy
@@ -105,6 +105,18 @@ def read_feedback(session: Session, classification_id: str, caller: Caller) -> F
         raise JobNotFound(f"no classification with id {classification_id!r}")
     items = [feedback_public(r) for r in rows]
     return FeedbackListPublic(current=[f for f in items if f.current], history=items)
+
+
+# --- retention ---------------------------------------------------------------------------------
+def set_keep(session: Session, job_id: str, caller: Caller, keep: bool) -> KeepPublic:
+    """Mark a caller's classification kept (or not) past retention; another's is as absent as none."""
+    job = jobs.get_job(session, job_id)
+    if job is None or not caller.owns(job.owner_id):
+        raise JobNotFound(f"no classification job with id {job_id!r}")
+    if job.photo_purged_at is not None and keep:
+        raise PhotoExpired(f"classification {job_id}'s photo has already expired: nothing to keep")
+    session.execute(update(ClassificationJob).where(ClassificationJob.id == job.id).values(keep=keep))
+    return KeepPublic(id=str(job.id), keep=keep)
 
 
 # --- training jobs -------------------------------------------------------------------------------

@@ -64,6 +64,12 @@ class UnknownNode(GatewayError):
     status_code, code = 422, "unknown_node"
 
 
+class PhotoExpired(GatewayError):
+    """Keeping a classification whose photo the retention sweep already deleted."""
+
+    status_code, code = 409, "photo_expired"
+
+
 class TrainingJobNotFound(GatewayError):
     status_code, code = 404, "training_job_not_found"
 

@@ -34,6 +34,8 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
         {**_ANY_KEY, "client": 404, "trainer": 404, "operator": 409},
     ("GET", "/v1/classifications/{classification_id}/feedback", "own"): _ANY_KEY,
     ("GET", "/v1/classifications/{classification_id}/feedback", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("PUT", "/v1/classifications/{job_id}/keep", "own"): _ANY_KEY,
+    ("PUT", "/v1/classifications/{job_id}/keep", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
     ("GET", "/v1/taxonomy", "-"): _ANY_KEY,
     ("POST", "/v1/training-jobs", "-"): {**_TRAINER, "trainer": 202, "operator": 202},
     ("GET", "/v1/training-jobs", "-"): _TRAINER,
@@ -49,7 +51,8 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     # what matters here: the same answer for every caller, no key needed (see PUBLIC_PROBES)
     ("GET", "/readyz", "-"): dict(nobody=0, bad_key=0, revoked=0, client=0, trainer=0, operator=0),
 }
-BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"}}
+BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"},
+          "/v1/classifications/{job_id}/keep": {"keep": True}}
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
 from services.gateway.notifier import Notifier, wait_event
 from shared.hedging.calibration import MAX_TARGET, MIN_TARGET
 from shared.photos import DecodeBudget, PhotoError, PhotoTooLarge, decode_photo
-from shared.schemas import ClassificationPublic, ErrorResponse
+from shared.schemas import ClassificationPublic, ErrorResponse, KeepPublic, KeepUpdate
 from shared.storage import PhotoStore
 from shared.tables import ClassificationJob
 
@@ -176,3 +176,18 @@ async def read_classification(
         raise
     REHEDGES.labels(outcome="ok").inc()
     return job.rehedged(answer, target)
+
+
+@router.put(
+    "/{job_id}/keep", response_model=KeepPublic, responses={c: {"model": ErrorResponse} for c in (401, 404, 409, 422)},
+    summary="Keep a classification past retention (or let it expire again)",
+    description="`{\"keep\": true}`: this classification, its photo and its feedback are never deleted by the "
+    "retention sweep (deleting the key's data still deletes them). 409 once its photo has already expired.",
+)
+async def keep_classification(
+    job_id: Annotated[str, Path(max_length=64, description="The job id (a UUID).")],
+    body: KeepUpdate,
+    caller: CallerDep,
+    db: DatabaseDep,
+) -> KeepPublic:
+    return await db.run(crud.set_keep, job_id, caller, body.keep)
