@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from shared.metrics import LATENCY_BUCKETS
+from shared.metrics import JOB_FAILURES, LATENCY_BUCKETS
 
 __all__ = ["HEDGE_SECONDS", "RESULTS"]
 
@@ -17,3 +17,5 @@ HEDGE_SECONDS = Histogram("wardrobe_hedge_seconds", "Time to hedge one classific
                           ["model_version", "method"], buckets=LATENCY_BUCKETS)
 RESULTS = Counter("wardrobe_hedge_results_total", "Hedged classifications, by model version, method and whether the "
                   "answer is a leaf or an inner node.", ["model_version", "method", "level"])
+
+JOB_FAILURES.labels(stage="hedger", code="hedging_failed")  # 0 until the first failure (a rate, not "no data")

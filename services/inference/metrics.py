@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from shared.metrics import LATENCY_BUCKETS
+from shared.metrics import JOB_FAILURES, LATENCY_BUCKETS
 
 __all__ = ["PHOTOS", "PHOTO_SECONDS", "BATCH_SIZE", "BATCH_SECONDS", "observe_batch"]
 
@@ -29,3 +29,11 @@ def observe_batch(version: str, size: int, seconds: float) -> None:
     """The micro-batcher's hook, called once per run (services.inference.batching)."""
     BATCH_SIZE.observe(size)
     BATCH_SECONDS.labels(model_version=version).observe(seconds)
+
+
+# Every failure code this stage can record starts at 0, so a rate over it is 0, not "no data", until
+# the first failure (the error-rate panel and alert need the series to exist).
+FAILURE_CODES = ("corrupt_image", "not_an_image", "unsupported_image", "empty_photo", "photo_too_large",
+                 "decompression_bomb", "invalid_photo", "photo_missing", "no_active_model", "inference_failed")
+for _code in FAILURE_CODES:
+    JOB_FAILURES.labels(stage="inference", code=_code)

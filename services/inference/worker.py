@@ -21,6 +21,10 @@ app = create_celery_app(settings.redis_url, settings.redis_namespace, main="infe
                         log_level=settings.log_level)
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "inference")
 install_worker_metrics(app, "inference", settings.metrics_port, settings.metrics_host)
+if settings.metrics_port:
+    from services.inference.gpu_metrics import register_gpu_metrics
+
+    register_gpu_metrics()
 app.conf.worker_prefetch_multiplier = settings.prefetch_multiplier
 
 import services.inference.tasks  # noqa: E402,F401 - registers the inference.* tasks on `app`
