@@ -63,6 +63,10 @@ class CommonSettings(BaseSettings):
         description="Prefix of every Redis key and channel (queues, events): isolates deployments.",
     )
     log_level: LogLevel = Field("INFO", description="Python log level of the service's processes.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per line with request_id and job_id (shared/logs.py), for a "
+        "log collector; 'text': for a terminal.",
+    )
     db_wait_attempts: int = Field(
         30, ge=1, description="Tries, 1 s apart, while waiting for the database at start-up (migrate, gateway)."
     )

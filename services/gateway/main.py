@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -13,7 +11,9 @@ from services.gateway.api.main import api_router
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import error_body, install_error_handlers
 from services.gateway.metrics import RequestMetrics
+from services.gateway.requestid import RequestId
 from services.gateway.startup import lifespan
+from shared.logs import configure_logging, install_task_context
 from shared.photos import return_freed_bitmaps_to_the_os
 
 
@@ -60,7 +60,8 @@ MULTIPART_OVERHEAD = 64 * 1024  # form boundaries, headers and the accuracy fiel
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     return_freed_bitmaps_to_the_os()  # uploads are validated in a thread pool (shared.photos)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format, service="gateway")
+    install_task_context()  # a task this process sends carries the request's id (shared/logs.py)
     app = FastAPI(
         title="Wardrobe",
         summary="Tells what garment is in a photo, as specific as it can be while staying right.",
@@ -72,8 +73,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestMetrics)  # outside the size limit: its 413s are counted too
+    app.add_middleware(RequestId)  # outermost: every line of the request, and its tasks, carry the id
     if settings.cors_origins:  # browsers may call the API only from these origins (outermost: 413s too)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After", "X-Request-ID"],
                            max_age=600)
     return app

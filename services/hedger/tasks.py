@@ -62,6 +62,8 @@ def hedge_task(self: HedgerTask, payload: dict) -> None:
         jobs.mark_done(session, job, result.model_dump(mode="json"), {"hedging_ms": round(hedging_ms, 3)})
         version, method = job.model_version, result.answer.method
     set_model_version("hedger", version)
+    log.info("job %s: hedged to %s (%s, target %s)", msg.job_id, result.answer.node.name, method,
+             result.answer.accuracy_target)
     metrics.HEDGE_SECONDS.labels(model_version=version, method=method).observe(hedging_ms / 1000.0)
     metrics.RESULTS.labels(model_version=version, method=method,
                            level="inner" if result.answer.alternatives else "leaf").inc()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from services.hedger.config import get_settings
 from shared.celery_app import create_celery_app
 from shared.heartbeat import install_heartbeat
+from shared.logs import install_task_context
 from shared.metrics import install_worker_metrics
 
 settings = get_settings()
@@ -15,6 +16,7 @@ app = create_celery_app(settings.redis_url, settings.redis_namespace, main="hedg
                         log_level=settings.log_level)
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "hedger")
 install_worker_metrics(app, "hedger", settings.metrics_port, settings.metrics_host)
+install_task_context(settings.log_format, "hedger")  # request and job ids on every line (shared/logs.py)
 
 import services.hedger.tasks  # noqa: E402,F401 - registers the hedger.* tasks on `app`
 

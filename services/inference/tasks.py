@@ -125,4 +125,5 @@ def classify(self: InferenceTask, payload: dict) -> dict | None:
             return None
         # the network's output as it is, in the card's class order; the hedger normalises it
         jobs.record_inference(session, job, model.version, out.probs.tolist(), timings)
+    log.info("job %s: inferred by %s in a batch of %d", msg.job_id, model.version, out.batch_size)
     return HedgeTaskIn(job_id=msg.job_id).model_dump()

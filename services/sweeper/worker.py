@@ -13,6 +13,7 @@ import logging
 from services.sweeper.config import get_settings
 from shared.celery_app import RETENTION, SWEEP, create_celery_app
 from shared.heartbeat import install_heartbeat
+from shared.logs import install_task_context
 from shared.metrics import install_worker_metrics
 
 settings = get_settings()
@@ -24,6 +25,7 @@ for name in ("celery.app.trace", "celery.worker.strategy"):
     logging.getLogger(name).setLevel(logging.WARNING)
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "sweeper")
 install_worker_metrics(app, "sweeper", settings.metrics_port, settings.metrics_host)
+install_task_context(settings.log_format, "sweeper")  # request and job ids on every line (shared/logs.py)
 
 import services.sweeper.tasks  # noqa: E402,F401 - registers the sweeper.* tasks on `app`
 

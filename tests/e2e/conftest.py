@@ -65,7 +65,7 @@ def system(redis_url: str, redis_namespace: str, session_database_url: str, mode
             group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=session_database_url,
             namespace=redis_namespace, services=("inference", "hedger", "sweeper"), model_store=data_dir / "model-store",
             extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5",
-                       "METRICS_HOST": "127.0.0.1"},
+                       "METRICS_HOST": "127.0.0.1", "LOG_FORMAT": "json"},
             bootstrap_key=OPERATOR_KEY, metrics_ports=metrics_ports,
         )
         with httpx.Client(base_url=stack.url, timeout=40, headers={"Authorization": f"Bearer {OPERATOR_KEY}"}) as http:

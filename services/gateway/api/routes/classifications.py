@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from contextlib import AsyncExitStack
@@ -27,6 +28,7 @@ from shared.tables import ClassificationJob
 
 router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 
+log = logging.getLogger(__name__)
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 500, 503)}
 AccuracyParam = "Accuracy target in [0.5, 0.999]: the hedged answer is right at least this often."
 VALIDATION_SIDE = 64  # the gateway only validates: the smallest decode that reads every byte
@@ -131,6 +133,7 @@ async def create_classification(
             CLASSIFICATIONS.labels(outcome="queue_unavailable").inc()
             raise
         CLASSIFICATIONS.labels(outcome="accepted").inc()
+        log.info("classification %s accepted", job_id, extra={"job_id": job_id})  # the workers log it too
         ACCEPT_SECONDS.observe(time.perf_counter() - t0)
         response.headers["Location"] = f"/v1/classifications/{job_id}"
         if event is not None:
