@@ -11,6 +11,7 @@ from services.gateway.api.main import api_router
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import error_body, install_error_handlers
 from services.gateway.metrics import RequestMetrics
+from services.gateway.openapi import install_openapi
 from services.gateway.requestid import RequestId
 from services.gateway.startup import lifespan
 from shared.logs import configure_logging, install_task_context
@@ -71,6 +72,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router)
+    install_openapi(app)  # bearer scheme, errors as sent (services/gateway/openapi.py)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestMetrics)  # outside the size limit: its 413s are counted too
     app.add_middleware(RequestId)  # outermost: every line of the request, and its tasks, carry the id

@@ -1,11 +1,22 @@
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from services.gateway import crud
 from services.gateway.api.deps import DatabaseDep, ModelStoreDep, SettingsDep
 from services.gateway.liveness import live_counts
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="'ok ...' or the problem, per check: redis, database, model, "
+                                   "stage:<name> (live workers; required only for the stages in READY_STAGES).",
+                                   examples=[{"redis": "ok", "database": "ok", "model": "ok (2026-12-02-lite2)",
+                                              "stage:inference": "ok (2 workers)", "stage:hedger": "no live worker"}])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -21,7 +32,9 @@ async def stage_checks(redis, namespace: str) -> dict[str, str]:  # noqa: ANN001
 
 
 @router.get("/readyz", summary="Readiness: Redis, the database and the active model (each stage's workers reported; "
-            "required only for the stages in READY_STAGES)")
+            "required only for the stages in READY_STAGES)",
+            responses={200: {"model": Readiness, "description": "Ready: it can accept and answer."},
+                       503: {"model": Readiness, "description": "Not ready: a required check failed (named)."}})
 async def readyz(request: Request, db: DatabaseDep, model_store: ModelStoreDep, settings: SettingsDep) -> JSONResponse:
     checks: dict[str, str] = {}
     redis = request.app.state.redis
