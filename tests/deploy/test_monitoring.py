@@ -36,6 +36,16 @@ def test_the_rules_pass_promtool():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.integration
+def test_every_alert_fires_on_the_data_it_is_for():
+    """deploy/monitoring/rules_test.yml: synthetic series in, the expected alerts out (the GPU one too)."""
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install -y prometheus)")
+    done = subprocess.run(["promtool", "test", "rules", str(MONITORING / "rules_test.yml")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_every_alert_the_issue_asks_for_is_there():
     alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
     assert set(ALERTS_NEEDED.values()) <= alerts, alerts
