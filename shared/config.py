@@ -75,6 +75,11 @@ class CommonSettings(BaseSettings):
         "else) on this port; 0: off (one host running every process, as `wardrobe up` does, would collide).",
     )
     metrics_host: str = Field("0.0.0.0", min_length=1, description="Address the metrics port binds.")
+    tracing_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="OTLP/HTTP collector (e.g. http://otel-collector:4318) to send "
+        "OpenTelemetry traces to; unset: no traces (shared/tracing.py).",
+    )
+    tracing_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Share of traces kept (parent-based).")
     wardrobe_api_key: str | None = Field(None, description="`wardrobe classify`: the API key it sends.")
     wardrobe_bootstrap_key: str | None = Field(
         None, description="`wardrobe up`: make sure this operator API key exists (scripts, tests); unset: "

@@ -16,6 +16,7 @@ from services.gateway.requestid import RequestId
 from services.gateway.startup import lifespan
 from shared.logs import configure_logging, install_task_context
 from shared.photos import return_freed_bitmaps_to_the_os
+from shared.tracing import configure_tracing, install_task_tracing
 
 
 class BodySizeLimit:
@@ -63,6 +64,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     return_freed_bitmaps_to_the_os()  # uploads are validated in a thread pool (shared.photos)
     configure_logging(settings.log_level, settings.log_format, service="gateway")
     install_task_context()  # a task this process sends carries the request's id (shared/logs.py)
+    if configure_tracing("gateway", settings.tracing_endpoint, settings.tracing_sample_ratio):  # off unless set
+        install_task_tracing()
     app = FastAPI(
         title="Wardrobe",
         summary="Tells what garment is in a photo, as specific as it can be while staying right.",

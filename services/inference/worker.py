@@ -13,6 +13,7 @@ from services.inference.config import get_settings
 from shared.celery_app import create_celery_app
 from shared.heartbeat import install_heartbeat
 from shared.logs import install_task_context
+from shared.tracing import install_task_tracing
 from shared.metrics import install_worker_metrics
 from shared.photos import return_freed_bitmaps_to_the_os
 
@@ -23,6 +24,7 @@ app = create_celery_app(settings.redis_url, settings.redis_namespace, main="infe
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "inference")
 install_worker_metrics(app, "inference", settings.metrics_port, settings.metrics_host)
 install_task_context(settings.log_format, "inference")  # request and job ids on every line (shared/logs.py)
+install_task_tracing("inference", settings.tracing_endpoint, settings.tracing_sample_ratio)  # off unless set
 if settings.metrics_port:
     from services.inference.gpu_metrics import register_gpu_metrics
 

@@ -14,6 +14,7 @@ from services.sweeper.config import get_settings
 from shared.celery_app import RETENTION, SWEEP, create_celery_app
 from shared.heartbeat import install_heartbeat
 from shared.logs import install_task_context
+from shared.tracing import install_task_tracing
 from shared.metrics import install_worker_metrics
 
 settings = get_settings()
@@ -26,6 +27,7 @@ for name in ("celery.app.trace", "celery.worker.strategy"):
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "sweeper")
 install_worker_metrics(app, "sweeper", settings.metrics_port, settings.metrics_host)
 install_task_context(settings.log_format, "sweeper")  # request and job ids on every line (shared/logs.py)
+install_task_tracing("sweeper", settings.tracing_endpoint, settings.tracing_sample_ratio)  # off unless set
 
 import services.sweeper.tasks  # noqa: E402,F401 - registers the sweeper.* tasks on `app`
 
