@@ -104,14 +104,16 @@ _installed = False
 def install_task_context(fmt: LogFormat | None = None, service: str | None = None) -> None:
     """Celery signal handlers (once per process): a published task carries the current request id as
     a message header; a running task sets the context variables from its header and payload; with
-    ``fmt``, the handlers Celery sets up (from ``-l``) get that format and the context filter."""
+    ``fmt``, the handlers Celery sets up (from ``-l``) get the context filter, and with ``json`` that
+    format (text keeps Celery's own)."""
     global _installed
     from celery.signals import after_setup_logger, after_setup_task_logger, before_task_publish, task_postrun, task_prerun
 
     if fmt is not None:
         def set_format(logger=None, **_: object) -> None:  # noqa: ANN001 - Celery passes the logger
             for handler in getattr(logger, "handlers", []):
-                handler.setFormatter(formatter(fmt, service))
+                if fmt == "json":  # text: Celery's own format stays ([time: LEVEL/Process] message)
+                    handler.setFormatter(formatter(fmt, service))
                 if not any(isinstance(f, ContextFilter) for f in handler.filters):
                     handler.addFilter(ContextFilter())
 
