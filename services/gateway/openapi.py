@@ -33,6 +33,24 @@ DESCRIPTIONS = {
 }
 
 
+# Request examples, by (method, path): what a client sends (the 2xx bodies are documented by their models).
+REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, dict]] = {
+    ("post", "/v1/classifications/{classification_id}/feedback"): {
+        "right": {"summary": "The answer was right", "value": {"correct": True}},
+        "truth": {"summary": "The truth is this node (an inner one means 'at least this')",
+                  "value": {"node": "body.top.t-shirt"}},
+    },
+    ("post", "/v1/training-jobs"): {
+        "quick": {"summary": "Refit the head on cached features", "value": {"mode": "quick"}},
+        "full": {"summary": "A full retrain, promoted only if the gate passes",
+                 "value": {"mode": "full", "promote": "gate", "tolerance": 0.01}},
+    },
+    ("put", "/v1/classifications/{job_id}/keep"): {
+        "keep": {"summary": "Keep it past retention", "value": {"keep": True}},
+    },
+}
+
+
 def _api_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:
     """(full path, route) of every API route. FastAPI 0.16x mounts included routers lazily
     (``_IncludedRouter``, whose ``effective_route_contexts`` carry the prefixed paths); plain
@@ -95,6 +113,10 @@ def build(app: FastAPI) -> dict:
                 responses["403"] = _error(403)
             if path.startswith("/v1"):
                 responses["503"] = _error(503)
+    for (method, path), examples in REQUEST_EXAMPLES.items():
+        op = schema["paths"].get(path, {}).get(method)
+        if op and "requestBody" in op:
+            op["requestBody"]["content"]["application/json"]["examples"] = examples
     schemas = components.get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):  # the app never answers these shapes
         schemas.pop(name, None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from services.gateway.openapi import REQUEST_EXAMPLES
 from shared.schemas import ErrorResponse
+from tests.factories import jpeg_bytes
 
 KEYLESS = {"/healthz", "/readyz"}
 
@@ -65,3 +67,16 @@ def test_a_real_422_and_401_match_what_the_document_says(anonymous, keys):
 def test_readyz_documents_its_503(schema):
     responses = schema["paths"]["/readyz"]["get"]["responses"]
     assert responses["503"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Readiness"
+
+
+def test_the_request_examples_are_accepted_by_the_app(anonymous, keys, schema):
+    """Each documented request example is a valid body (a 422 would mean the example lies)."""
+    job_id = anonymous.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())},
+                            headers=keys.headers("operator")).json()["id"]
+    for (method, path), examples in REQUEST_EXAMPLES.items():
+        documented = schema["paths"][path][method]["requestBody"]["content"]["application/json"]["examples"]
+        assert documented == examples
+        url = path.replace("{job_id}", job_id).replace("{classification_id}", job_id)
+        for example in examples.values():
+            r = anonymous.request(method.upper(), url, json=example["value"], headers=keys.headers("operator"))
+            assert r.status_code != 422, (method, path, example, r.text)
