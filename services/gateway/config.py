@@ -45,6 +45,17 @@ class GatewaySettings(CommonSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call the API (CORS); empty: none.",
     )
+    session_secret: str | None = Field(
+        None, min_length=32,
+        description="Signs browser session cookies (at least 32 characters); unset: drawn once and kept in "
+        "DATA_DIR/session_secret. Gateways that share sessions need the same one.",
+    )
+    session_max_age_s: int = Field(
+        180 * 24 * 3600, ge=60, description="Seconds a browser session (its cookie) lasts from when it was issued.",
+    )
+    session_rate_limit_per_minute: int = Field(
+        30, ge=0, description="New browser sessions per minute per client address (0: no limit).",
+    )
     migrate_on_startup: bool = Field(True, description="Wait for the DB, migrate, register a model, then serve.")
     taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; the bundled one if unset.")
     ready_stages: list[Literal["inference", "hedger", "sweeper", "trainer"]] = Field(

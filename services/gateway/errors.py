@@ -36,6 +36,21 @@ class Unauthenticated(GatewayError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class SessionEnded(Unauthenticated):
+    """A browser session cookie that is forged, expired or whose key was revoked."""
+
+    code = "session_ended"
+    headers = None
+
+
+class CsrfFailed(GatewayError):
+    status_code, code = 403, "csrf_failed"
+
+
+class PhotoGone(GatewayError):
+    status_code, code = 404, "photo_not_found"
+
+
 class Forbidden(GatewayError):
     status_code, code = 403, "forbidden"
 
