@@ -13,7 +13,7 @@ from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -27,7 +27,7 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; s
 
 
 def install_web(app: FastAPI) -> None:
-    """``/`` (the page), ``/web/...`` (its files), ``/docs`` and ``/redoc`` with local assets.
+    """``/`` (the page), ``/web/...`` (its files), ``/docs`` with local assets.
     Call with ``FastAPI(docs_url=None, redoc_url=None)``: these replace the CDN-backed defaults."""
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
     app.mount("/docs-assets", StaticFiles(directory=VENDOR_DIR), name="docs-assets")
@@ -43,10 +43,5 @@ def install_web(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon.png")
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} API",
-                              redoc_js_url="/docs-assets/redoc.standalone.js",
-                              redoc_favicon_url="/docs-assets/favicon.png", with_google_fonts=False)
+                                   swagger_favicon_url="/docs-assets/favicon.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io

@@ -246,7 +246,9 @@ async function rehedge() {
 }
 
 function onAccuracy() {
-  $("accuracy-value").textContent = pct(Number($("accuracy").value));
+  const text = pct(Number($("accuracy").value));
+  $("accuracy-value").textContent = text;
+  $("accuracy").setAttribute("aria-valuetext", text);
   clearTimeout(rehedgeTimer);
   rehedgeTimer = setTimeout(rehedge, 120);
 }
