@@ -45,6 +45,10 @@ class GatewaySettings(CommonSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call the API (CORS); empty: none.",
     )
+    web_sessions: bool = Field(
+        True, description="Let browsers start sessions (POST /v1/session: each a new client key), so anyone who "
+        "can reach the gateway can use the web page; false: API keys only.",
+    )
     session_secret: str | None = Field(
         None, min_length=32,
         description="Signs browser session cookies (at least 32 characters); unset: drawn once and kept in "

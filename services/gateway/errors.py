@@ -47,6 +47,10 @@ class CsrfFailed(GatewayError):
     status_code, code = 403, "csrf_failed"
 
 
+class SessionsDisabled(GatewayError):
+    status_code, code = 403, "sessions_disabled"
+
+
 class PhotoGone(GatewayError):
     status_code, code = 404, "photo_not_found"
 

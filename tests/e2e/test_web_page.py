@@ -155,16 +155,18 @@ def test_a_photo_is_answered_confirmed_with_yes_and_found_in_my_wardrobe(browser
         job_id = _classify(page, _photo(tmp_path, "tee", kind="tee"))
         answer = page.locator("#answer-text").inner_text()
         assert answer and page.locator("#answer-icon").inner_text().strip()
-        assert re.search(r"\d+ % sure \(you asked for 90 %\)", page.locator("#answer-sure").inner_text())
+        assert re.fullmatch(r"\d+ % likely, for this photo", page.locator("#answer-sure").inner_text())
+        assert page.locator("#answer-promise").inner_text() == "Set to be right at least 90 % of the time"
         _shot(page, "phone-answer-90")
 
         # "how sure must it be": the same photo re-hedged at once, through ?accuracy=
         with page.expect_response(lambda r: f"/v1/classifications/{job_id}?accuracy=0.99" in r.url) as rehedged:
             page.locator("#accuracy").fill("0.99")
         assert rehedged.value.json()["rehedged"] is True
-        page.wait_for_selector("#answer-sure:has-text('you asked for 99 %')")
+        page.wait_for_selector("#answer-promise:has-text('at least 99 %')")
         page.locator("#accuracy").fill("0.6")  # dares more: the README's screenshot
-        page.wait_for_selector("#answer-sure:has-text('you asked for 60 %')")
+        page.wait_for_selector("#answer-promise:has-text('at least 60 %')")
+        page.locator("#accuracy").evaluate("slider => slider.blur()")  # no focus ring in the picture
         _shot(page, "phone-answer")
 
         page.get_by_role("button", name="Yes").click()
@@ -268,6 +270,29 @@ def test_a_photo_that_is_not_an_image_gets_a_clear_message(browser, web_system, 
         status = page.locator("#status.error")
         status.wait_for()
         assert "not a photo Wardrobe can read" in status.inner_text()
+
+
+def test_a_session_lost_while_the_page_is_open_is_said_with_a_way_on(browser, web_system, tmp_path):
+    with offline_page(browser, web_system, PHONE) as (page, _):
+        _open(page)
+        page.context.clear_cookies()  # cleared in another tab, or expired
+        page.set_input_files("#photo", str(_photo(tmp_path, "tee", kind="tee")))
+        banner = page.locator("#banner")
+        banner.wait_for()
+        assert "session has ended" in banner.inner_text()
+        page.get_by_role("button", name="Start a new session").click()
+        banner.wait_for(state="hidden")
+        _classify(page, _photo(tmp_path, "tee2", kind="tee", seed=5))  # works again, in a new wardrobe
+
+
+def test_a_gateway_that_cannot_be_reached_is_said(browser, web_system, tmp_path):
+    with offline_page(browser, web_system, PHONE) as (page, _):
+        _open(page)
+        page.route("**/v1/classifications*", lambda r: r.abort("connectionrefused"))  # the network, not our code
+        page.set_input_files("#photo", str(_photo(tmp_path, "tee", kind="tee")))
+        status = page.locator("#status.error")
+        status.wait_for()
+        assert "cannot be reached" in status.inner_text()
 
 
 def test_a_lost_session_is_said_and_a_new_one_started(browser, web_system):

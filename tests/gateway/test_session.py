@@ -196,3 +196,12 @@ def test_new_sessions_per_address_are_rate_limited(app, anonymous, gateway_setti
     _start(_browser(app))
     r = _browser(app).post("/v1/session", headers=START)
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+
+
+def test_with_web_sessions_off_no_session_starts_and_a_cookie_is_ignored(anonymous, gateway_settings):
+    _start(anonymous)
+    gateway_settings.web_sessions = False
+    r = anonymous.post("/v1/session", headers=START)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "sessions_disabled"
+    r = anonymous.get("/v1/wardrobe")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"

@@ -100,7 +100,7 @@ async def get_caller(
     state = request.app.state
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
-    if authorization is None and COOKIE in request.cookies:  # a browser session (the web page)
+    if authorization is None and COOKIE in request.cookies and state.settings.web_sessions:  # the web page
         caller = await _session_caller(request)
     elif scheme.lower() != "bearer" or not token:
         AUTH_REFUSALS.labels(reason="no_key").inc()

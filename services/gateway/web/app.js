@@ -89,6 +89,7 @@ const PHOTO_PROBLEMS = {
 function explain(err) {
   if (err.status === 0) return "Wardrobe cannot be reached right now (the service may be down or your connection lost). Please try again in a moment.";
   if (PHOTO_PROBLEMS[err.code]) return PHOTO_PROBLEMS[err.code] + " (" + err.message + ")";
+  if (err.code === "sessions_disabled") return "This Wardrobe service is set up for apps with API keys only: the web page is turned off here.";
   if (err.status === 401) return "Your session has ended, so this browser no longer opens your wardrobe.";
   if (err.status === 429) return `Too many requests just now. Please wait ${err.retryAfter || 60} seconds and try again.`;
   if (err.status === 503 || err.status === 502 || err.status === 504)
@@ -216,7 +217,8 @@ function showAnswer(job) {
   const a = job.answer;
   $("answer-icon").textContent = a.node.icon;
   $("answer-text").textContent = a.node.display;
-  $("answer-sure").textContent = `${pct(a.node.probability)} sure (you asked for ${pct(a.accuracy_target)})`;
+  $("answer-sure").textContent = `${pct(a.node.probability)} likely, for this photo`;
+  $("answer-promise").textContent = `Set to be right at least ${pct(a.accuracy_target)} of the time`;
   const path = a.path.filter((p) => p.name !== "").map((p) => p.display).reverse();
   $("answer-path").textContent = path.length > 1 ? path.join(" › ") : "";
   const list = $("alternatives");

@@ -51,8 +51,10 @@ async def _current(request: Request) -> tuple[str, str] | None:
 )
 async def start_session(request: Request, response: Response, db: DatabaseDep, settings: SettingsDep,
                         csrf: CsrfHeader = None) -> SessionPublic:
-    from services.gateway.errors import CsrfFailed
+    from services.gateway.errors import CsrfFailed, SessionsDisabled
 
+    if not settings.web_sessions:
+        raise SessionsDisabled("browser sessions are turned off on this gateway (WEB_SESSIONS=false): use an API key")
     if not csrf:
         raise CsrfFailed(f"send the {CSRF_HEADER} header (any value) to start a session")
     state = request.app.state
