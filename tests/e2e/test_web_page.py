@@ -190,6 +190,30 @@ def test_a_photo_is_answered_confirmed_with_yes_and_found_in_my_wardrobe(browser
         assert offline.blocked == []
 
 
+def test_the_whole_yes_flow_works_from_the_keyboard(browser, web_system, tmp_path):
+    with offline_page(browser, web_system, DESKTOP) as (page, _):
+        _open(page)
+        active = lambda: page.evaluate("document.activeElement && document.activeElement.id")  # noqa: E731
+        for _ in range(8):  # skip link, tabs (phone only), then the photo picker
+            page.keyboard.press("Tab")
+            if active() == "photo":
+                break
+        assert active() == "photo"
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Space")
+        chooser.value.set_files(str(_photo(tmp_path, "kbd-tee", kind="tee", color=(200, 170, 40), seed=4)))
+        page.wait_for_selector("#answer:not([hidden])")
+        assert active() == "answer-title"  # the answer is announced and the next Tab reaches Yes
+        page.keyboard.press("Tab")
+        assert active() == "yes"
+        page.keyboard.press("Enter")
+        if page.locator("#refine").is_visible():  # focus is on the most likely class under the answer
+            page.keyboard.press("Enter")
+        page.wait_for_selector("#done:not([hidden])")
+        assert active() == "done-text"
+        assert page.locator("li.item").count() == 1
+
+
 def test_no_opens_the_taxonomy_and_the_picked_class_is_stored(browser, web_system, tmp_path):
     with offline_page(browser, web_system, DESKTOP) as (page, offline):
         _open(page)
