@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from services.gateway.api.deps import DatabaseDep, SettingsDep
-from services.gateway.errors import RateLimited, SessionEnded
+from services.gateway.errors import CsrfFailed, RateLimited, SessionEnded, SessionsDisabled
 from services.gateway.sessions import COOKIE, CSRF_HEADER, SessionSigner
 from shared import api_keys
 from shared.auth import Role
@@ -51,8 +51,6 @@ async def _current(request: Request) -> tuple[str, str] | None:
 )
 async def start_session(request: Request, response: Response, db: DatabaseDep, settings: SettingsDep,
                         csrf: CsrfHeader = None) -> SessionPublic:
-    from services.gateway.errors import CsrfFailed, SessionsDisabled
-
     if not settings.web_sessions:
         raise SessionsDisabled("browser sessions are turned off on this gateway (WEB_SESSIONS=false): use an API key")
     if not csrf:
