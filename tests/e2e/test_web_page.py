@@ -224,6 +224,7 @@ def test_no_opens_the_taxonomy_and_the_picked_class_is_stored(browser, web_syste
                              else ("feet.shoes", "Footwear", "Shoes"))
         page.get_by_role("button", name="No").click()
         page.wait_for_selector("#correct:not([hidden])")
+        _shot(page, "desktop-no")
         for _ in range(3):  # up to the top of the tree (it is three levels deep)
             if page.locator("#correct-up").is_visible():
                 page.locator("#correct-up").click()
@@ -272,6 +273,7 @@ def test_another_browser_sees_nothing_of_the_first_ones_wardrobe(browser, web_sy
         job_id = _classify(first, _photo(tmp_path, "green-tee", kind="tee", color=(40, 120, 60), seed=3))
         first.get_by_role("button", name="Yes").click()
         if first.locator("#refine").is_visible():
+            _shot(first, "phone-refine")
             first.locator("#refine-options button").first.click()
         first.wait_for_selector("#done:not([hidden])")
         with offline_page(browser, web_system, PHONE) as (second, _):

@@ -307,7 +307,7 @@ function openPicker(at) {
                          : optionButton(label(child), () => openPicker(child), true));
   }
   if (at !== "" && at !== state.shown.node.name)
-    box.append(optionButton(`Just ${here.display.toLowerCase()}`, () => verdict(at)));
+    box.append(optionButton(`Other ${here.display.toLowerCase()}`, () => verdict(at)));   // "at least this"
   const up = $("correct-up");
   up.hidden = at === "";
   if (at !== "") {
