@@ -114,12 +114,20 @@ def _node_ref(taxonomy: Taxonomy, name: str) -> NodeRef:
     return NodeRef(name=name, display=node.display, icon=node.icon) if node else NodeRef(name=name, display=name, icon="")
 
 
+def _agrees(taxonomy: Taxonomy, verdict: Feedback) -> bool:
+    """The verdict lies on the answer's own path: more specific (a Yes made exact) or more general (a
+    Yes to a re-hedged, vaguer answer). Anything else corrected it."""
+    if verdict.correct or verdict.node not in taxonomy.nodes or verdict.answer not in taxonomy.nodes:
+        return verdict.correct
+    return verdict.node in taxonomy.ancestors(verdict.answer)
+
+
 def read_wardrobe(session: Session, caller: Caller, taxonomy: Taxonomy, limit: int) -> WardrobePublic:
     items = []
     for g in wardrobe.garments(session, caller.id, limit):
         result = ClassificationResult.model_validate(g.job.result) if g.job.result else None
         answer: ScoredNode | None = result.answer.node if result else None
-        verdict = None if g.verdict is None else ("confirmed" if g.verdict.correct else "corrected")
+        verdict = None if g.verdict is None else ("confirmed" if _agrees(taxonomy, g.verdict) else "corrected")
         label = _node_ref(taxonomy, g.verdict.node) if g.verdict else answer
         items.append(WardrobeItem(id=str(g.job.id), status=g.job.status.value, answer=answer, verdict=verdict,
                                   label=NodeRef.model_validate(label.model_dump()) if label else None,

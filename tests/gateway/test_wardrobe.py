@@ -53,10 +53,13 @@ def test_the_wardrobe_lists_the_callers_garments_with_their_verdicts(client, gat
     corrected = _done(client, gateway_settings, seed=3)
     client.post(f"/v1/classifications/{confirmed}/feedback", json={"node": "body.top.polo"})
     client.post(f"/v1/classifications/{corrected}/feedback", json={"node": "feet.shoes"})
+    vaguer = _done(client, gateway_settings, seed=4)  # a Yes to the answer re-hedged up to "Clothing"
+    client.post(f"/v1/classifications/{vaguer}/feedback", json={"node": "body"})
     r = client.get("/v1/wardrobe")
     assert r.status_code == 200
     items = {i["id"]: i for i in r.json()["items"]}
-    assert [i["id"] for i in r.json()["items"]] == [corrected, confirmed, unjudged]  # newest first
+    assert [i["id"] for i in r.json()["items"]] == [vaguer, corrected, confirmed, unjudged]  # newest first
+    assert items[vaguer]["verdict"] == "confirmed" and items[vaguer]["label"]["name"] == "body"
     assert items[unjudged]["verdict"] is None and items[unjudged]["label"]["name"] == "body.top"
     assert items[confirmed]["verdict"] == "confirmed" and items[confirmed]["label"]["display"] == "Polo shirt"
     assert items[corrected]["verdict"] == "corrected" and items[corrected]["label"]["name"] == "feet.shoes"
