@@ -183,7 +183,7 @@ async function onPhoto(file) {
   try {
     let job = await upload(file, accuracy, (f) => {
       $("progress").value = Math.round(f * 100);
-      if (f >= 1) {
+      if (f >= 1 && slowTimer === null) {   // upload.onprogress and upload.onload may both say 100 %
         $("progress-label").textContent = "Uploaded. Looking at it…";
         $("progress").removeAttribute("value");   // indeterminate while the model works
         slowTimer = setTimeout(() => setStatus("Lots of photos are waiting in the queue; yours is in line and will be answered."), SLOW_AFTER_MS);
