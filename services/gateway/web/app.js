@@ -281,7 +281,8 @@ function onYes() {
   const probs = Object.fromEntries(state.job.top_predictions.map((p) => [p.name, p.probability]));
   const leaves = leavesUnder(answered).sort((x, y) => (probs[y] || 0) - (probs[x] || 0));
   for (const leaf of leaves) box.append(optionButton(label(leaf), () => verdict(leaf)));
-  box.append(optionButton(`I can't say: just ${node(answered).display.toLowerCase()}`, () => verdict(answered)));
+  if (answered !== "")   // the root says nothing: feedback must name a class or a group of them
+    box.append(optionButton(`I can't say: just ${node(answered).display.toLowerCase()}`, () => verdict(answered)));
   $("refine").hidden = false;
   box.querySelector("button").focus();
 }
