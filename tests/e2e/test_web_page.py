@@ -211,6 +211,7 @@ def test_the_whole_yes_flow_works_from_the_keyboard(browser, web_system, tmp_pat
             page.keyboard.press("Enter")
         page.wait_for_selector("#done:not([hidden])")
         assert active() == "done-text"
+        page.locator("li.item").first.wait_for()  # the wardrobe reloads after the verdict is stored
         assert page.locator("li.item").count() == 1
 
 
