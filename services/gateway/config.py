@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.config import CommonSettings
 from shared.hedging.calibration import MAX_TARGET, MIN_TARGET
@@ -67,3 +67,8 @@ class GatewaySettings(CommonSettings):
         description="Stages that need a live worker for /readyz to answer ready (every stage is reported); "
         "without them an accepted classification would wait.",
     )
+
+    @field_validator("session_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes ${SESSION_SECRET:-} through as ""
