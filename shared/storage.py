@@ -58,7 +58,8 @@ class PhotoStore:
             raise PhotoMissing(f"photo {key} is not in the store") from None
 
     def delete(self, key: str, untouched_since: float | None = None) -> bool:
-        """Remove the photo; returns whether a file went. With ``untouched_since`` (a Unix time), a
+        """Remove the photo (a person took it out of their wardrobe, retention, a person's data
+        deleted); returns whether a file went. With ``untouched_since`` (a Unix time), a
         photo stored (or stored again: ``put`` refreshes its time) after it stays: an upload of the
         same bytes may be on its way to a new job row the caller could not yet see."""
         path = self.path(key)

@@ -14,6 +14,7 @@ from services.gateway.metrics import RequestMetrics
 from services.gateway.openapi import install_openapi
 from services.gateway.requestid import RequestId
 from services.gateway.startup import lifespan
+from services.gateway.web import install_web
 from shared.logs import configure_logging, install_task_context
 from shared.photos import return_freed_bitmaps_to_the_os
 from shared.tracing import configure_tracing, install_task_tracing
@@ -71,10 +72,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Tells what garment is in a photo, as specific as it can be while staying right.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served by install_web from local files, not a CDN
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router)
+    install_web(app)
     install_openapi(app)  # bearer scheme, errors as sent (services/gateway/openapi.py)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestMetrics)  # outside the size limit: its 413s are counted too

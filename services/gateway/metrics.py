@@ -17,7 +17,8 @@ ACCEPT_SECONDS = Histogram(
 REHEDGES = Counter("wardrobe_rehedges_total", "Re-hedge requests by outcome.", ["outcome"])
 AUTH_REFUSALS = Counter(
     "wardrobe_auth_refusals_total", "Requests refused by the access check, by reason.", ["reason"]
-)  # no_key, unknown_key (forged or revoked), forbidden (role), rate_limited
+)  # no_key, unknown_key (forged or revoked), forbidden (role), rate_limited,
+# unknown_session (a browser session cookie forged, expired or revoked), csrf
 HTTP_REQUESTS = Counter("wardrobe_http_requests_total", "HTTP requests answered, by method, route template and "
                         "status code (the error-rate alert divides the 5xx by all).", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("wardrobe_http_request_seconds", "Time to answer a request (a ?wait= included), by method "

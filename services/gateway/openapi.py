@@ -92,7 +92,8 @@ def build(app: FastAPI) -> dict:
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})[SCHEME] = {
         "type": "http", "scheme": "bearer",
-        "description": "An API key: `Authorization: Bearer <key>` (`wardrobe keys create`; SECURITY.md).",
+        "description": "An API key: `Authorization: Bearer <key>` (`wardrobe keys create`; SECURITY.md). The web "
+        "page calls the same routes with its browser session cookie instead (POST /v1/session).",
     }
     for path, route in _api_routes(app):
         calls = _dependency_calls(route)
