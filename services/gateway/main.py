@@ -81,9 +81,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_openapi(app)  # bearer scheme, errors as sent (services/gateway/openapi.py)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_photo_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestMetrics)  # outside the size limit: its 413s are counted too
-    app.add_middleware(RequestId)  # outermost: every line of the request, and its tasks, carry the id
+    app.add_middleware(RequestId)  # outside the rest: every line of the request, and its tasks, carry the id
     if settings.cors_origins:  # browsers may call the API only from these origins (outermost: 413s too)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Location", "Retry-After", "X-Request-ID"],
-                           max_age=600)
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Location", "Retry-After", "X-Request-ID"], max_age=600)
     return app
