@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from services.gateway.api.deps import Database
+from services.gateway.database import Database
 from services.gateway.lru import LRU
 from shared import api_keys
 from shared.auth import Caller
@@ -42,3 +42,7 @@ class KeyResolver:
             if caller is not None:
                 self.cache.put(digest, caller)
         return caller
+
+    def forget(self, key_id: str) -> None:
+        """Stop trusting key ``key_id`` in this gateway at once (it was revoked through it)."""
+        self.cache.discard(lambda caller: caller.id == key_id)
