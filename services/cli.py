@@ -39,12 +39,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     from shared.config import CommonSettings
 
     settings = CommonSettings()
+    group = launcher.ProcessGroup(log_dir=Path(args.log_dir) if args.log_dir else None)
+    stopping = False
 
-    def _on_sigterm(signum, _frame) -> None:  # noqa: ANN001 - stop like Ctrl-C
+    def _on_signal(signum, _frame) -> None:  # noqa: ANN001 - Ctrl-C or SIGTERM
+        """The first stops gracefully (KeyboardInterrupt unwinds to the stop below); any later one,
+        while the children are stopping, kills them at once. Never a traceback."""
+        nonlocal stopping
+        if stopping:
+            group.kill_all()
+            return
+        stopping = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    group = launcher.ProcessGroup(log_dir=Path(args.log_dir) if args.log_dir else None)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         stack = launcher.start_stack(
             group, data_dir=settings.data_dir, model_dir=settings.model_dir, redis_url=settings.redis_url,
@@ -59,12 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        # a second Ctrl-C (or SIGTERM) while the children stop gracefully: kill them now
-        def _at_once(signum, _frame) -> None:  # noqa: ANN001
-            group.kill_all()
-
-        signal.signal(signal.SIGINT, _at_once)
-        signal.signal(signal.SIGTERM, _at_once)
+        stopping = True  # also when start-up failed: a Ctrl-C from here on kills at once
         print("\nstopping... (Ctrl-C again to stop at once)", flush=True)
         group.stop_all()
         print("stopped", flush=True)

@@ -155,11 +155,15 @@ class ProcessGroup:
             _reap_group(child)
 
     def stop_all(self, timeout: float = 15.0) -> None:
-        for child in reversed(self.children):
-            if child.alive():
-                child.popen.send_signal(signal.SIGTERM)
-        for child in reversed(self.children):
-            _terminate(child, timeout)
+        """SIGTERM to every child at once and wait for each; the embedded Redis last, once nothing
+        is left to complain that it went away."""
+        waves = [[c for c in self.children if c.name != "redis"], [c for c in self.children if c.name == "redis"]]
+        for wave in waves:
+            for child in reversed(wave):
+                if child.alive():
+                    child.popen.send_signal(signal.SIGTERM)
+            for child in reversed(wave):
+                _terminate(child, timeout)
         self.children.clear()
 
     def dead(self) -> list[Child]:
@@ -282,10 +286,13 @@ def start_worker(group: ProcessGroup, service: str, env: dict[str, str], node: s
     ``beat`` (default: for the trainer) embeds Celery beat: the trainer's dead-job sweep and
     automatic retrain trigger. ``name``: the child's name in ``group`` (default: ``service``)."""
     node = node or f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    # --quiet: no start-up banner (the settings and task list, ~25 lines a worker) unless LOG_LEVEL=DEBUG
-    quiet = ["--quiet"] if env.get("LOG_LEVEL", "INFO").upper() != "DEBUG" else []
-    argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULES[service], *quiet, "worker", "-Q", service,
-            "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO", *WORKER_ARGS.get(service, [])]
+    # unless LOG_LEVEL=DEBUG: no start-up banner (settings and task list, ~25 lines a worker) and no
+    # warning that the worker runs as root (containers, CI)
+    debug = env.get("LOG_LEVEL", "INFO").upper() == "DEBUG"
+    quiet = [] if debug else ["--quiet"]
+    no_root_warning = [] if debug else ["-W", "ignore:You're running the worker with superuser"]
+    argv = [sys.executable, *no_root_warning, "-m", "celery", "-A", WORKER_MODULES[service], *quiet, "worker",
+            "-Q", service, "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO", *WORKER_ARGS.get(service, [])]
     if beat if beat is not None else service == "trainer":
         schedule_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "var")
         schedule_dir.mkdir(parents=True, exist_ok=True)
