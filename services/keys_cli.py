@@ -44,8 +44,11 @@ def _row(row) -> dict:  # noqa: ANN001 - shared.tables.ApiKey -> the API's ApiKe
 
 
 def create(args: argparse.Namespace) -> dict:
-    body = {"name": args.name, "role": args.role, "rate_limit_per_minute": args.rate_limit,
-            "max_photo_bytes": args.max_photo_bytes}
+    from shared.schemas import ApiKeyCreate
+
+    # the API's own checks, also on the way straight into the database
+    body = ApiKeyCreate(name=args.name, role=args.role, rate_limit_per_minute=args.rate_limit,
+                        max_photo_bytes=args.max_photo_bytes).model_dump()
     api = _through_api(args)
     if api is not None:
         return api.call("POST", "/v1/keys", json=body)
@@ -83,6 +86,8 @@ def revoke(args: argparse.Namespace) -> dict | None:
 
 def _run(fn):  # noqa: ANN001, ANN202 - a gateway's refusal or absence: one line, exit 1
     def wrapper(args: argparse.Namespace) -> int:
+        from pydantic import ValidationError
+
         from services.api_client import ApiError
 
         try:
@@ -90,6 +95,10 @@ def _run(fn):  # noqa: ANN001, ANN202 - a gateway's refusal or absence: one line
         except ApiError as exc:
             print(f"wardrobe keys {args.keys_command}: {exc}", file=sys.stderr)
             return 1
+        except ValidationError as exc:  # a bad --name, --rate-limit, ...: one line, as argparse's own
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            print(f"wardrobe keys {args.keys_command}: {problems}", file=sys.stderr)
+            return 2
     return wrapper
 
 

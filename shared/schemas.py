@@ -244,9 +244,9 @@ class ApiKeyBase(BaseModel):
     name: str = Field(min_length=1, max_length=128, description="Who or what the key is for.")
     role: KeyRole = Field("client", description="client < trainer < operator (SECURITY.md).")
     rate_limit_per_minute: int | None = Field(
-        None, ge=0, description="Requests per minute; unset: the gateway's RATE_LIMIT_PER_MINUTE; 0: not limited.")
+        None, ge=0, le=1_000_000, description="Requests per minute; unset: the gateway's RATE_LIMIT_PER_MINUTE; 0: not limited.")
     max_photo_bytes: int | None = Field(
-        None, ge=1, description="Upload cap of this key (bytes); unset: the gateway's MAX_PHOTO_BYTES.")
+        None, ge=1, le=2**31 - 1, description="Upload cap of this key (bytes); unset: the gateway's MAX_PHOTO_BYTES.")
 
 
 class ApiKeyCreate(ApiKeyBase):
