@@ -25,7 +25,7 @@ log = logging.getLogger("wardrobe")
 # --- wardrobe up ------------------------------------------------------------------------------
 def up_banner(url: str, new_key: str | None) -> str:
     """What ``wardrobe up`` prints once everything answers: one short block."""
-    lines = ["", f"Wardrobe is up at {url}", f"  API docs:  {url}/docs"]
+    lines = ["", f"Wardrobe is up at {url}", f"  Web page:  {url}/  (open it in a browser)", f"  API docs:  {url}/docs"]
     if new_key:
         lines += ["  First start: an operator API key was made; it is shown this once, keep it:",
                   f"    {new_key}",

@@ -44,6 +44,20 @@ class KeyResolver:
                 self.cache.put(digest, caller)
         return caller
 
+    async def resolve_id(self, database: Database, key_id: str) -> Caller | None:
+        """The caller of a browser session's key row by its id (``services.gateway.sessions``), or
+        None (no such key, or revoked); cached the same way, under a name no digest can take."""
+        from services.gateway.sessions import caller_by_key_id
+
+        name = f"id:{key_id}"
+        caller = self.cache.get(name)
+        if caller is None:
+            caller = await database.run(caller_by_key_id, key_id)
+            if caller is not None:
+                self.cache.put(name, caller)
+        return caller
+
     def forget(self, key_id: str) -> None:
-        """Stop trusting key ``key_id`` in this gateway at once (it was revoked through it)."""
+        """Stop trusting key ``key_id`` in this gateway at once (it was revoked through it): its
+        entries by digest and by id (a browser session's) alike."""
         self.cache.discard(lambda caller: caller.id == key_id)

@@ -14,12 +14,13 @@ from fastapi import Depends, Header, Request
 
 from services.gateway.config import GatewaySettings
 from services.gateway.database import Database
-from services.gateway.errors import Forbidden, RateLimited, Unauthenticated
+from services.gateway.errors import CsrfFailed, Forbidden, RateLimited, SessionEnded, Unauthenticated
 from services.gateway.jobcache import JobCache
 from services.gateway.metrics import AUTH_REFUSALS
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from services.gateway.rehedge import Rehedger
+from services.gateway.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS
 from shared.auth import Caller, Role
 from shared.model_store import ModelStore
 from shared.photos import DecodeBudget
@@ -75,16 +76,19 @@ async def get_caller(
     key, 429 (with Retry-After) once the key is over its rate limit. Every counted request goes
     through here, re-hedges included. The key is resolved at most AUTH_CACHE_S seconds ago
     (``services.gateway.keycache``)."""
+    state = request.app.state
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if authorization is None and COOKIE in request.cookies and state.settings.web_sessions:  # the web page
+        caller = await _session_caller(request)
+    elif scheme.lower() != "bearer" or not token:
         AUTH_REFUSALS.labels(reason="no_key").inc()
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    state = request.app.state
-    caller = await state.keys.resolve(state.database, token)
-    if caller is None:
-        AUTH_REFUSALS.labels(reason="unknown_key").inc()
-        raise Unauthenticated("the API key is unknown or revoked")
+    else:
+        caller = await state.keys.resolve(state.database, token)
+        if caller is None:
+            AUTH_REFUSALS.labels(reason="unknown_key").inc()
+            raise Unauthenticated("the API key is unknown or revoked")
     settings = state.settings
     limit = settings.rate_limit_per_minute if caller.rate_limit_per_minute is None else caller.rate_limit_per_minute
     retry_after = await state.rate_limiter.hit(caller.id, limit)
@@ -93,6 +97,24 @@ async def get_caller(
         raise RateLimited(f"key {caller.id} is over its limit of {limit} requests per minute; "
                           f"retry in {retry_after} s", retry_after_s=retry_after)
     request.state.caller = caller  # for the access log
+    return caller
+
+
+async def _session_caller(request: Request) -> Caller:
+    """The caller of a browser session cookie (``services.gateway.sessions``): 401 when the cookie
+    is forged, expired or its key revoked (the page starts a new session), 403 when a
+    state-changing request lacks the session's CSRF token."""
+    state = request.app.state
+    key_id = state.sessions.verify(request.cookies.get(COOKIE))
+    caller = await state.keys.resolve_id(state.database, key_id) if key_id else None
+    if caller is None:
+        AUTH_REFUSALS.labels(reason="unknown_session").inc()
+        raise SessionEnded("this browser session has ended (expired, revoked or signed with another secret); "
+                           "start a new one with POST /v1/session")
+    if request.method not in SAFE_METHODS and not state.sessions.csrf_ok(key_id, request.headers.get(CSRF_HEADER)):
+        AUTH_REFUSALS.labels(reason="csrf").inc()
+        raise CsrfFailed(f"a state-changing request with a session cookie needs the session's {CSRF_HEADER} "
+                         "header (GET /v1/session gives it)")
     return caller
 
 
