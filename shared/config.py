@@ -80,7 +80,14 @@ class CommonSettings(BaseSettings):
         "OpenTelemetry traces to; unset: no traces (shared/tracing.py).",
     )
     tracing_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Share of traces kept (parent-based).")
-    wardrobe_api_key: str | None = Field(None, description="`wardrobe classify`: the API key it sends.")
+    wardrobe_url: str = Field(
+        "http://127.0.0.1:8000", pattern=r"^https?://",
+        description="The `wardrobe` commands that call a gateway (classify, retrain, jobs, models, keys): "
+        "its base URL; --url overrides.",
+    )
+    wardrobe_api_key: str | None = Field(
+        None, description="The `wardrobe` commands that call a gateway: the API key they send; --key overrides."
+    )
     wardrobe_bootstrap_key: str | None = Field(
         None, description="`wardrobe up`: make sure this operator API key exists (scripts, tests); unset: "
         "an operator key is drawn and printed on first start.",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -15,6 +18,7 @@ from services.gateway.openapi import install_openapi
 from services.gateway.requestid import RequestId
 from services.gateway.startup import lifespan
 from services.gateway.web import install_web
+from shared.log_levels import quiet_libraries
 from shared.logs import configure_logging, install_task_context
 from shared.photos import return_freed_bitmaps_to_the_os
 from shared.tracing import configure_tracing, install_task_tracing
@@ -60,10 +64,13 @@ class BodySizeLimit:
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries, headers and the accuracy field around the photo
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None, clock: Callable[[], float] = time.time) -> FastAPI:
+    """``clock``: unix time for the heartbeat window of ``/readyz`` (injectable, so a test moves
+    time instead of depending on how fast the machine is)."""
     settings = settings or GatewaySettings()
     return_freed_bitmaps_to_the_os()  # uploads are validated in a thread pool (shared.photos)
     configure_logging(settings.log_level, settings.log_format, service="gateway")
+    quiet_libraries(settings.log_level)  # Alembic's lines when it migrates at start-up
     install_task_context()  # a task this process sends carries the request's id (shared/logs.py)
     if configure_tracing("gateway", settings.tracing_endpoint, settings.tracing_sample_ratio):  # off unless set
         install_task_tracing()
@@ -75,6 +82,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,  # served by install_web from local files, not a CDN
     )
     app.state.settings = settings
+    app.state.clock = clock
     install_error_handlers(app)
     app.include_router(api_router)
     install_web(app)

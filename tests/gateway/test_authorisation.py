@@ -53,6 +53,9 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     ("GET", "/v1/models/history", "-"): _OPERATOR,
     ("POST", "/v1/models/rollback", "-"): {**_OPERATOR, "operator": 409},
     ("POST", "/v1/models/{version}/activate", "-"): _OPERATOR,
+    ("POST", "/v1/keys", "-"): {**_OPERATOR, "operator": 201},
+    ("GET", "/v1/keys", "-"): _OPERATOR,
+    ("DELETE", "/v1/keys/{key_id}", "-"): _OPERATOR,
     ("GET", "/metrics", "-"): _OPERATOR,
     ("GET", "/healthz", "-"): dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
     # readiness depends on whether workers of this test session's namespace are up (200 or 503);
@@ -60,7 +63,7 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     ("GET", "/readyz", "-"): dict(nobody=0, bad_key=0, revoked=0, client=0, trainer=0, operator=0),
 }
 BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"},
-          "/v1/classifications/{job_id}/keep": {"keep": True}}
+          "/v1/classifications/{job_id}/keep": {"keep": True}, "/v1/keys": {"name": "matrix", "role": "client"}}
 HEADERS = {"/v1/session": {"X-CSRF-Token": "new"}}
 
 
@@ -94,8 +97,13 @@ def _training_job(anonymous, tokens) -> str:
     return r.json()["id"]
 
 
+def _api_key(gateway_settings) -> str:
+    with session_scope(gateway_settings.resolved_database_url) as session:
+        return api_keys.create_key(session, "victim", api_keys.Role.client).row.id
+
+
 @pytest.mark.parametrize("route", list(MATRIX), ids=lambda r: f"{r[0]} {r[1]} {r[2]}")
-def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
+def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, gateway_settings, route):
     method, path, whose = route
     got = {}
     for who in CALLERS:  # a fresh resource per caller: one caller's request cannot change another's answer
@@ -106,7 +114,7 @@ def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
                 url = url.replace(param, _classification(anonymous, tokens[who] if mine else tokens["client2"]))
             elif param in path:
                 url = url.replace(param, _training_job(anonymous, tokens))
-        url = url.replace("{version}", "tiny-1")
+        url = url.replace("{version}", "tiny-1").replace("{key_id}", _api_key(gateway_settings))
         files = {"photo": ("a.jpg", jpeg_bytes())} if path == "/v1/classifications" else None
         anonymous.cookies.clear()  # no browser session carried from one caller's request to the next
         got[who] = anonymous.request(method, url, files=files, json=BODIES.get(path),

@@ -8,43 +8,24 @@ gateway's CPU than the request's own work once the database is out of its way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from services.gateway.config import GatewaySettings
+from services.gateway.database import Database
+from services.gateway.errors import CsrfFailed, Forbidden, RateLimited, SessionEnded, Unauthenticated
+from services.gateway.jobcache import JobCache
 from services.gateway.metrics import AUTH_REFUSALS
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
+from services.gateway.rehedge import Rehedger
 from services.gateway.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS
 from shared.auth import Caller, Role
-from shared.db import session_scope
 from shared.model_store import ModelStore
 from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
-
-if TYPE_CHECKING:
-    from services.gateway.jobcache import JobCache
-    from services.gateway.rehedge import Rehedger
-
-T = TypeVar("T")
-
-
-class Database:
-    """Runs ``fn(session, *args)`` in a worker thread inside one transaction (committed on return)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        with session_scope(self.url) as session:
-            return fn(session, *args)
-
-    async def run(self, fn: Callable[[Session], T] | Callable[..., T], *args: Any) -> T:
-        return await run_in_threadpool(self._call, fn, *args)
 
 
 async def get_settings(request: Request) -> GatewaySettings:
@@ -59,11 +40,11 @@ async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
-async def get_rehedger(request: Request) -> "Rehedger":
+async def get_rehedger(request: Request) -> Rehedger:
     return request.app.state.rehedger
 
 
-async def get_jobs(request: Request) -> "JobCache":
+async def get_jobs(request: Request) -> JobCache:
     return request.app.state.jobs
 
 
@@ -95,8 +76,6 @@ async def get_caller(
     key, 429 (with Retry-After) once the key is over its rate limit. Every counted request goes
     through here, re-hedges included. The key is resolved at most AUTH_CACHE_S seconds ago
     (``services.gateway.keycache``)."""
-    from services.gateway.errors import RateLimited, Unauthenticated
-
     state = request.app.state
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
@@ -128,15 +107,13 @@ async def require_live_pipeline(request: Request, caller: Annotated[Caller, Depe
     if settings.refuse_without_workers:
         from services.gateway.liveness import require_pipeline
 
-        await require_pipeline(request.app.state.redis, settings.redis_namespace)
+        await require_pipeline(request.app.state.redis, settings.redis_namespace, request.app.state.clock())
 
 
 async def _session_caller(request: Request) -> Caller:
     """The caller of a browser session cookie (``services.gateway.sessions``): 401 when the cookie
     is forged, expired or its key revoked (the page starts a new session), 403 when a
     state-changing request lacks the session's CSRF token."""
-    from services.gateway.errors import CsrfFailed, SessionEnded
-
     state = request.app.state
     key_id = state.sessions.verify(request.cookies.get(COOKIE))
     caller = await state.keys.resolve_id(state.database, key_id) if key_id else None
@@ -156,8 +133,6 @@ def require_role(role: Role) -> Callable[..., Caller]:
 
     async def _check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         if not caller.may(role):
-            from services.gateway.errors import Forbidden
-
             AUTH_REFUSALS.labels(reason="forbidden").inc()
             raise Forbidden(f"this needs the {role.value} role; the key's role is {caller.role.value}")
         return caller
@@ -169,8 +144,8 @@ SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 LivePipelineDep = Annotated[None, Depends(require_live_pipeline)]
-RehedgerDep = Annotated["Rehedger", Depends(get_rehedger)]
-JobsDep = Annotated["JobCache", Depends(get_jobs)]
+RehedgerDep = Annotated[Rehedger, Depends(get_rehedger)]
+JobsDep = Annotated[JobCache, Depends(get_jobs)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
 DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]

@@ -24,9 +24,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def stage_checks(redis, namespace: str) -> dict[str, str]:  # noqa: ANN001 - redis.asyncio client
-    """'ok (n workers)' or 'no live worker' per stage, from the workers' heartbeats (shared.heartbeat)."""
-    counts = await live_counts(redis, namespace)
+async def stage_checks(redis, namespace: str, now: float) -> dict[str, str]:  # noqa: ANN001 - redis.asyncio client
+    """'ok (n workers)' or 'no live worker' per stage at unix time ``now``, from the workers'
+    heartbeats (shared.heartbeat)."""
+    counts = await live_counts(redis, namespace, now)
     return {f"stage:{stage}": f"ok ({n} worker{'s' if n != 1 else ''})" if n else "no live worker"
             for stage, n in counts.items()}
 
@@ -41,7 +42,7 @@ async def readyz(request: Request, db: DatabaseDep, model_store: ModelStoreDep, 
     try:
         await redis.ping()
         checks["redis"] = "ok"
-        checks.update(await stage_checks(redis, settings.redis_namespace))
+        checks.update(await stage_checks(redis, settings.redis_namespace, request.app.state.clock()))
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"unreachable: {exc}"
     try:
