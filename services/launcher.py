@@ -254,6 +254,8 @@ def start_gateway(group: ProcessGroup, env: dict[str, str], port: int, host: str
                   wait: bool = True, timeout: float = 60.0) -> str:
     argv = [sys.executable, "-m", "uvicorn", "--factory", "services.gateway.main:create_app",
             "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    # httptools with header size/count/time limits (services/gateway/http.py), unless UVICORN_HTTP names another
+    env = {"UVICORN_HTTP": "services.gateway.http:BoundedHttpTools", **env}
     child = group.start("gateway", argv, env)
     url = f"http://{host}:{port}"
     if wait:

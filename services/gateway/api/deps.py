@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from services.gateway.rehedge import Rehedger
 
 T = TypeVar("T")
+MAX_KEY_CHARS = 512  # a key is ~60 characters (wdr_<id>_<secret>)
 
 
 class Database:
@@ -86,14 +87,11 @@ async def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
 
-async def get_caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(description="`Bearer <API key>`", max_length=512)] = None,
-) -> Caller:
-    """The caller of this request, from ``Authorization: Bearer <API key>``: 401 without a valid
-    key, 429 (with Retry-After) once the key is over its rate limit. Every counted request goes
-    through here, re-hedges included. The key is resolved at most AUTH_CACHE_S seconds ago
-    (``services.gateway.keycache``)."""
+async def authenticate(state: Any, authorization: str | None) -> Caller:
+    """The caller that ``Authorization: Bearer <API key>`` names, counted against its rate limit:
+    ``Unauthenticated`` (401) without a valid key, ``RateLimited`` (429, Retry-After) once the key is
+    over its limit. The key is resolved at most AUTH_CACHE_S seconds ago (``services.gateway.keycache``).
+    Called once per request, by ``services.gateway.admission`` before any body is read."""
     from services.gateway.errors import RateLimited, Unauthenticated
 
     scheme, _, token = (authorization or "").strip().partition(" ")
@@ -101,7 +99,9 @@ async def get_caller(
     if scheme.lower() != "bearer" or not token:
         AUTH_REFUSALS.labels(reason="no_key").inc()
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    state = request.app.state
+    if len(token) > MAX_KEY_CHARS:  # no key is this long: not worth hashing or a database look-up
+        AUTH_REFUSALS.labels(reason="unknown_key").inc()
+        raise Unauthenticated("the API key is unknown or revoked")
     caller = await state.keys.resolve(state.database, token)
     if caller is None:
         AUTH_REFUSALS.labels(reason="unknown_key").inc()
@@ -113,7 +113,20 @@ async def get_caller(
         AUTH_REFUSALS.labels(reason="rate_limited").inc()
         raise RateLimited(f"key {caller.id} is over its limit of {limit} requests per minute; "
                           f"retry in {retry_after} s", retry_after_s=retry_after)
-    request.state.caller = caller  # for the access log
+    return caller
+
+
+async def get_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <API key>`", max_length=MAX_KEY_CHARS)] = None,
+) -> Caller:
+    """The caller of this request, as the admission middleware resolved it before the body was
+    read (``services.gateway.admission``); resolved here only where no middleware ran (an app
+    built without it). Every counted request goes through here, re-hedges included."""
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        caller = await authenticate(request.app.state, authorization)
+        request.state.caller = caller  # for the access log
     return caller
 
 
