@@ -21,7 +21,7 @@ from services.gateway.queue import JobQueue
 from shared.auth import Caller, Role
 from shared.db import session_scope
 from shared.model_store import ModelStore
-from shared.photos import DecodeBudget
+from shared.photos import AsyncDecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
 
@@ -75,7 +75,7 @@ async def get_store(request: Request) -> PhotoStore:
     return request.app.state.store
 
 
-async def get_decode_budget(request: Request) -> DecodeBudget:
+async def get_decode_budget(request: Request) -> AsyncDecodeBudget:
     return request.app.state.decode_budget
 
 
@@ -151,7 +151,7 @@ RehedgerDep = Annotated["Rehedger", Depends(get_rehedger)]
 JobsDep = Annotated["JobCache", Depends(get_jobs)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
-DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]
+DecodeBudgetDep = Annotated[AsyncDecodeBudget, Depends(get_decode_budget)]
 TaxonomyDep = Annotated[Taxonomy, Depends(get_taxonomy)]
 ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
