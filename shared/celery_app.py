@@ -107,6 +107,7 @@ def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "
     )
     if queue is not None:
         restrict_remote_control()
+        _embedded_beat_dies_with_its_worker()
         # A worker's next hop (inference -> hedger) waits for a restarting broker this long before
         # the task counts as failed; the job row keeps the computed result either way, and the
         # sweeper sends the hop again (shared.sweeper). The gateway keeps the short default and
@@ -131,6 +132,26 @@ def restrict_remote_control() -> None:
 
     for name in set(Panel.data) - ALLOWED_CONTROL_COMMANDS:
         del Panel.data[name]
+
+
+def _embedded_beat_dies_with_its_worker() -> None:
+    """``celery worker -B`` forks its beat process; the parent-death signal the launcher gives a
+    worker is not inherited across fork, so a killed worker would leave its beat running. The
+    beat asks for SIGKILL when its worker dies (Linux; elsewhere nothing changes)."""
+    from celery.signals import beat_embedded_init
+
+    def die_with_worker(**_: object) -> None:
+        import ctypes
+        import signal
+        import sys
+
+        if sys.platform.startswith("linux"):
+            try:
+                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            except OSError:
+                return
+
+    beat_embedded_init.connect(die_with_worker, weak=False, dispatch_uid="wardrobe-beat-dies-with-worker")
 
 
 def _follow_log_level(level: str) -> None:
