@@ -74,7 +74,7 @@ async def load(url: str, key: str, photo: bytes, n: int, concurrency: int, secon
                 label = f"{r.status_code} {'done' if done else r.json().get('status', r.json().get('error', {}).get('code'))}"
                 statuses[label] = statuses.get(label, 0) + 1
 
-        async def client(deadline: float) -> None:
+        async def back_to_back(deadline: float) -> None:
             while time.perf_counter() < deadline:
                 await one()
 
@@ -82,7 +82,7 @@ async def load(url: str, key: str, photo: bytes, n: int, concurrency: int, secon
         if seconds is None:
             await asyncio.gather(*(one() for _ in range(n)))
         else:
-            await asyncio.gather(*(client(t0 + seconds) for _ in range(concurrency)))
+            await asyncio.gather(*(back_to_back(t0 + seconds) for _ in range(concurrency)))
         return {"seconds": round(time.perf_counter() - t0, 2), "statuses": statuses,
                 "requests": sum(statuses.values())}
 
