@@ -267,3 +267,30 @@ class TrainTaskOut(BaseModel):
     model_dir: str
     seconds: float
     activated: bool
+
+
+# --- the web page: browser sessions and "My wardrobe" -----------------------------------------------
+class SessionPublic(BaseModel):
+    """A browser session (the cookie itself is http-only: a page never sees it)."""
+
+    client_id: str = Field(description="The client key this browser acts as: the owner of its classifications.")
+    csrf_token: str = Field(description="Send as X-CSRF-Token with every state-changing request of this session.")
+    expires_at: int = Field(description="When the session cookie expires (Unix seconds).")
+    created: bool = Field(description="A new session was started by this request (false: the existing one).")
+
+
+class WardrobeItem(BaseModel):
+    """One garment of a person's wardrobe: a classification of theirs and their verdict on it."""
+
+    id: str = Field(description="The classification's id.")
+    status: JobStatusName
+    answer: ScoredNode | None = Field(None, description="What Wardrobe answered (at the stored accuracy target).")
+    verdict: Literal["confirmed", "corrected"] | None = Field(
+        None, description="The caller's current feedback: the answer confirmed, or corrected to another node.")
+    label: NodeRef | None = Field(None, description="The garment's class: the verdict's node, else the answer.")
+    thumbnail_url: str
+    created_at: str
+
+
+class WardrobePublic(BaseModel):
+    items: list[WardrobeItem] = Field(description="Newest first.")

@@ -4,8 +4,9 @@ FastAPI reads and parses a request body before the route's dependencies run, so 
 in a dependency comes too late: a 15 MB JSON body sent *without a key* was read and parsed
 (gateway 122 → 511 MB, issue [G2]). This pure ASGI middleware runs first, on the headers alone:
 
-1. ``/v1/...`` and ``/metrics`` need a key: the caller is resolved (``KeyResolver``'s cache) and
-   counted against its rate limit here, answering 401 / 429 before the body is touched. The
+1. ``/v1/...`` and ``/metrics`` need a key or the web page's session cookie (all but
+   ``POST``/``GET /v1/session``, which start and read one): the caller is resolved (``KeyResolver``'s
+   cache; a session's CSRF token checked) and counted against its rate limit here, answering 401 / 429 before the body is touched. The
    route's ``CallerDep`` then reads the caller this left in the request's state.
 2. A body has a limit by route: the upload route its photo limit (the key's own, if stricter) plus
    the multipart overhead, every other route ``MAX_JSON_BODY_BYTES``. A declared Content-Length
@@ -26,6 +27,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import GatewayError, database_unavailable, error_body
@@ -37,9 +39,13 @@ UPLOAD_PATH = "/v1/classifications"  # the one route whose body is a photo
 _CLOSE = {"Connection": "close"}
 
 
+KEYLESS = ("/v1/session",)  # starts the web page's session: checks its own CSRF header and per-address limit
+
+
 def needs_key(path: str) -> bool:
-    """Every API route and the metrics need a key; health probes, the docs and the page do not."""
-    return path == "/v1" or path.startswith("/v1/") or path == "/metrics"
+    """Every API route and the metrics need a key (or the web page's session cookie); health
+    probes, the docs, the page and the route that starts a session do not."""
+    return (path == "/v1" or path.startswith("/v1/") or path == "/metrics") and path not in KEYLESS
 
 
 class BodyRefused(StarletteHTTPException):
@@ -72,8 +78,8 @@ class Admission:
             from services.gateway.api.deps import authenticate
 
             authorization = _header(scope, b"authorization")
-            try:
-                caller = await authenticate(scope["app"].state, authorization.decode("latin-1") if authorization else None)
+            try:  # a Request on the headers alone: it has no receive, so nothing can read the body
+                caller = await authenticate(Request(scope), authorization.decode("latin-1") if authorization else None)
             except GatewayError as exc:
                 headers = {**(exc.headers or {}), **(_CLOSE if has_body else {})}
                 await JSONResponse(error_body(exc.code, exc.message), exc.status_code, headers)(scope, receive, send)

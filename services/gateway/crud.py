@@ -8,12 +8,13 @@ from sqlalchemy.orm import Session
 from services.gateway.errors import (ClassificationNotFinished, Forbidden, InvalidParameter, JobNotFound, ModelNotFound,
                                      ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
                                      UnknownNode)
-from shared import feedback, jobs, registry, training_jobs
+from shared import feedback, jobs, registry, training_jobs, wardrobe
 from shared.auth import Caller, Role, operator_only_options
 from shared.model_store import ModelStore
 from shared.schemas import (ClassificationPublic, ClassificationResult, ErrorInfo, FeedbackCreate, FeedbackListPublic,
-                            FeedbackPublic, GateDecision, ModelActivationPublic, ModelVersionPublic, StageTimings,
-                            TrainingJobCreate, TrainingJobPublic)
+                            FeedbackPublic, GateDecision, ModelActivationPublic, ModelVersionPublic, NodeRef,
+                            ScoredNode, StageTimings, TrainingJobCreate, TrainingJobPublic, WardrobeItem,
+                            WardrobePublic)
 from shared.tables import ClassificationJob, Feedback, ModelVersion, TrainingJob
 from shared.taxonomy import Taxonomy
 
@@ -105,6 +106,48 @@ def read_feedback(session: Session, classification_id: str, caller: Caller) -> F
         raise JobNotFound(f"no classification with id {classification_id!r}")
     items = [feedback_public(r) for r in rows]
     return FeedbackListPublic(current=[f for f in items if f.current], history=items)
+
+
+# --- the wardrobe (the web page) ------------------------------------------------------------------
+def _node_ref(taxonomy: Taxonomy, name: str) -> NodeRef:
+    node = taxonomy.nodes.get(name)
+    return NodeRef(name=name, display=node.display, icon=node.icon) if node else NodeRef(name=name, display=name, icon="")
+
+
+def _agrees(taxonomy: Taxonomy, verdict: Feedback) -> bool:
+    """The verdict lies on the answer's own path: more specific (a Yes made exact) or more general (a
+    Yes to a re-hedged, vaguer answer). Anything else corrected it."""
+    if verdict.correct or verdict.node not in taxonomy.nodes or verdict.answer not in taxonomy.nodes:
+        return verdict.correct
+    return verdict.node in taxonomy.ancestors(verdict.answer)
+
+
+def read_wardrobe(session: Session, caller: Caller, taxonomy: Taxonomy, limit: int) -> WardrobePublic:
+    items = []
+    for g in wardrobe.garments(session, caller.id, limit):
+        result = ClassificationResult.model_validate(g.job.result) if g.job.result else None
+        answer: ScoredNode | None = result.answer.node if result else None
+        verdict = None if g.verdict is None else ("confirmed" if _agrees(taxonomy, g.verdict) else "corrected")
+        label = _node_ref(taxonomy, g.verdict.node) if g.verdict else answer
+        items.append(WardrobeItem(id=str(g.job.id), status=g.job.status.value, answer=answer, verdict=verdict,
+                                  label=NodeRef.model_validate(label.model_dump()) if label else None,
+                                  thumbnail_url=f"/v1/classifications/{g.job.id}/thumbnail",
+                                  created_at=g.job.created_at.isoformat()))
+    return WardrobePublic(items=items)
+
+
+def photo_key_of(session: Session, job_id: str, caller: Caller) -> str:
+    try:
+        return wardrobe.owned_job(session, job_id, caller).photo_key
+    except wardrobe.UnknownGarment as exc:
+        raise JobNotFound(str(exc)) from None
+
+
+def remove_garment(session: Session, job_id: str, caller: Caller, keep_for_training: bool) -> wardrobe.Removal:
+    try:
+        return wardrobe.remove(session, job_id, caller, keep_for_training)
+    except wardrobe.UnknownGarment as exc:
+        raise JobNotFound(str(exc)) from None
 
 
 # --- training jobs -------------------------------------------------------------------------------

@@ -42,3 +42,16 @@ class KeyResolver:
             if caller is not None:
                 self.cache.put(digest, caller)
         return caller
+
+    async def resolve_id(self, database: Database, key_id: str) -> Caller | None:
+        """The caller of a browser session's key row by its id (``services.gateway.sessions``), or
+        None (no such key, or revoked); cached the same way, under a name no digest can take."""
+        from services.gateway.sessions import caller_by_key_id
+
+        name = f"id:{key_id}"
+        caller = self.cache.get(name)
+        if caller is None:
+            caller = await database.run(caller_by_key_id, key_id)
+            if caller is not None:
+                self.cache.put(name, caller)
+        return caller

@@ -12,6 +12,7 @@ from services.gateway.api.main import api_router
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import install_error_handlers
 from services.gateway.startup import lifespan
+from services.gateway.web import install_web
 from shared.photos import return_freed_bitmaps_to_the_os
 
 
@@ -24,10 +25,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Tells what garment is in a photo, as specific as it can be while staying right.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served by install_web from local files, not a CDN
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router)
+    install_web(app)
     app.add_middleware(Admission, settings=settings)  # key, rate limit and body limits before any body is read
     if settings.cors_origins:  # browsers may call the API only from these origins (outermost: 401s and 413s too)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

@@ -34,6 +34,14 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
         {**_ANY_KEY, "client": 404, "trainer": 404, "operator": 409},
     ("GET", "/v1/classifications/{classification_id}/feedback", "own"): _ANY_KEY,
     ("GET", "/v1/classifications/{classification_id}/feedback", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("GET", "/v1/classifications/{job_id}/thumbnail", "own"): _ANY_KEY,
+    ("GET", "/v1/classifications/{job_id}/thumbnail", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("DELETE", "/v1/classifications/{job_id}", "own"): {**_ANY_KEY, "client": 204, "trainer": 204, "operator": 204},
+    ("DELETE", "/v1/classifications/{job_id}", "other"): {**_ANY_KEY, "client": 404, "trainer": 404, "operator": 204},
+    ("GET", "/v1/wardrobe", "-"): _ANY_KEY,
+    # browser sessions: starting one needs no key (it makes one); reading one needs its cookie, not a key
+    ("POST", "/v1/session", "-"): dict(nobody=201, bad_key=201, revoked=201, client=201, trainer=201, operator=201),
+    ("GET", "/v1/session", "-"): dict(nobody=401, bad_key=401, revoked=401, client=401, trainer=401, operator=401),
     ("GET", "/v1/taxonomy", "-"): _ANY_KEY,
     ("POST", "/v1/training-jobs", "-"): {**_TRAINER, "trainer": 202, "operator": 202},
     ("GET", "/v1/training-jobs", "-"): _TRAINER,
@@ -68,6 +76,7 @@ JOB_OPTIONS: dict[str, tuple[dict, dict[str, int]]] = {
     "always_and_tolerance": ({"mode": "quick", "promote": "always", "tolerance": 0.3}, _JOB_OPTION_OPERATOR),
 }
 BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"}}
+HEADERS = {"/v1/session": {"X-CSRF-Token": "new"}}
 
 
 @pytest.fixture
@@ -117,8 +126,9 @@ def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
                 url = url.replace(param, _training_job(anonymous, tokens[who] if mine else tokens["trainer2"]))
         url = url.replace("{version}", "tiny-1")
         files = {"photo": ("a.jpg", jpeg_bytes())} if path == "/v1/classifications" else None
+        anonymous.cookies.clear()  # no browser session carried from one caller's request to the next
         got[who] = anonymous.request(method, url, files=files, json=BODIES.get(path),
-                                     headers=_headers(tokens[who])).status_code
+                                     headers={**_headers(tokens[who]), **HEADERS.get(path, {})}).status_code
     if path == "/readyz":
         assert len(set(got.values())) == 1 and got["nobody"] in (200, 503), got
         return

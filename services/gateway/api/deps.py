@@ -18,6 +18,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.metrics import AUTH_REFUSALS
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
+from services.gateway.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS
 from shared.auth import Caller, Role
 from shared.db import session_scope
 from shared.model_store import ModelStore
@@ -87,25 +88,31 @@ async def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
 
-async def authenticate(state: Any, authorization: str | None) -> Caller:
-    """The caller that ``Authorization: Bearer <API key>`` names, counted against its rate limit:
+async def authenticate(request: Request, authorization: str | None) -> Caller:
+    """The caller of a request, from ``Authorization: Bearer <API key>`` or, for the web page, its
+    session cookie (``services.gateway.sessions``), counted against its rate limit:
     ``Unauthenticated`` (401) without a valid key, ``RateLimited`` (429, Retry-After) once the key is
     over its limit. The key is resolved at most AUTH_CACHE_S seconds ago (``services.gateway.keycache``).
-    Called once per request, by ``services.gateway.admission`` before any body is read."""
+    Called once per request, by ``services.gateway.admission`` on the headers alone (``request``
+    carries no body there), before any body is read."""
     from services.gateway.errors import RateLimited, Unauthenticated
 
+    state = request.app.state
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if authorization is None and COOKIE in request.cookies and state.settings.web_sessions:  # the web page
+        caller = await _session_caller(request)
+    elif scheme.lower() != "bearer" or not token:
         AUTH_REFUSALS.labels(reason="no_key").inc()
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    if len(token) > MAX_KEY_CHARS:  # no key is this long: not worth hashing or a database look-up
+    elif len(token) > MAX_KEY_CHARS:  # no key is this long: not worth hashing or a database look-up
         AUTH_REFUSALS.labels(reason="unknown_key").inc()
         raise Unauthenticated("the API key is unknown or revoked")
-    caller = await state.keys.resolve(state.database, token)
-    if caller is None:
-        AUTH_REFUSALS.labels(reason="unknown_key").inc()
-        raise Unauthenticated("the API key is unknown or revoked")
+    else:
+        caller = await state.keys.resolve(state.database, token)
+        if caller is None:
+            AUTH_REFUSALS.labels(reason="unknown_key").inc()
+            raise Unauthenticated("the API key is unknown or revoked")
     settings = state.settings
     limit = settings.rate_limit_per_minute if caller.rate_limit_per_minute is None else caller.rate_limit_per_minute
     retry_after = await state.rate_limiter.hit(caller.id, limit)
@@ -125,8 +132,28 @@ async def get_caller(
     built without it). Every counted request goes through here, re-hedges included."""
     caller = getattr(request.state, "caller", None)
     if caller is None:
-        caller = await authenticate(request.app.state, authorization)
+        caller = await authenticate(request, authorization)
         request.state.caller = caller  # for the access log
+    return caller
+
+
+async def _session_caller(request: Request) -> Caller:
+    """The caller of a browser session cookie (``services.gateway.sessions``): 401 when the cookie
+    is forged, expired or its key revoked (the page starts a new session), 403 when a
+    state-changing request lacks the session's CSRF token."""
+    from services.gateway.errors import CsrfFailed, SessionEnded
+
+    state = request.app.state
+    key_id = state.sessions.verify(request.cookies.get(COOKIE))
+    caller = await state.keys.resolve_id(state.database, key_id) if key_id else None
+    if caller is None:
+        AUTH_REFUSALS.labels(reason="unknown_session").inc()
+        raise SessionEnded("this browser session has ended (expired, revoked or signed with another secret); "
+                           "start a new one with POST /v1/session")
+    if request.method not in SAFE_METHODS and not state.sessions.csrf_ok(key_id, request.headers.get(CSRF_HEADER)):
+        AUTH_REFUSALS.labels(reason="csrf").inc()
+        raise CsrfFailed(f"a state-changing request with a session cookie needs the session's {CSRF_HEADER} "
+                         "header (GET /v1/session gives it)")
     return caller
 
 
