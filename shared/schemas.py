@@ -236,6 +236,35 @@ class TrainingJobPublic(BaseModel):
     heartbeat_at: str | None
 
 
+# --- API keys (operators) -------------------------------------------------------------------
+KeyRole = Literal["client", "trainer", "operator"]
+
+
+class ApiKeyBase(BaseModel):
+    name: str = Field(min_length=1, max_length=128, description="Who or what the key is for.")
+    role: KeyRole = Field("client", description="client < trainer < operator (SECURITY.md).")
+    rate_limit_per_minute: int | None = Field(
+        None, ge=0, le=1_000_000, description="Requests per minute; unset: the gateway's RATE_LIMIT_PER_MINUTE; 0: not limited.")
+    max_photo_bytes: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Upload cap of this key (bytes); unset: the gateway's MAX_PHOTO_BYTES.")
+
+
+class ApiKeyCreate(ApiKeyBase):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyPublic(ApiKeyBase):
+    """A key as lists show it: never its secret (only a hash of it is stored)."""
+
+    id: str = Field(description="Public id: names the key in lists, logs and as the owner of what it creates.")
+    created_at: str
+    revoked_at: str | None = None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The secret, shown this once: send it as 'Authorization: Bearer <key>'.")
+
+
 # --- Task payloads: JSON on the wire, ids only --------------------------------------------
 class InferenceTaskIn(BaseModel):
     job_id: str

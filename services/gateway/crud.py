@@ -5,16 +5,16 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from services.gateway.errors import (ClassificationNotFinished, Forbidden, InvalidParameter, JobNotFound, ModelNotFound,
-                                     ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
+from services.gateway.errors import (ClassificationNotFinished, Forbidden, InvalidParameter, JobNotFound, KeyNotFound,
+                                     ModelNotFound, ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
                                      UnknownNode)
-from shared import feedback, jobs, registry, training_jobs, wardrobe
+from shared import api_keys, feedback, jobs, registry, training_jobs, wardrobe
 from shared.auth import Caller, Role, operator_only_options
 from shared.model_store import ModelStore
-from shared.schemas import (ClassificationPublic, ClassificationResult, ErrorInfo, FeedbackCreate, FeedbackListPublic,
-                            FeedbackPublic, GateDecision, ModelActivationPublic, ModelVersionPublic, NodeRef,
-                            ScoredNode, StageTimings, TrainingJobCreate, TrainingJobPublic, WardrobeItem,
-                            WardrobePublic)
+from shared.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ClassificationPublic, ClassificationResult,
+                            ErrorInfo, FeedbackCreate, FeedbackListPublic, FeedbackPublic, GateDecision,
+                            ModelActivationPublic, ModelVersionPublic, NodeRef, ScoredNode, StageTimings,
+                            TrainingJobCreate, TrainingJobPublic, WardrobeItem, WardrobePublic)
 from shared.tables import ClassificationJob, Feedback, ModelVersion, TrainingJob
 from shared.taxonomy import Taxonomy
 
@@ -232,3 +232,22 @@ def model_history(session: Session, limit: int) -> list[ModelActivationPublic]:
     return [ModelActivationPublic(version=a.version, previous_version=a.previous_version, kind=a.kind,
                                   caller_id=a.caller_id, reason=a.reason, created_at=a.created_at.isoformat())
             for a in registry.activations(session, limit)]
+
+
+def create_key(session: Session, body: ApiKeyCreate) -> ApiKeyCreated:
+    new = api_keys.create_key(session, body.name, Role(body.role), rate_limit_per_minute=body.rate_limit_per_minute,
+                              max_photo_bytes=body.max_photo_bytes)
+    return ApiKeyCreated(**api_keys.public(new.row).model_dump(), key=new.token)
+
+
+def list_keys(session: Session, include_revoked: bool) -> list[ApiKeyPublic]:
+    return [api_keys.public(r) for r in api_keys.list_keys(session, include_revoked=include_revoked)]
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKeyPublic:
+    """Revoke (idempotent: an already revoked key keeps its first ``revoked_at``); the row stays,
+    naming the owner of what the key created."""
+    row = api_keys.revoke(session, key_id)
+    if row is None:
+        raise KeyNotFound(f"no API key with id {key_id!r}")
+    return api_keys.public(row)

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from services.gateway.api.deps import Database
+from services.gateway.database import Database
 from services.gateway.config import GatewaySettings
 from services.gateway.jobcache import JobCache
 from services.gateway.keycache import KeyResolver

@@ -54,6 +54,9 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     ("GET", "/v1/models/history", "-"): _OPERATOR,
     ("POST", "/v1/models/rollback", "-"): {**_OPERATOR, "operator": 409},
     ("POST", "/v1/models/{version}/activate", "-"): _OPERATOR,
+    ("POST", "/v1/keys", "-"): {**_OPERATOR, "operator": 201},
+    ("GET", "/v1/keys", "-"): _OPERATOR,
+    ("DELETE", "/v1/keys/{key_id}", "-"): _OPERATOR,
     ("GET", "/metrics", "-"): _OPERATOR,
     ("GET", "/healthz", "-"): dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
     # readiness depends on whether workers of this test session's namespace are up (200 or 503);
@@ -75,7 +78,8 @@ JOB_OPTIONS: dict[str, tuple[dict, dict[str, int]]] = {
     "tolerance_zero": ({"mode": "full", "tolerance": 0.0}, _JOB_OPTION_OPERATOR),
     "always_and_tolerance": ({"mode": "quick", "promote": "always", "tolerance": 0.3}, _JOB_OPTION_OPERATOR),
 }
-BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"}}
+BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"},
+          "/v1/keys": {"name": "matrix", "role": "client"}}
 HEADERS = {"/v1/session": {"X-CSRF-Token": "new"}}
 
 
@@ -111,8 +115,13 @@ def _training_job(anonymous, token: str) -> str:
     return r.json()["id"]
 
 
+def _api_key(gateway_settings) -> str:
+    with session_scope(gateway_settings.resolved_database_url) as session:
+        return api_keys.create_key(session, "victim", api_keys.Role.client).row.id
+
+
 @pytest.mark.parametrize("route", list(MATRIX), ids=lambda r: f"{r[0]} {r[1]} {r[2]}")
-def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
+def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, gateway_settings, route):
     method, path, whose = route
     got = {}
     for who in CALLERS:  # a fresh resource per caller: one caller's request cannot change another's answer
@@ -124,7 +133,7 @@ def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
             elif param in path:
                 mine = whose == "own" and who in ("trainer", "operator")
                 url = url.replace(param, _training_job(anonymous, tokens[who] if mine else tokens["trainer2"]))
-        url = url.replace("{version}", "tiny-1")
+        url = url.replace("{version}", "tiny-1").replace("{key_id}", _api_key(gateway_settings))
         files = {"photo": ("a.jpg", jpeg_bytes())} if path == "/v1/classifications" else None
         anonymous.cookies.clear()  # no browser session carried from one caller's request to the next
         got[who] = anonymous.request(method, url, files=files, json=BODIES.get(path),

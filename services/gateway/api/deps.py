@@ -8,44 +8,24 @@ gateway's CPU than the request's own work once the database is out of its way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from services.gateway.config import GatewaySettings
+from services.gateway.database import Database
+from services.gateway.errors import CsrfFailed, Forbidden, RateLimited, SessionEnded, Unauthenticated
+from services.gateway.jobcache import JobCache
 from services.gateway.metrics import AUTH_REFUSALS
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
+from services.gateway.rehedge import Rehedger
 from services.gateway.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS
 from shared.auth import Caller, Role
-from shared.db import session_scope
 from shared.model_store import ModelStore
 from shared.photos import AsyncDecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
-
-if TYPE_CHECKING:
-    from services.gateway.jobcache import JobCache
-    from services.gateway.rehedge import Rehedger
-
-T = TypeVar("T")
-MAX_KEY_CHARS = 512  # a key is ~60 characters (wdr_<id>_<secret>)
-
-
-class Database:
-    """Runs ``fn(session, *args)`` in a worker thread inside one transaction (committed on return)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        with session_scope(self.url) as session:
-            return fn(session, *args)
-
-    async def run(self, fn: Callable[[Session], T] | Callable[..., T], *args: Any) -> T:
-        return await run_in_threadpool(self._call, fn, *args)
 
 
 async def get_settings(request: Request) -> GatewaySettings:
@@ -60,11 +40,11 @@ async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
-async def get_rehedger(request: Request) -> "Rehedger":
+async def get_rehedger(request: Request) -> Rehedger:
     return request.app.state.rehedger
 
 
-async def get_jobs(request: Request) -> "JobCache":
+async def get_jobs(request: Request) -> JobCache:
     return request.app.state.jobs
 
 
@@ -88,6 +68,9 @@ async def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
 
+MAX_KEY_CHARS = 512  # a key is ~60 characters (wdr_<id>_<secret>)
+
+
 async def authenticate(request: Request, authorization: str | None) -> Caller:
     """The caller of a request, from ``Authorization: Bearer <API key>`` or, for the web page, its
     session cookie (``services.gateway.sessions``), counted against its rate limit:
@@ -95,8 +78,6 @@ async def authenticate(request: Request, authorization: str | None) -> Caller:
     over its limit. The key is resolved at most AUTH_CACHE_S seconds ago (``services.gateway.keycache``).
     Called once per request, by ``services.gateway.admission`` on the headers alone (``request``
     carries no body there), before any body is read."""
-    from services.gateway.errors import RateLimited, Unauthenticated
-
     state = request.app.state
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
@@ -141,8 +122,6 @@ async def _session_caller(request: Request) -> Caller:
     """The caller of a browser session cookie (``services.gateway.sessions``): 401 when the cookie
     is forged, expired or its key revoked (the page starts a new session), 403 when a
     state-changing request lacks the session's CSRF token."""
-    from services.gateway.errors import CsrfFailed, SessionEnded
-
     state = request.app.state
     key_id = state.sessions.verify(request.cookies.get(COOKIE))
     caller = await state.keys.resolve_id(state.database, key_id) if key_id else None
@@ -162,8 +141,6 @@ def require_role(role: Role) -> Callable[..., Caller]:
 
     async def _check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         if not caller.may(role):
-            from services.gateway.errors import Forbidden
-
             AUTH_REFUSALS.labels(reason="forbidden").inc()
             raise Forbidden(f"this needs the {role.value} role; the key's role is {caller.role.value}")
         return caller
@@ -174,8 +151,8 @@ def require_role(role: Role) -> Callable[..., Caller]:
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-RehedgerDep = Annotated["Rehedger", Depends(get_rehedger)]
-JobsDep = Annotated["JobCache", Depends(get_jobs)]
+RehedgerDep = Annotated[Rehedger, Depends(get_rehedger)]
+JobsDep = Annotated[JobCache, Depends(get_jobs)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
 DecodeBudgetDep = Annotated[AsyncDecodeBudget, Depends(get_decode_budget)]
