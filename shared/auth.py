@@ -52,11 +52,13 @@ class Caller:
 ANONYMOUS_OPERATOR = Caller(id="anonymous", role=Role.operator)
 
 
-# Training-job options that decide promotion instead of the gate: ``promote`` other than "gate"
-# (``always`` bypasses the gate and changes what is served; ``never`` is a promotion decision too)
-# and any ``tolerance`` (a large one loosens the gate until anything passes). A trainer's jobs
-# are always judged by the gate with the trainer's own tolerance.
+# Training-job options that could change what is served without the gate's judgement:
+# ``promote: always`` (bypasses the gate) and any ``tolerance`` (a large one loosens the gate until
+# anything passes). ``promote: never`` is a trainer's: it keeps the served model as it is (a
+# candidate to look at, not to serve), so it can only make promotion stricter. A trainer's
+# other jobs are judged by the gate with the trainer's own tolerance.
 _PROMOTION_DEFAULTS: dict[str, Any] = {"promote": "gate", "tolerance": None}
+_TRAINER_MAY: dict[str, set[Any]] = {"promote": {"gate", "never"}, "tolerance": {None}}
 
 
 def operator_only_options(options: Mapping[str, Any], role: Role) -> str | None:
@@ -65,8 +67,8 @@ def operator_only_options(options: Mapping[str, Any], role: Role) -> str | None:
     if role is Role.operator:
         return None
     named = [f"{name}={options[name]!r}" for name, default in _PROMOTION_DEFAULTS.items()
-             if options.get(name, default) != default]
+             if options.get(name, default) not in _TRAINER_MAY[name]]
     if not named:
         return None
     return (f"{', '.join(named)}: only an operator decides promotion; a {role.value} key's jobs are promoted "
-            "by the gate with its default tolerance (leave 'promote' and 'tolerance' out)")
+            "by the gate with its default tolerance (leave 'tolerance' out; 'promote' may be 'gate' or 'never')")

@@ -63,9 +63,9 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     # what matters here: the same answer for every caller, no key needed (see PUBLIC_PROBES)
     ("GET", "/readyz", "-"): dict(nobody=0, bad_key=0, revoked=0, client=0, trainer=0, operator=0),
 }
-# Options of POST /v1/training-jobs × caller: deciding promotion (bypassing the gate with
-# promote=always, keeping a candidate out with never, loosening it with a tolerance) is the
-# operator's alone; the gate's default stays every trainer's.
+# Options of POST /v1/training-jobs × caller: what could serve a candidate without the gate's
+# judgement (bypassing it with promote=always, loosening it with a tolerance) is the operator's
+# alone; the gate's default, and keeping a candidate out with never, stay every trainer's.
 _JOB_OPTION_OPERATOR = {**_TRAINER, "trainer": 403, "operator": 202}
 _JOB_OPTION_ANY_TRAINER = {**_TRAINER, "trainer": 202, "operator": 202}
 JOB_OPTIONS: dict[str, tuple[dict, dict[str, int]]] = {
@@ -73,7 +73,7 @@ JOB_OPTIONS: dict[str, tuple[dict, dict[str, int]]] = {
     "promote_gate": ({"mode": "quick", "promote": "gate"}, _JOB_OPTION_ANY_TRAINER),
     "named_version": ({"mode": "quick", "version": "mine-1"}, _JOB_OPTION_ANY_TRAINER),
     "promote_always": ({"mode": "recalibrate", "promote": "always"}, _JOB_OPTION_OPERATOR),
-    "promote_never": ({"mode": "quick", "promote": "never"}, _JOB_OPTION_OPERATOR),
+    "promote_never": ({"mode": "quick", "promote": "never"}, _JOB_OPTION_ANY_TRAINER),
     "tolerance_large": ({"mode": "recalibrate", "tolerance": 0.5}, _JOB_OPTION_OPERATOR),
     "tolerance_zero": ({"mode": "full", "tolerance": 0.0}, _JOB_OPTION_OPERATOR),
     "always_and_tolerance": ({"mode": "quick", "promote": "always", "tolerance": 0.3}, _JOB_OPTION_OPERATOR),
