@@ -1,7 +1,7 @@
 """Learning from feedback, simulated through the real retrain path (issue [D], "must reach").
 
     1. the training split's senders are cut in two halves by a seeded hash: A and B;
-    2. start: the quick recipe (services/trainer/refit.py) on A's photos only, registered and
+    2. start: the quick recipe (services/trainer/pipelines/refit.py) on A's photos only, registered and
        active in a fresh database + model store (the registry and store the trainer worker uses);
     3. B's photos are streamed person by person as finished classifications whose feedback
        (``shared.feedback.give``, what ``POST /v1/classifications/{id}/feedback`` stores) is the
@@ -37,10 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.trainer import jobs_runner  # noqa: E402
+from services.trainer.jobs import runner as jobs_runner  # noqa: E402
 from services.trainer.config import TrainerSettings  # noqa: E402
-from services.trainer.gate import ProbabilityCache, score  # noqa: E402
-from services.trainer.refit import dataset_parts, quick_refit  # noqa: E402
+from services.trainer.jobs.gate import ProbabilityCache, score  # noqa: E402
+from services.trainer.data.feedback import dataset_parts  # noqa: E402
+from services.trainer.pipelines.refit import quick_refit  # noqa: E402
 from shared import registry  # noqa: E402
 from shared import training_jobs as tj  # noqa: E402
 from shared.auth import Caller, Role  # noqa: E402

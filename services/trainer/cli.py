@@ -24,7 +24,7 @@ def _data_dir(arg: str | None) -> Path:
 
 def _train(args: argparse.Namespace) -> int:
     from shared.recipe import Recipe
-    from services.trainer.train import train
+    from services.trainer.pipelines.train import train
     from shared.taxonomy import load_taxonomy
 
     overrides = dict(kv.split("=", 1) for kv in args.set or [])
@@ -32,7 +32,7 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else get_settings().model_dir
     exclude = None
     if args.exclude:
-        from services.trainer.clean import read_exclusions
+        from services.trainer.research.label_issues import read_exclusions
 
         exclude = read_exclusions(Path(args.exclude))
     result = train(_data_dir(args.data), out, load_taxonomy(args.taxonomy), recipe,
@@ -55,7 +55,7 @@ def _run_evaluate(data: Path, model: Path, json_out: Path, split: str | None, sp
 
 
 def _find_label_issues(args: argparse.Namespace) -> int:
-    from services.trainer.clean import find_label_issues
+    from services.trainer.research.label_issues import find_label_issues
     from shared.recipe import Recipe
     from shared.taxonomy import load_taxonomy
 
@@ -72,7 +72,7 @@ def _find_label_issues(args: argparse.Namespace) -> int:
 def _cv(args: argparse.Namespace) -> int:
     import shlex
 
-    from services.trainer.cv import cross_validate, load_oof, ship
+    from services.trainer.pipelines.cv import cross_validate, load_oof, ship
     from services.trainer.evaluation.crossval import cv_report
     from shared.recipe import Recipe
     from shared.taxonomy import load_taxonomy
@@ -102,7 +102,7 @@ def _cv(args: argparse.Namespace) -> int:
 def _ensemble(args: argparse.Namespace) -> int:
     import shlex
 
-    from services.trainer.ensemble import combine_oof, ship_ensemble
+    from services.trainer.pipelines.ensemble import combine_oof, ship_ensemble
     from services.trainer.evaluation.crossval import cv_report
     from shared.taxonomy import load_taxonomy
 

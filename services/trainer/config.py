@@ -17,7 +17,7 @@ from shared.schemas import TrainingMode
 
 class TrainerSettings(CommonSettings):
     dataset_dir: Path | None = Field(None, description="images.csv + images/; the CLI's --data overrides it.")
-    # --- training jobs (services.trainer.jobs_runner) ---------------------------------------
+    # --- training jobs (services.trainer.jobs.runner) ---------------------------------------
     work_dir: Path | None = Field(None, description="Scratch space of training jobs; data_dir/trainer if unset.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="A running job's worker beats this often.")
     training_heartbeat_timeout_s: float = Field(

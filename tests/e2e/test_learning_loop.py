@@ -162,7 +162,7 @@ def test_a_killed_trainer_leaves_its_job_failed_and_the_next_job_runs(system, da
     assert nxt["status"] == "done" and nxt["worker"] == "trainer-rescuer@e2e", nxt
 
 
-# The quick refit on the quick preset, shrunk to seconds (as tests/trainer/test_learning_jobs.py).
+# The quick refit on the quick preset, shrunk to seconds (as tests/trainer/jobs/test_modes.py).
 QUICK = {"input_size": "64", "resize_size": "72", "batch_size": "16", "threads": "1", "epochs": "2"}
 
 
