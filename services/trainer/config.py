@@ -35,6 +35,8 @@ class TrainerSettings(CommonSettings):
         0.2, ge=0.0, lt=1.0, description="Share of feedback people (by a hash of the caller) held back for the gate.")
     gate_min_feedback: int = Field(
         30, ge=1, description="Held-back feedback photos below which that set is reported but not decisive.")
+    gate_min_people: int = Field(
+        5, ge=1, description="People a gate set needs to decide (fewer: insufficient evidence, the active version stays).")
     recalibration_min_photos: int = Field(
         100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
     recalibration_crc_unit: Literal["photo", "sender", "group"] = Field(

@@ -27,10 +27,10 @@ __all__ = ["LabelledPhoto", "FeedbackItem", "feedback_label", "feedback_photos",
 
 @dataclass(frozen=True)
 class LabelledPhoto:
-    """A photo with the leaf it shows and the person it comes from (sender or feedback caller)."""
+    """A photo with the node it shows and the person it comes from (sender or feedback caller)."""
 
     photo: PhotoRef
-    leaf: str
+    leaf: str  # a leaf; from ``feedback_photos(partial=True)`` possibly an inner node (a partial label)
     person: str
     source: str = "dataset"  # "dataset" | "feedback"
 
@@ -54,13 +54,18 @@ def feedback_label(item: FeedbackItem, taxonomy: Taxonomy) -> str | None:
     return node if taxonomy.nodes[node].is_leaf else None
 
 
-def feedback_photos(items: Sequence[FeedbackItem], taxonomy: Taxonomy) -> tuple[list[LabelledPhoto], int]:
-    """Leaf-labelled feedback photos (one per photo: the last verdict wins) and the number of
-    verdicts skipped because they name an inner node."""
+def feedback_photos(items: Sequence[FeedbackItem], taxonomy: Taxonomy,
+                    partial: bool = False) -> tuple[list[LabelledPhoto], int]:
+    """Labelled feedback photos (one per photo: the last verdict wins) and the number of verdicts
+    skipped because they name an inner node. ``partial``: keep those too, labelled with the inner
+    node (a "Yes" to a hedged answer: the truth is one of its leaves), for the partial-label loss
+    and the gate; nothing is skipped then."""
     by_photo: dict[str, LabelledPhoto] = {}
     skipped = 0
     for item in items:
         leaf = feedback_label(item, taxonomy)
+        if leaf is None and partial:
+            leaf = item.node or item.answer_node
         if leaf is None:
             skipped += 1
             continue

@@ -38,7 +38,7 @@ from services.trainer.data.dataset import Sample, load_photo
 from services.trainer.data.feedback import LabelledPhoto
 from services.trainer.errors import RefitError
 from services.trainer.fit.front_cache import FeatureStore
-from services.trainer.fit.loop import eval_logits, fit_on_views
+from services.trainer.fit.loop import eval_logits, fit_on_views, label_targets
 from services.trainer.model.export import write_version
 from services.trainer.model.net import GarmentNet
 from services.trainer.pipelines.train import TrainResult, calibrate_hedger, train
@@ -90,7 +90,7 @@ def quick_refit(
     torch.manual_seed(recipe.seed)
     classes = taxonomy.leaves
     index = {leaf: i for i, leaf in enumerate(classes)}
-    unknown = {p.leaf for p in [*parts.get("train", []), *feedback] if p.leaf not in index}
+    unknown = {p.leaf for p in [*parts.get("train", []), *feedback] if p.leaf not in taxonomy.nodes}
     if unknown:
         raise RefitError(f"labels {sorted(unknown)} are not leaves of taxonomy {taxonomy.version}")
     train_photos = _without_eval_photos([*parts["train"], *feedback], parts)
@@ -112,7 +112,7 @@ def quick_refit(
                                  lambda f: report("features", 0.8 * f))
     val_acts = store.plain([p.photo for p in parts["val"]])
     cal_acts = store.plain([p.photo for p in parts["cal"]], lambda f: report("features", 0.8 + 0.2 * f))
-    y_photo = np.array([index[p.leaf] for p in train_photos], dtype=np.int64)
+    y_photo, partial = label_targets([p.leaf for p in train_photos], taxonomy)  # inner nodes: partial labels
     y_val = np.array([index[p.leaf] for p in parts["val"]], dtype=np.int64)
     y_cal = np.array([index[p.leaf] for p in parts["cal"]], dtype=np.int64)
     # (N, V, C, h, w) → (V, N, C, h, w): the layout of the one fit loop (view-major)
@@ -128,7 +128,7 @@ def quick_refit(
     # dozen full passes would cost a sixth of the refit); temperature uses all of them
     curve = slice(None, None, 3)
     history = fit_on_views(net, views, np.arange(len(y_photo)), y_photo, recipe, val_acts[curve], y_val[curve],
-                           start, progress=lambda f: report("fine-tune", f))
+                           start, progress=lambda f: report("fine-tune", f), partial=partial)
     stages["fine_tune"] = time.time() - t
 
     # 3. temperature (validation) and the hedger's λ tables (calibration split) ----------------
@@ -175,9 +175,11 @@ def full_retrain(
 ) -> TrainResult:
     """The model recipe with the feedback photos added to the training split (a new leaf in the
     taxonomy gets its photos from here and the head grows with ``taxonomy.leaves``)."""
-    unknown = {p.leaf for p in feedback if p.leaf not in taxonomy.leaves}
+    unknown = {p.leaf for p in feedback if p.leaf not in taxonomy.nodes}
     if unknown:
         raise RefitError(f"labels {sorted(unknown)} are not leaves of taxonomy {taxonomy.version}")
+    # the split recipe's own loop trains on leaves; partial labels teach the cross-fitted recipes
+    feedback = [p for p in feedback if taxonomy.nodes[p.leaf].is_leaf]
     extra = [Sample(image_id=f"feedback-{p.photo.sha256[:16]}", path=p.photo.path, sender=p.person,
                     label=p.leaf, leaf=p.leaf) for p in feedback]
     result = train(Path(data_dir), Path(out_root), taxonomy, recipe, split_file=split_file, version=version,

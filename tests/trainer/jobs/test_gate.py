@@ -10,7 +10,7 @@ import pytest
 
 from services.trainer.data.dataset import PhotoRef
 from services.trainer.data.feedback import is_held_back, split_by_person
-from services.trainer.jobs.gate import ProbabilityCache, compare, judge, score
+from services.trainer.jobs.gate import ProbabilityCache, compare, judge, per_person, score
 from services.trainer.jobs.recalibrate import recalibrated_calibration, write_recalibrated_version
 from services.trainer.data.feedback import LabelledPhoto
 from services.trainer.errors import RefitError
@@ -74,7 +74,9 @@ def test_the_gate_keeps_a_worse_candidate_and_promotes_an_equal_one(models, phot
     # 40 photos allow 5 errors only at 0.8 (8) and 0.9 (4 < 5: not judged): one miss is not evidence
     assert worse.active["eval"]["shortfall_targets"] == [0.8]
     same = judge(active, ("active", active), sets, cache, tolerance=0.0, min_feedback=10)
-    assert same.promote and same.candidate == same.active and "feedback" in same.reason
+    assert same.promote and "feedback" in same.reason
+    assert {k: {f: v for f, v in d.items() if f != "per_person"} for k, d in same.candidate.items()} == same.active
+    assert same.candidate["eval"]["per_person"]["people"] == 12 and same.candidate["eval"]["per_person"]["lo"] == 0
     first = judge(active, None, sets, cache, 0.01, 30)
     assert first.promote and "no version is active" in first.reason
 
@@ -133,3 +135,47 @@ def test_a_version_trained_on_every_photo_is_not_judged_on_the_split_it_learned_
     # the same candidate against an active version that held the split out is judged on it
     held_out = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=10)
     assert "top-1 on eval" in held_out.reason
+
+
+def test_per_person_counts_each_person_once_and_its_interval_narrows_with_people():
+    # one person with 90 photos the candidate gets right and 9 people with one photo it gets wrong
+    diff = np.array([1.0] * 90 + [-1.0] * 9)
+    persons = ["big"] * 90 + [f"p{i}" for i in range(9)]
+    judged = per_person(diff, persons)
+    assert judged["people"] == 10 and judged["mean"] == pytest.approx(-0.8) and judged["largest_share"] > 0.9
+    assert judged["lo"] <= judged["mean"] <= judged["hi"] and judged == per_person(diff, persons), "seeded"
+    rng = np.random.default_rng(0)
+    few, many = ([f"q{i}" for i in range(n) for _ in range(4)] for n in (6, 60))
+    wide = per_person(rng.choice([-1.0, 0.0, 1.0], len(few)), few)
+    narrow = per_person(rng.choice([-1.0, 0.0, 1.0], len(many)), many)
+    assert narrow["hi"] - narrow["lo"] < wide["hi"] - wide["lo"]
+
+
+def test_too_few_people_or_too_wide_an_interval_is_insufficient_evidence():
+    active = {"feedback": {"n": 40, "top1": 0.80}}
+    sure = {"people": 40, "mean": 0.02, "lo": -0.005, "hi": 0.04, "level": 0.9}
+    ok, reason = compare({"feedback": {"n": 40, "top1": 0.82, "per_person": sure}}, active, 0.01, ["feedback"])
+    assert ok and "per person +0.020" in reason
+    unsure = {**sure, "people": 6, "lo": -0.2, "hi": 0.25}
+    ok, reason = compare({"feedback": {"n": 40, "top1": 0.82, "per_person": unsure}}, active, 0.01, ["feedback"])
+    assert not ok and reason.startswith("insufficient evidence") and "over 6 people" in reason
+
+
+def test_the_gate_needs_enough_people_before_anything_decides(models, photos, tmp_path):
+    active, other = models
+    cache = ProbabilityCache(tmp_path / "p")
+    labelled = _labelled_as_predicted(active, photos, cache, person=lambda i: f"p{i % 3}")  # 3 people
+    decision = judge(other, ("active", active), {"eval": labelled}, cache, tolerance=0.01, min_feedback=1)
+    assert not decision.promote and decision.reason.startswith("insufficient evidence")
+    assert judge(other, ("active", active), {"eval": labelled}, cache, 0.01, 1, min_people=3).candidate
+
+
+def test_a_yes_to_a_hedged_answer_counts_in_the_gates_set(models, photos, tmp_path):
+    """A partial label (an inner node) judges top-1 by "is the top leaf under that node"."""
+    active, _ = models
+    cache = ProbabilityCache(tmp_path / "p")
+    exact = _labelled_as_predicted(active, photos[:20], cache)
+    parents = [LabelledPhoto(p.photo, p.leaf.rsplit(".", 1)[0], p.person) for p in exact]
+    scored = score(active, parents, cache)
+    assert scored["n"] == 20 and scored["partial_labels"] == 20 and scored["top1"] == 1.0
+    assert all(0.0 <= v <= 1.0 for v in scored["hedged"].values())

@@ -39,7 +39,7 @@ def settings(database_url, tmp_path, model_dir):
     prepare_database(database_url, model_dir, model_store=store)
     s = TrainerSettings(database_url=database_url, data_dir=tmp_path / "var", model_dir=model_dir,
                         model_store=str(store), dataset_dir=data, split_file=tmp_path / "split.json",
-                        heartbeat_interval_s=0.05, feedback_holdout_share=0.3, gate_min_feedback=3,
+                        heartbeat_interval_s=0.05, feedback_holdout_share=0.3, gate_min_feedback=3, gate_min_people=2,
                         recalibration_min_photos=5)
     _feedback(s, taxonomy, n=24)
     return s
