@@ -72,18 +72,21 @@ def _all_photos(ctx: JobContext, taxonomy, learn: list) -> list:  # noqa: ANN001
 
 
 def _cross_fitted(ctx: JobContext, kind: ModelRecipe, mode: str, taxonomy, learn: list, facts: dict) -> JobOutcome:  # noqa: ANN001
+    """``kind`` run (trimmed by :func:`quick_recipe` for quick) on the dataset + feedback photos;
+    the card records ``kind`` itself, so the next job relearns the same kind."""
     photos = _all_photos(ctx, taxonomy, learn)
+    run = quick_recipe(kind) if mode == "quick" else kind
 
     def report(stage: str, fraction: float, message: str | None) -> None:
         ctx.progress(stage, 0.03 + 0.85 * fraction, message)
         ctx.check_cancelled()
 
-    card = fit_model_recipe(kind, photos, taxonomy, ctx.settings.resolved_cache_dir / "features", ctx.work_dir,
-                            ctx.version, report, data={"mode": mode})
+    card = fit_model_recipe(run, photos, taxonomy, ctx.settings.resolved_cache_dir / "features", ctx.work_dir,
+                            ctx.version, report, data={"mode": mode}, recorded=kind)
     metrics = {k: v for k, v in card.metrics.items() if k != "history"}
     ctx.progress("trained", 0.88, f"{mode} candidate {ctx.version} in {metrics['train_seconds']:.0f} s")
-    return JobOutcome(ctx.work_dir / ctx.version, {**facts, **metrics, "members": len(kind.members),
-                                                   "folds": kind.calibration.folds})
+    return JobOutcome(ctx.work_dir / ctx.version, {**facts, **metrics, "members": len(run.members),
+                                                   "folds": run.calibration.folds})
 
 
 def _feedback(ctx: JobContext, taxonomy) -> tuple[list, dict]:  # noqa: ANN001
@@ -109,7 +112,7 @@ def run_quick(ctx: JobContext) -> JobOutcome:
     learn, facts = _feedback(ctx, taxonomy)
     kind = job_recipe(ctx, "quick")
     if kind.cross_fitted:
-        return _cross_fitted(ctx, quick_recipe(kind), "quick", taxonomy, learn, facts)
+        return _cross_fitted(ctx, kind, "quick", taxonomy, learn, facts)
     parts = dataset_parts(Path(s.dataset_dir), taxonomy, s.split_file)
     # on cached fronts, one augmented view, at most 2 epochs (the quick preset's trims)
     recipe = replace(kind.members[0], fine_tune="back", views=1, epochs=min(kind.members[0].epochs, 2))

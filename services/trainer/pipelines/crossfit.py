@@ -49,8 +49,12 @@ Report = Callable[[str, float, str | None], None]
 
 def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonomy: Taxonomy, cache_root: Path,
                      out_root: Path, version: str, report: Report | None = None,
-                     data: dict | None = None) -> ModelCard:
-    """Run the cross-fitted recipe ``kind`` on ``photos`` and write ``out_root/<version>/``."""
+                     data: dict | None = None, recorded: ModelRecipe | None = None) -> ModelCard:
+    """Run the cross-fitted recipe ``kind`` on ``photos`` and write ``out_root/<version>/``.
+
+    ``recorded``: the recipe the card names when ``kind`` is a trimmed run of it (a quick job):
+    the next job runs the recorded one again, never a trim of a trim (``data.fitted_with`` says
+    what ran)."""
     if not kind.cross_fitted:
         raise ValueError("fit_model_recipe runs cross-fitted recipes; a split recipe is pipelines.train / refit")
     report = report or (lambda stage, fraction, message: None)
@@ -128,12 +132,13 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
     net = finals[0] if len(finals) == 1 else Ensemble(finals)
     n_feedback = sum(p.source == "feedback" for p in photos)
     card = write_version(
-        net, Path(out_root) / version, version=version, model_recipe=kind, taxonomy=taxonomy,
+        net, Path(out_root) / version, version=version, model_recipe=recorded or kind, taxonomy=taxonomy,
         temperature=fit.temperature, calibration=fit.calibration,
         parity_photos=[load_photo(r.path) for r in refs[:8]], history=histories[0],
         data={**(data or {}), "photos": len(photos), "senders": int(len(set(persons.tolist()))),
               "feedback_photos": n_feedback, "partial_label_photos": int((~leaf).sum()),
-              "trained_on": TRAINED_ON_ALL, "calibration_source": fit.source},
+              "trained_on": TRAINED_ON_ALL, "calibration_source": fit.source,
+              **({"fitted_with": kind.to_dict()} if recorded is not None and recorded != kind else {})},
         metrics={"history": histories[0], "oof_top1": oof_top1, "oof_ece_before": fit.ece_before,
                  "oof_ece_after": fit.ece_after, "train_seconds": time.time() - start,
                  "features_computed": computed, "train_device": "cpu"},
