@@ -68,12 +68,16 @@ from shared.taxonomy import load_taxonomy  # noqa: E402
 
 log = logging.getLogger("learning_loop")
 
-# the reduced kind for a 2-core CPU: one Lite0 member cut where the served pair's second member is
-# cut (block 13), trained on one augmented view + the served crops, cross-fitted on 3 folds
-REDUCED = ModelRecipe([Recipe(architecture="efficientnet-lite0", input_size=224, resize_size=256, split_block=13,
-                              views=1, epochs=3, threads=2)],
-                      calibration=CalibrationRecipe("cross-fitted", folds=3, crc_unit="sender"),
-                      train_on_served=True)
+
+
+def reduced(input_size: int, epochs: int) -> ModelRecipe:
+    """The reduced kind for a 2-core CPU: one Lite0 member cut where the served pair's second
+    member is cut (block 13), trained on one augmented view + the served crops (upright, ±30°),
+    cross-fitted on 3 person-disjoint folds with a per-person (sender) promise."""
+    return ModelRecipe([Recipe(architecture="efficientnet-lite0", input_size=input_size,
+                               resize_size=round(input_size * 256 / 224), split_block=13, views=1, epochs=epochs,
+                               threads=2)],
+                       calibration=CalibrationRecipe("cross-fitted", folds=3, crc_unit="sender"), train_on_served=True)
 
 
 def _order(person: str, seed: int) -> str:
@@ -116,6 +120,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("var/cache"), help="front activations + probabilities")
     ap.add_argument("--recipe", choices=["reduced", "served"], default="reduced",
                     help="reduced: one Lite0 member (fits a 2-core CPU); served: the released card's model recipe")
+    ap.add_argument("--input-size", type=int, default=224, help="reduced recipe: network input side")
+    ap.add_argument("--epochs", type=int, default=3, help="reduced recipe: epochs")
     ap.add_argument("--stream-people", type=int, default=40)
     ap.add_argument("--judge-people", type=int, default=40)
     ap.add_argument("--max-sender-photos", type=int, default=150)
@@ -138,7 +144,7 @@ def main() -> None:
     taxonomy = load_taxonomy()
     rng = random.Random(args.seed)
     t0 = time.time()
-    kind = REDUCED if args.recipe == "reduced" else ModelCard.load(
+    kind = reduced(args.input_size, args.epochs) if args.recipe == "reduced" else ModelCard.load(
         Path("models") / (Path("models") / RELEASE_FILE).read_text().strip()).model_recipe
 
     # 1. people ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class TrainerSettings(CommonSettings):
     sweep_interval_s: float = Field(30.0, gt=0, description="Celery beat runs the dead-job sweep this often.")
     slot_retry_s: float = Field(5.0, gt=0, description="A job waiting for the running one re-checks this often.")
     gate_tolerance: float = Field(0.01, ge=0, le=0.5, description="Top-1 a candidate may lose and still be promoted.")
-    # --- learning from feedback (refit.py, gate.py, recalibrate.py) -----------------------------
+    # --- learning from feedback (pipelines/refit.py, jobs/gate.py, jobs/recalibrate.py) -------------
     split_file: Path = Field(BUNDLED_MODELS_DIR / "split.json",
                              description="The dataset's sender split (train/val/cal/test) every refit and the gate use.")
     gate_eval_split: str = Field("test", pattern="^(train|val|cal|test)$",

@@ -105,14 +105,22 @@ def _feedback(ctx: JobContext, taxonomy) -> tuple[list, dict]:  # noqa: ANN001
     return learn, facts
 
 
-def run_quick(ctx: JobContext) -> JobOutcome:
-    """``quick``: the trainable part of every member refit on cached fronts (module docstring)."""
-    s = ctx.settings
+def _run(ctx: JobContext, mode: str) -> tuple[JobOutcome | None, ModelRecipe, list, dict]:
+    """What both modes start with: the feedback, the job's recipe, and a cross-fitted recipe run
+    at once (the outcome); a split recipe is left to the mode (outcome None)."""
     taxonomy = load_taxonomy()
     learn, facts = _feedback(ctx, taxonomy)
-    kind = job_recipe(ctx, "quick")
-    if kind.cross_fitted:
-        return _cross_fitted(ctx, kind, "quick", taxonomy, learn, facts)
+    kind = job_recipe(ctx, mode)
+    outcome = _cross_fitted(ctx, kind, mode, taxonomy, learn, facts) if kind.cross_fitted else None
+    return outcome, kind, learn, facts
+
+
+def run_quick(ctx: JobContext) -> JobOutcome:
+    """``quick``: the trainable part of every member refit on cached fronts (module docstring)."""
+    s, taxonomy = ctx.settings, load_taxonomy()
+    outcome, kind, learn, facts = _run(ctx, "quick")
+    if outcome is not None:
+        return outcome
     parts = dataset_parts(Path(s.dataset_dir), taxonomy, s.split_file)
     # on cached fronts, one augmented view, at most 2 epochs (the quick preset's trims)
     recipe = replace(kind.members[0], fine_tune="back", views=1, epochs=min(kind.members[0].epochs, 2))
@@ -135,12 +143,10 @@ def run_quick(ctx: JobContext) -> JobOutcome:
 
 def run_full(ctx: JobContext) -> JobOutcome:
     """``full``: the whole recipe again with the feedback photos added (module docstring)."""
-    s = ctx.settings
-    taxonomy = load_taxonomy()
-    learn, facts = _feedback(ctx, taxonomy)
-    kind = job_recipe(ctx, "full")
-    if kind.cross_fitted:
-        return _cross_fitted(ctx, kind, "full", taxonomy, learn, facts)
+    s, taxonomy = ctx.settings, load_taxonomy()
+    outcome, kind, learn, facts = _run(ctx, "full")
+    if outcome is not None:
+        return outcome
     recipe = kind.members[0]
     ctx.progress("training", 0.05, f"full retrain, {recipe.architecture} (split {recipe.split_block})")
     result = full_retrain(Path(s.dataset_dir), learn, taxonomy, ctx.work_dir, ctx.version, s.split_file, recipe)

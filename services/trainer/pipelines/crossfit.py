@@ -90,12 +90,14 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
         pos += span
         report(f"{name}: fronts", lo, f"{name}: front activations of {len(refs)} photos")
         served = store.served(refs, angles, lambda f: report(f"{name}: fronts", lo + span * 0.5 * f, None))
-        aug = store.augmented(refs, member.views, lambda f: report(f"{name}: fronts", lo + span * (0.5 + 0.5 * f), None))
+        parts = [served.swapaxes(0, 1)] if kind.train_on_served else []
+        if member.views:  # (N, V, C, h, w) → (V, N, C, h, w), before the served crops
+            parts.insert(0, store.augmented(refs, member.views, lambda f: report(
+                f"{name}: fronts", lo + span * (0.5 + 0.5 * f), None)).swapaxes(0, 1))
         computed += store.computed
-        parts = [aug.swapaxes(0, 1)] + ([served.swapaxes(0, 1)] if kind.train_on_served else [])
         views = np.ascontiguousarray(np.concatenate(parts))  # (V, N, C, h, w)
         plain = np.ascontiguousarray(served[:, 0])
-        del aug, parts
+        del parts
 
         for fold in [*range(k), None]:
             held = np.flatnonzero(folds == fold) if fold is not None else np.zeros(0, np.int64)

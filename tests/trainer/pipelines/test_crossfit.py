@@ -80,10 +80,15 @@ def test_progress_names_every_member_and_fold_and_only_grows(candidate):
     assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
 
 
-def test_a_second_run_reads_every_front_from_the_cache(candidate, tmp_path):
+def test_a_quick_run_reads_every_front_from_the_cache_and_records_the_untrimmed_recipe(candidate, tmp_path):
+    from services.trainer.jobs.modes import quick_recipe
+
     taxonomy, labelled, root, card, _ = candidate
-    again = fit_model_recipe(PAIR, labelled, taxonomy, root / "cache", tmp_path, "pair-2")
+    quick = quick_recipe(PAIR)
+    again = fit_model_recipe(quick, labelled, taxonomy, root / "cache", tmp_path, "pair-2", recorded=PAIR)
     assert card.metrics["features_computed"] > 0 and again.metrics["features_computed"] == 0
+    assert again.model_recipe == PAIR, "the next job relearns the kind, not a trim of a trim"
+    assert again.data["fitted_with"]["members"][0]["views"] == 0
 
 
 def test_a_job_runs_the_active_versions_recipe_again(candidate):
