@@ -32,7 +32,7 @@ from services.trainer.data.dataset import load_photo
 from services.trainer.data.feedback import LabelledPhoto
 from services.trainer.fit.front_cache import FeatureStore
 from services.trainer.fit.loop import eval_logits, fit_on_views, label_targets, new_net, seed_everything
-from services.trainer.model.export import write_version
+from services.trainer.pipelines.version import write_version
 from services.trainer.pipelines.cv import CURVE_PHOTOS, assign_folds, cross_fit
 from services.trainer.pipelines.ensemble import Ensemble
 from shared.model_card import TRAINED_ON_ALL, ModelCard, PreprocessConfig

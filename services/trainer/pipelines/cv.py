@@ -42,6 +42,7 @@ from services.trainer.data.dataset import Sample, load_dataset, load_photo, spli
 from services.trainer.fit.front import OrtRunner, run_in_batches
 from services.trainer.fit.loop import eval_logits, fit_on_views, new_net, seed_everything
 from services.trainer.model.net import GarmentNet
+from services.trainer.pipelines.version import write_version
 from shared.recipe import CalibrationRecipe, ModelRecipe, Recipe
 from shared.model_card import TRAINED_ON_ALL, PreprocessConfig
 from shared.preprocessing import preprocess
@@ -397,8 +398,6 @@ def ship(run_dir: Path, taxonomy: Taxonomy, models_dir: Path, version: str, crc_
     model that never saw that sender), with ``crc_unit`` 'group' (a promise for every group of new
     people, the default), 'sender' (for a new person on average) or 'photo'. The card records how
     (``data.calibration_source``, ``calibration.crc_unit``)."""
-    from services.trainer.model.export import write_version
-
     run_dir = Path(run_dir)
     net, recipe, saved = load_final(run_dir, taxonomy)
     oof = load_oof(run_dir)

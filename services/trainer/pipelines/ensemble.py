@@ -27,6 +27,7 @@ from torch import nn
 
 from services.trainer.pipelines.cv import cross_fit, cross_fitted_recipe, load_final, load_oof, parity_photos
 from services.trainer.model.net import GarmentNet
+from services.trainer.pipelines.version import write_version
 from shared.recipe import Recipe
 from shared.model_card import TRAINED_ON_ALL, PreprocessConfig
 from shared.taxonomy import Taxonomy
@@ -72,8 +73,6 @@ def ship_ensemble(run_dirs: list[Path], taxonomy: Taxonomy, models_dir: Path, ve
                   crc_unit: str = "group", data_dir: Path | None = None) -> Path:
     """Export the members' networks on all photos as one model version, cross-fitted like
     ``cv.ship``; the card lists every member's recipe and where its CV came from."""
-    from services.trainer.model.export import write_version
-
     oof = combine_oof(run_dirs)
     members = [load_final(r, taxonomy) for r in run_dirs]
     recipes = [recipe for _, recipe, _ in members]

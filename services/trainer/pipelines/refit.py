@@ -39,7 +39,7 @@ from services.trainer.data.feedback import LabelledPhoto
 from services.trainer.errors import RefitError
 from services.trainer.fit.front_cache import FeatureStore
 from services.trainer.fit.loop import eval_logits, fit_on_views, label_targets
-from services.trainer.model.export import write_version
+from services.trainer.pipelines.version import write_version
 from services.trainer.model.net import GarmentNet
 from services.trainer.pipelines.train import TrainResult, calibrate_hedger, train
 from shared.recipe import ModelRecipe, Recipe

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from services.trainer.data.augment import shrink_for_cache, training_transform, augmented_view
 from services.trainer.model.calibrate import expected_calibration_error, fit_temperature, softmax
 from services.trainer.data.dataset import Dataset, Sample, load_dataset, load_or_create_split, load_photo
-from services.trainer.model.export import write_version
+from services.trainer.pipelines.version import write_version
 from services.trainer.fit.front import OrtRunner, TorchRunner, run_in_batches
 from services.trainer.fit.loop import (FineTuner, eval_logits, fit_on_views, resolve_device, seed_everything,
                                        sibling_smoothing_targets)
