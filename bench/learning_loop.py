@@ -31,6 +31,7 @@ cannot be judged on a split it learned).
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import logging
@@ -101,6 +102,24 @@ def choose_people(photos: list[LabelledPhoto], seed: int, n_stream: int, n_judge
     return pick(start), pick(stream), pick(judge)
 
 
+def start_people_dataset(data: Path, ids: set[str], out: Path) -> Path:
+    """The jobs' DATASET_DIR: the dataset's layout (``images.csv`` + ``images/``) holding only the
+    start people's rows, so a job learns from them and the feedback, never from the judge people."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (data / "images.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["image"] in ids]
+        fields = reader.fieldnames
+    with (out / "images.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    link = out / "images"
+    if not link.exists():
+        link.symlink_to((data / "images").resolve(), target_is_directory=True)
+    return out
+
+
 def judge_version(model_dir: Path, photos: list[LabelledPhoto], cache: ProbabilityCache) -> dict:
     """Top-1 of a version (its ONNX file, as served) on the judge people: over photos and per person."""
     card = ModelCard.load(model_dir)
@@ -155,9 +174,9 @@ def main() -> None:
     n_people = lambda ps: len({p.person for p in ps})  # noqa: E731
     log.info("people: start %d (%d photos), stream %d (%d photos), judge %d (%d photos)", n_people(start),
              len(start), n_people(stream), len(stream), n_people(judge), len(judge))
-    split_file = out / "split.json"  # the jobs' dataset: the start people only
-    split_file.write_text(json.dumps({"train": [p.photo.path.stem for p in start], "val": [], "cal": [],
-                                      "test": []}) + "\n")
+    job_data = start_people_dataset(args.data, {p.photo.path.stem for p in start}, out / "dataset")
+    split_file = out / "split.json"  # made by the first job over the start people's dataset
+    split_file.unlink(missing_ok=True)
     cache = ProbabilityCache(cache_root / "probabilities")
 
     # 2. start and 5. reference (offline, the same recipe) --------------------------------------
@@ -179,7 +198,7 @@ def main() -> None:
     shutil.rmtree(out / "var", ignore_errors=True)
     settings = TrainerSettings(
         database_url=f"sqlite:///{db}", data_dir=out / "var", model_dir=out / "bundled", model_store=str(out / "store"),
-        dataset_dir=args.data, split_file=split_file, feedback_holdout_share=args.holdout,
+        dataset_dir=job_data, split_file=split_file, feedback_holdout_share=args.holdout,
         gate_tolerance=args.tolerance, gate_min_people=args.min_people, gate_min_feedback=30, cache_dir=cache_root,
         heartbeat_interval_s=5.0, training_heartbeat_timeout_s=3600.0)
     prepare_database(settings.resolved_database_url, settings.model_dir, model_store=settings.model_store)
