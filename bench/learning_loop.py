@@ -300,7 +300,7 @@ def _plot(result: dict, path: Path) -> None:
                   f"quick every {result['every']}, full at the end")
     ax.set_ylabel(f"top-1 (%) on {result['people']['judge']} new people ({result['photos']['judge']} photos)")
     ax.set_title(f"The learning loop ({result['scale']} recipe)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left")
     ax.grid(alpha=0.3)
     save_figure(fig, path, dpi=120)
 
