@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -22,37 +23,56 @@ log = logging.getLogger("wardrobe")
 
 
 # --- wardrobe up ------------------------------------------------------------------------------
+def up_banner(url: str, new_key: str | None) -> str:
+    """What ``wardrobe up`` prints once everything answers: one short block."""
+    lines = ["", f"Wardrobe is up at {url}", f"  Web page:  {url}/  (open it in a browser)", f"  API docs:  {url}/docs"]
+    if new_key:
+        lines += ["  First start: an operator API key was made; it is shown this once, keep it:",
+                  f"    {new_key}",
+                  "  Send it as 'Authorization: Bearer <key>' (or export WARDROBE_API_KEY=<key> for the wardrobe",
+                  "  commands); make a key per client app with `wardrobe keys create --name NAME`."]
+    lines += ["  Stop: Ctrl-C (twice: at once). Routine work logs at DEBUG: LOG_LEVEL=DEBUG shows it.", ""]
+    return "\n".join(lines)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from services import launcher
     from shared.config import CommonSettings
 
     settings = CommonSettings()
+    group = launcher.ProcessGroup(log_dir=Path(args.log_dir) if args.log_dir else None)
+    stopping = False
 
-    def _on_sigterm(signum, _frame) -> None:  # noqa: ANN001 - stop like Ctrl-C
+    def _on_signal(signum, _frame) -> None:  # noqa: ANN001 - Ctrl-C or SIGTERM
+        """The first stops gracefully (KeyboardInterrupt unwinds to the stop below); any later one,
+        while the children are stopping, kills them at once. Never a traceback."""
+        nonlocal stopping
+        if stopping:
+            group.kill_all()
+            return
+        stopping = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    group = launcher.ProcessGroup(log_dir=Path(args.log_dir) if args.log_dir else None)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         stack = launcher.start_stack(
             group, data_dir=settings.data_dir, model_dir=settings.model_dir, redis_url=settings.redis_url,
             database_url=settings.resolved_database_url, namespace=settings.redis_namespace, port=args.port,
             host=args.host, model_store=settings.model_store, bootstrap_key=settings.wardrobe_bootstrap_key,
+            log_level=settings.log_level,
         )
-        url = stack.url
-        print(f"Wardrobe is up at {url}  (API docs: {url}/docs) — Ctrl-C to stop", flush=True)
-        if stack.new_operator_key:
-            print(f"First start: created an operator API key (shown once, keep it):\n    {stack.new_operator_key}\n"
-                  "Send it as 'Authorization: Bearer <key>'; make client keys with `wardrobe keys create`.",
-                  flush=True)
+        print(up_banner(stack.url, stack.new_operator_key), flush=True)
         while True:  # a child that dies is started again, with backoff; the others keep serving
             group.supervise()
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
     finally:
-        print("stopping...", flush=True)
+        stopping = True  # also when start-up failed: a Ctrl-C from here on kills at once
+        print("\nstopping... (Ctrl-C again to stop at once)", flush=True)
         group.stop_all()
+        print("stopped", flush=True)
 
 
 # --- wardrobe classify ------------------------------------------------------------------------
@@ -68,38 +88,42 @@ def format_answer(path: str, body: dict) -> str:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    import httpx
+    from services.api_client import ApiError, api_from_args, error_line
 
-    from shared.config import CommonSettings
-
-    key = args.key or CommonSettings().wardrobe_api_key
-    if not key:
-        print("an API key is needed: --key KEY or WARDROBE_API_KEY (`wardrobe keys create`)", file=sys.stderr)
+    api = api_from_args(args, timeout=args.wait + 10)
+    if "Authorization" not in api.http.headers:
+        print("wardrobe classify: an API key is needed: --key KEY or WARDROBE_API_KEY (`wardrobe keys create`)",
+              file=sys.stderr)
         return 2
     failures = 0
-    with httpx.Client(base_url=args.url, timeout=args.wait + 10, headers={"Authorization": f"Bearer {key}"}) as client:
-        for photo in args.photos:
-            path = Path(photo)
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                print(f"{photo}: {exc}", file=sys.stderr)
-                failures += 1
-                continue
-            params = {"wait": args.wait}
-            if args.accuracy is not None:
-                params["accuracy"] = args.accuracy
-            r = client.post("/v1/classifications", params=params, files={"photo": (path.name, data)})
+    for photo in args.photos:
+        path = Path(photo)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"{photo}: {exc.strerror or exc}", file=sys.stderr)
+            failures += 1
+            continue
+        params = {"wait": args.wait}
+        if args.accuracy is not None:
+            params["accuracy"] = args.accuracy
+        try:
+            r = api.request("POST", "/v1/classifications", params=params, files={"photo": (path.name, data)})
             if r.status_code == 202:  # not ready within --wait: one more bounded wait
-                r = client.get(r.headers["location"], params={"wait": args.wait})
-            body = r.json()
-            if r.status_code >= 400:
-                print(f"{photo}: error {r.status_code}: {body.get('error', {}).get('message', body)}",
-                      file=sys.stderr)
-                failures += 1
-                continue
-            print(format_answer(photo, body))
-            failures += body.get("status") != "done"
+                r = api.request("GET", r.headers["location"], params={"wait": args.wait})
+        except ApiError as exc:  # the gateway is down: no use trying the other photos
+            print(f"wardrobe classify: {exc}", file=sys.stderr)
+            return 1
+        if r.status_code in (401, 403):  # the key, not the photo: the same for every photo
+            print(f"wardrobe classify: {error_line(r)}", file=sys.stderr)
+            return 1
+        if r.status_code >= 400:
+            print(f"{photo}: {error_line(r)}", file=sys.stderr)
+            failures += 1
+            continue
+        body = r.json()
+        print(format_answer(photo, body))
+        failures += body.get("status") != "done"
     return 1 if failures else 0
 
 
@@ -203,6 +227,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    from services.api_client import add_client_args
+
     up = subparsers.add_parser("up", help="start Redis (if REDIS_URL is unset), the gateway and the workers")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--host", default="127.0.0.1")
@@ -211,8 +237,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     classify = subparsers.add_parser("classify", help="classify photos with a running gateway")
     classify.add_argument("photos", nargs="+", metavar="PHOTO")
-    classify.add_argument("--url", default="http://127.0.0.1:8000")
-    classify.add_argument("--key", default=None, help="API key (default: WARDROBE_API_KEY)")
+    add_client_args(classify, json_flag=False)
     classify.add_argument("--accuracy", type=float, default=None, help="accuracy target in [0.5, 0.999]")
     classify.add_argument("--wait", type=float, default=30.0, help="seconds to wait for each answer (max 30)")
     classify.set_defaults(func=cmd_classify)
@@ -235,8 +260,16 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     ping.set_defaults(func=cmd_ping)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad argument is one line on stderr (and exit 2), not the usage block: the subcommands'
+    parsers are of this class too (argparse makes them of their parent's)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` for usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wardrobe", description="Wardrobe: tells what garment is in a photo.")
+    parser = OneLineParser(prog="wardrobe", description="Wardrobe: tells what garment is in a photo.")
     parser.add_argument("-v", "--verbose", action="store_true")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
@@ -252,15 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from shared.config import CommonSettings, SettingsError
+    from shared.log_levels import quiet_libraries
 
     args = build_parser().parse_args(argv)
     try:
         level = "DEBUG" if args.verbose else CommonSettings().log_level
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_libraries(level)  # e.g. httpx's line per request through `retrain --wait`'s progress bar
         return args.func(args)
     except SettingsError as exc:  # a bad environment variable: say which, no traceback
         print(f"wardrobe {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in any command: stop, no traceback
+        print(f"\nwardrobe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the output was piped into e.g. `head`, which has stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":

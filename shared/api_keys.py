@@ -12,14 +12,17 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.auth import Caller, Role
+from shared.schemas import ApiKeyPublic
 from shared.tables import ApiKey, utcnow
 
-__all__ = ["NewKey", "hash_secret", "create_key", "resolve", "get_key", "list_keys", "revoke", "ensure_bootstrap_key"]
+__all__ = ["NewKey", "hash_secret", "create_key", "resolve", "get_key", "list_keys", "revoke", "ensure_bootstrap_key",
+           "public"]
 
 PREFIX = "wdr"
 
@@ -90,3 +93,14 @@ def ensure_bootstrap_key(session: Session, token: str | None = None) -> NewKey |
     if session.scalar(select(ApiKey.id).limit(1)) is not None:
         return None
     return create_key(session, "bootstrap", Role.operator, rate_limit_per_minute=0)
+
+
+def public(row: ApiKey) -> ApiKeyPublic:
+    """The key as the API and ``wardrobe keys`` show it (never the hash). Times in UTC with their
+    offset, also where the database keeps none (SQLite)."""
+    def iso(t: datetime | None) -> str | None:
+        return None if t is None else (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat()
+
+    return ApiKeyPublic(id=row.id, name=row.name, role=row.role.value, rate_limit_per_minute=row.rate_limit_per_minute,
+                        max_photo_bytes=row.max_photo_bytes, created_at=iso(row.created_at),
+                        revoked_at=iso(row.revoked_at))

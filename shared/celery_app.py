@@ -115,11 +115,15 @@ def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "
 
 
 def _follow_log_level(level: str) -> None:
-    """Set the root logger to ``level`` once Celery has configured logging (from ``-l``)."""
+    """Set the root logger to ``level`` once Celery has configured logging (from ``-l``), with
+    the libraries' routine lines below it unless ``level`` is DEBUG (``shared.log_levels``)."""
     from celery.signals import after_setup_logger
+
+    from shared.log_levels import quiet_libraries
 
     def set_level(logger, **_: object) -> None:  # noqa: ANN001 - Celery passes the root logger
         logger.setLevel(level)
+        quiet_libraries(level)
 
     after_setup_logger.connect(set_level, weak=False)
 

@@ -66,7 +66,14 @@ class CommonSettings(BaseSettings):
     db_wait_attempts: int = Field(
         30, ge=1, description="Tries, 1 s apart, while waiting for the database at start-up (migrate, gateway)."
     )
-    wardrobe_api_key: str | None = Field(None, description="`wardrobe classify`: the API key it sends.")
+    wardrobe_url: str = Field(
+        "http://127.0.0.1:8000", pattern=r"^https?://",
+        description="The `wardrobe` commands that call a gateway (classify, retrain, jobs, models, keys): "
+        "its base URL; --url overrides.",
+    )
+    wardrobe_api_key: str | None = Field(
+        None, description="The `wardrobe` commands that call a gateway: the API key they send; --key overrides."
+    )
     wardrobe_bootstrap_key: str | None = Field(
         None, description="`wardrobe up`: make sure this operator API key exists (scripts, tests); unset: "
         "an operator key is drawn and printed on first start.",

@@ -13,14 +13,17 @@ from typing import Any
 from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 
 from shared.hedging.calibration import Calibration
-from shared.model_contract import INPUT_NAME, OUTPUT_NAME
 from shared.recipe import ModelRecipe
 from shared.taxonomy import Taxonomy, TaxonomyError
 
 __all__ = ["card_taxonomy", "PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME",
-           "TRAINED_ON_ALL"]
+           "TRAINED_ON_ALL", "INPUT_NAME", "OUTPUT_NAME"]
 
 CARD_FILENAME = "card.json"
+# the ONNX tensor names of the model contract (shared.model_contract runs them, the trainer's
+# onnx_export writes them); recorded in each card, so a version says how it is called
+INPUT_NAME = "images"  # float32 [N, 3, S, S]
+OUTPUT_NAME = "probabilities"  # softmax(logits / temperature), already calibrated
 ONNX_FILENAME = "model.onnx"
 # card.data["trained_on"] of a version that held no dataset split out (wardrobe cv|ensemble --version);
 # the promotion gate then does not judge it on the evaluation split it learned from
@@ -51,7 +54,7 @@ class ModelCard(BaseModel):
     # stored answers keep rendering) after a leaf is added to shared/taxonomy.yaml
     taxonomy: dict[str, Any] | None = None
     onnx_file: str = ONNX_FILENAME
-    onnx_input: str = INPUT_NAME  # the tensor names of shared.model_contract
+    onnx_input: str = INPUT_NAME  # the tensor names above
     onnx_output: str = OUTPUT_NAME
     temperature: float = 1.0
     # the hedger's λ(ε) tables (shared.hedging.calibration), checked here, when the card loads

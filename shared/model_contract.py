@@ -3,7 +3,7 @@
 A version is an ONNX file with one input, float32 ``[N, 3, S, S]`` (the shared preprocessing's
 output, a dynamic batch axis), and one output, the class probabilities ``[N, C]`` in the order of
 the card's ``classes``; the tensor names are recorded in the card (``onnx_input``,
-``onnx_output``). :func:`export_onnx` writes such a file (the trainer, the tests' factories);
+``onnx_output``). ``services/trainer/model/onnx_export.py`` writes such a file (torch is the trainer's alone);
 :func:`open_session` is the only place an ONNX Runtime session is opened; :func:`load_model` reads
 a version directory into the :class:`LoadedModel` that serving runs, and evaluation, feature
 caching and the benches run the same way, so "evaluated as served" is literally true.
@@ -14,23 +14,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from shared.model_card import INPUT_NAME, OUTPUT_NAME, ModelCard
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
 
-    from shared.model_card import ModelCard
-
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "pick_providers", "open_session", "export_onnx", "LoadedModel",
-           "load_model"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "pick_providers", "open_session", "LoadedModel", "load_model"]
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "images"  # float32 [N, 3, S, S]
-OUTPUT_NAME = "probabilities"  # softmax(logits / temperature), already calibrated
-OPSET = 17
 
 
 def pick_providers(prefer_gpu: bool = True) -> list[str]:
@@ -59,21 +54,6 @@ def open_session(path: str | Path, threads: int = 0, prefer_gpu: bool = False,
     return ort.InferenceSession(str(path), opts, providers=pick_providers(prefer_gpu))
 
 
-def export_onnx(module: Any, path: str | Path, input_size: int, output_name: str = OUTPUT_NAME,
-                batch: int = 1) -> Path:
-    """Export a torch module taking ``[N, 3, S, S]`` with the contract's names and a dynamic batch
-    axis (TorchScript exporter, opset 17). Checking it (``onnx.checker``, parity with PyTorch) is
-    the caller's: the trainer's export does both."""
-    import torch
-
-    path = Path(path)
-    dummy = torch.zeros(batch, 3, input_size, input_size)
-    torch.onnx.export(module, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[output_name],
-                      dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
-                      opset_version=OPSET, dynamo=False)
-    return path
-
-
 @dataclass(eq=False)  # identity equality: the batcher groups requests by model object
 class LoadedModel:
     version: str
@@ -97,8 +77,6 @@ class LoadedModel:
 def load_model(path: str | Path, prefer_gpu: bool = True, intra_op_threads: int = 0,
                spinning: bool = True) -> LoadedModel:
     """The model version in directory ``path`` (its card and ONNX file), ready to run."""
-    from shared.model_card import ModelCard
-
     path = Path(path)
     card = ModelCard.load(path)
     session = open_session(path / card.onnx_file, intra_op_threads, prefer_gpu, spinning)

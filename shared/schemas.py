@@ -236,6 +236,35 @@ class TrainingJobPublic(BaseModel):
     heartbeat_at: str | None
 
 
+# --- API keys (operators) -------------------------------------------------------------------
+KeyRole = Literal["client", "trainer", "operator"]
+
+
+class ApiKeyBase(BaseModel):
+    name: str = Field(min_length=1, max_length=128, description="Who or what the key is for.")
+    role: KeyRole = Field("client", description="client < trainer < operator (SECURITY.md).")
+    rate_limit_per_minute: int | None = Field(
+        None, ge=0, le=1_000_000, description="Requests per minute; unset: the gateway's RATE_LIMIT_PER_MINUTE; 0: not limited.")
+    max_photo_bytes: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Upload cap of this key (bytes); unset: the gateway's MAX_PHOTO_BYTES.")
+
+
+class ApiKeyCreate(ApiKeyBase):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyPublic(ApiKeyBase):
+    """A key as lists show it: never its secret (only a hash of it is stored)."""
+
+    id: str = Field(description="Public id: names the key in lists, logs and as the owner of what it creates.")
+    created_at: str
+    revoked_at: str | None = None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The secret, shown this once: send it as 'Authorization: Bearer <key>'.")
+
+
 # --- Task payloads: JSON on the wire, ids only --------------------------------------------
 class InferenceTaskIn(BaseModel):
     job_id: str
@@ -251,3 +280,28 @@ class TrainingJobTaskIn(BaseModel):
     job_id: str
 
 
+# --- the web page: browser sessions and "My wardrobe" -----------------------------------------------
+class SessionPublic(BaseModel):
+    """A browser session (the cookie itself is http-only: a page never sees it)."""
+
+    client_id: str = Field(description="The client key this browser acts as: the owner of its classifications.")
+    csrf_token: str = Field(description="Send as X-CSRF-Token with every state-changing request of this session.")
+    expires_at: int = Field(description="When the session cookie expires (Unix seconds).")
+    created: bool = Field(description="A new session was started by this request (false: the existing one).")
+
+
+class WardrobeItem(BaseModel):
+    """One garment of a person's wardrobe: a classification of theirs and their verdict on it."""
+
+    id: str = Field(description="The classification's id.")
+    status: JobStatusName
+    answer: ScoredNode | None = Field(None, description="What Wardrobe answered (at the stored accuracy target).")
+    verdict: Literal["confirmed", "corrected"] | None = Field(
+        None, description="The caller's current feedback: the answer confirmed, or corrected to another node.")
+    label: NodeRef | None = Field(None, description="The garment's class: the verdict's node, else the answer.")
+    thumbnail_url: str
+    created_at: str
+
+
+class WardrobePublic(BaseModel):
+    items: list[WardrobeItem] = Field(description="Newest first.")

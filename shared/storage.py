@@ -52,3 +52,11 @@ class PhotoStore:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             raise PhotoMissing(f"photo {key} is not in the store") from None
+
+    def delete(self, key: str) -> bool:
+        """Remove a photo (a person took it out of their wardrobe); False if it was not there."""
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True

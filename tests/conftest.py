@@ -84,3 +84,15 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     make_tiny_model(root, "tiny-1", seed=1)
     return root
+
+
+BACKEND_FIXTURES = {"database_url", "session_database_url", "redis_url"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``backend`` every test that uses a database or Redis (directly or through another
+    fixture): its outcome may depend on which servers run it, so CI runs these against
+    PostgreSQL and Redis as well as on the embedded defaults (.ci/run)."""
+    for item in items:
+        if BACKEND_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.backend)

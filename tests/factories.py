@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from shared.model_card import ModelCard, PreprocessConfig, sha256_file
-from shared.model_contract import export_onnx
+from services.trainer.model.onnx_export import export_onnx
 from shared.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["make_tiny_model", "jpeg_bytes", "png_bytes", "bomb_png", "flat_png", "bad_uploads"]
@@ -172,3 +172,27 @@ def bad_uploads(max_bytes: int) -> list[tuple]:
         ("wait_too_long", {"photo": ("a.jpg", good)}, {"wait": 300}, 422, "invalid_request",
          "wait must be between"),
     ]
+
+
+def garment_jpeg(kind: str = "tee", color: tuple[int, int, int] = (38, 84, 150), size: int = 480, seed: int = 0) -> bytes:
+    """A drawn garment on a light floor (a flat-lay as people photograph clothes): a ``tee`` or
+    ``trousers`` silhouette with fabric-like noise, so the real model sees a garment-shaped thing
+    and each seed gives other bytes. Not a dataset photo: tests never read ../shared."""
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (size, size), (228, 224, 216))
+    draw = ImageDraw.Draw(img)
+    s = size / 100
+    shapes = {
+        "tee": [(30, 12), (42, 8), (50, 13), (58, 8), (70, 12), (88, 28), (78, 38), (70, 32), (70, 90), (30, 90),
+                (30, 32), (22, 38), (12, 28)],
+        "trousers": [(30, 8), (70, 8), (74, 92), (56, 92), (50, 36), (44, 92), (26, 92)],
+    }
+    draw.polygon([(x * s, y * s) for x, y in shapes[kind]], fill=color)
+    arr = np.asarray(img).astype(np.int16)
+    arr += rng.integers(-14, 15, arr.shape[:2], dtype=np.int16)[..., None]  # weave, floor grain
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=88)
+    return buf.getvalue()

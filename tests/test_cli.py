@@ -25,7 +25,8 @@ def wardrobe(*args: str, **env: str | Path) -> subprocess.CompletedProcess[str]:
     """``wardrobe ARGS`` as a child process, with only the given Wardrobe variables set."""
     base = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "MODEL_DIR",
                                                               "REDIS_NAMESPACE", "DATA_DIR", "DB_WAIT_ATTEMPTS",
-                                                              "WARDROBE_BOOTSTRAP_KEY")}
+                                                              "WARDROBE_BOOTSTRAP_KEY", "WARDROBE_URL",
+                                                              "WARDROBE_API_KEY", "LOG_LEVEL")}
     base["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), base.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=120, env={**base, **{k: str(v) for k, v in env.items()}})
@@ -120,3 +121,58 @@ def test_ping_a_worker_answers_only_while_it_runs(redis_url: str, redis_namespac
         group.stop("hedger")
         gone = wardrobe("ping", "hedger", "--timeout", "1", REDIS_URL=redis_url, REDIS_NAMESPACE=redis_namespace)
         assert gone.returncode == 1 and "did not answer" in gone.stderr
+
+
+# --- one line per failure, the gateway from WARDROBE_URL ------------------------------------------
+def one_line(out: subprocess.CompletedProcess[str]) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
+
+
+def test_an_unreachable_gateway_is_one_line_naming_the_url_from_wardrobe_url(tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"not looked at")
+    url = f"http://127.0.0.1:{closed_port()}"
+    out = wardrobe("classify", str(photo), WARDROBE_URL=url, WARDROBE_API_KEY="wdr_x_y")
+    assert out.returncode == 1 and url in one_line(out) and "cannot reach the gateway" in out.stderr
+    flag = f"http://127.0.0.1:{closed_port()}"
+    out = wardrobe("jobs", "--url", flag, WARDROBE_URL=url, WARDROBE_API_KEY="wdr_x_y")  # the flag wins
+    assert out.returncode == 1 and flag in one_line(out)
+
+
+def test_a_bad_argument_is_one_line_and_exit_2() -> None:
+    out = wardrobe("classify", "--accuracy", "high", "p.jpg")
+    assert out.returncode == 2 and "--accuracy" in one_line(out)
+    out = wardrobe("keys", "create")  # --name is required
+    assert out.returncode == 2 and "--name" in one_line(out)
+
+
+# --- wardrobe up: one short block, Ctrl-C without a traceback ------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2])
+def test_up_prints_one_short_block_and_ctrl_c_stops_it_without_a_traceback(tmp_path: Path, presses: int) -> None:
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LOG_LEVEL",
+                                                             "WARDROBE_BOOTSTRAP_KEY")}
+    env.update(DATA_DIR=str(tmp_path), PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--port", str(closed_port())], cwd=REPO_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        lines = []
+        for line in proc.stdout:  # until the block's last line (or the process ends)
+            lines.append(line)
+            if line.strip().startswith("Stop: Ctrl-C"):
+                break
+        output = "".join(lines)
+        block = output[output.index("Wardrobe is up"):].splitlines()
+        assert len(block) <= 12 and "/docs" in output and "wdr_" in output, output  # the first start's key
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
+    assert "Traceback" not in output + rest and "stopped" in rest, rest

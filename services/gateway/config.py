@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.config import CommonSettings
 from shared.hedging.calibration import MAX_TARGET, MIN_TARGET
@@ -45,6 +45,21 @@ class GatewaySettings(CommonSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to call the API (CORS); empty: none.",
     )
+    web_sessions: bool = Field(
+        True, description="Let browsers start sessions (POST /v1/session: each a new client key), so anyone who "
+        "can reach the gateway can use the web page; false: API keys only.",
+    )
+    session_secret: str | None = Field(
+        None, min_length=32,
+        description="Signs browser session cookies (at least 32 characters); unset: drawn once and kept in "
+        "DATA_DIR/session_secret. Gateways that share sessions need the same one.",
+    )
+    session_max_age_s: int = Field(
+        180 * 24 * 3600, ge=60, description="Seconds a browser session (its cookie) lasts from when it was issued.",
+    )
+    session_rate_limit_per_minute: int = Field(
+        30, ge=0, description="New browser sessions per minute per client address (0: no limit).",
+    )
     migrate_on_startup: bool = Field(True, description="Wait for the DB, migrate, register a model, then serve.")
     taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; the bundled one if unset.")
     ready_stages: list[Literal["inference", "hedger", "sweeper", "trainer"]] = Field(
@@ -52,3 +67,8 @@ class GatewaySettings(CommonSettings):
         description="Stages that need a live worker for /readyz to answer ready (every stage is reported); "
         "without them an accepted classification would wait.",
     )
+
+    @field_validator("session_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes ${SESSION_SECRET:-} through as ""

@@ -5,15 +5,16 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from services.gateway.errors import (ClassificationNotFinished, InvalidParameter, JobNotFound, ModelNotFound,
-                                     ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
+from services.gateway.errors import (ClassificationNotFinished, InvalidParameter, JobNotFound, KeyNotFound,
+                                     ModelNotFound, ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
                                      UnknownNode)
-from shared import feedback, jobs, registry, training_jobs
-from shared.auth import Caller
+from shared import api_keys, feedback, jobs, registry, training_jobs, wardrobe
+from shared.auth import Caller, Role
 from shared.model_store import ModelStore
-from shared.schemas import (ClassificationPublic, ClassificationResult, ErrorInfo, FeedbackCreate, FeedbackListPublic,
-                            FeedbackPublic, GateDecision, ModelActivationPublic, ModelVersionPublic, StageTimings,
-                            TrainingJobCreate, TrainingJobPublic)
+from shared.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ClassificationPublic, ClassificationResult,
+                            ErrorInfo, FeedbackCreate, FeedbackListPublic, FeedbackPublic, GateDecision,
+                            ModelActivationPublic, ModelVersionPublic, NodeRef, ScoredNode, StageTimings,
+                            TrainingJobCreate, TrainingJobPublic, WardrobeItem, WardrobePublic)
 from shared.tables import ClassificationJob, Feedback, ModelVersion, TrainingJob
 from shared.taxonomy import Taxonomy
 
@@ -107,6 +108,48 @@ def read_feedback(session: Session, classification_id: str, caller: Caller) -> F
     return FeedbackListPublic(current=[f for f in items if f.current], history=items)
 
 
+# --- the wardrobe (the web page) ------------------------------------------------------------------
+def _node_ref(taxonomy: Taxonomy, name: str) -> NodeRef:
+    node = taxonomy.nodes.get(name)
+    return NodeRef(name=name, display=node.display, icon=node.icon) if node else NodeRef(name=name, display=name, icon="")
+
+
+def _agrees(taxonomy: Taxonomy, verdict: Feedback) -> bool:
+    """The verdict lies on the answer's own path: more specific (a Yes made exact) or more general (a
+    Yes to a re-hedged, vaguer answer). Anything else corrected it."""
+    if verdict.correct or verdict.node not in taxonomy.nodes or verdict.answer not in taxonomy.nodes:
+        return verdict.correct
+    return verdict.node in taxonomy.ancestors(verdict.answer)
+
+
+def read_wardrobe(session: Session, caller: Caller, taxonomy: Taxonomy, limit: int) -> WardrobePublic:
+    items = []
+    for g in wardrobe.garments(session, caller.id, limit):
+        result = ClassificationResult.model_validate(g.job.result) if g.job.result else None
+        answer: ScoredNode | None = result.answer.node if result else None
+        verdict = None if g.verdict is None else ("confirmed" if _agrees(taxonomy, g.verdict) else "corrected")
+        label = _node_ref(taxonomy, g.verdict.node) if g.verdict else answer
+        items.append(WardrobeItem(id=str(g.job.id), status=g.job.status.value, answer=answer, verdict=verdict,
+                                  label=NodeRef.model_validate(label.model_dump()) if label else None,
+                                  thumbnail_url=f"/v1/classifications/{g.job.id}/thumbnail",
+                                  created_at=g.job.created_at.isoformat()))
+    return WardrobePublic(items=items)
+
+
+def photo_key_of(session: Session, job_id: str, caller: Caller) -> str:
+    try:
+        return wardrobe.owned_job(session, job_id, caller).photo_key
+    except wardrobe.UnknownGarment as exc:
+        raise JobNotFound(str(exc)) from None
+
+
+def remove_garment(session: Session, job_id: str, caller: Caller, keep_for_training: bool) -> wardrobe.Removal:
+    try:
+        return wardrobe.remove(session, job_id, caller, keep_for_training)
+    except wardrobe.UnknownGarment as exc:
+        raise JobNotFound(str(exc)) from None
+
+
 # --- training jobs -------------------------------------------------------------------------------
 def training_job_public(job: TrainingJob) -> TrainingJobPublic:
     iso = lambda t: t.isoformat() if t else None  # noqa: E731
@@ -179,3 +222,22 @@ def model_history(session: Session, limit: int) -> list[ModelActivationPublic]:
     return [ModelActivationPublic(version=a.version, previous_version=a.previous_version, kind=a.kind,
                                   caller_id=a.caller_id, reason=a.reason, created_at=a.created_at.isoformat())
             for a in registry.activations(session, limit)]
+
+
+def create_key(session: Session, body: ApiKeyCreate) -> ApiKeyCreated:
+    new = api_keys.create_key(session, body.name, Role(body.role), rate_limit_per_minute=body.rate_limit_per_minute,
+                              max_photo_bytes=body.max_photo_bytes)
+    return ApiKeyCreated(**api_keys.public(new.row).model_dump(), key=new.token)
+
+
+def list_keys(session: Session, include_revoked: bool) -> list[ApiKeyPublic]:
+    return [api_keys.public(r) for r in api_keys.list_keys(session, include_revoked=include_revoked)]
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKeyPublic:
+    """Revoke (idempotent: an already revoked key keeps its first ``revoked_at``); the row stays,
+    naming the owner of what the key created."""
+    row = api_keys.revoke(session, key_id)
+    if row is None:
+        raise KeyNotFound(f"no API key with id {key_id!r}")
+    return api_keys.public(row)

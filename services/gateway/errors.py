@@ -36,6 +36,25 @@ class Unauthenticated(GatewayError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class SessionEnded(Unauthenticated):
+    """A browser session cookie that is forged, expired or whose key was revoked."""
+
+    code = "session_ended"
+    headers = None
+
+
+class CsrfFailed(GatewayError):
+    status_code, code = 403, "csrf_failed"
+
+
+class SessionsDisabled(GatewayError):
+    status_code, code = 403, "sessions_disabled"
+
+
+class PhotoGone(GatewayError):
+    status_code, code = 404, "photo_not_found"
+
+
 class Forbidden(GatewayError):
     status_code, code = 403, "forbidden"
 

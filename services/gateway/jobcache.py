@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from services.gateway import crud
-from services.gateway.api.deps import Database
+from services.gateway.database import Database
 from services.gateway.lru import LRU
 from shared import jobs
 from shared.schemas import ClassificationPublic, HedgedAnswer

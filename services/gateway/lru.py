@@ -52,5 +52,10 @@ class LRU(Generic[K, V]):
     def pop(self, key: K) -> None:
         self._entries.pop(key, None)
 
+    def discard(self, matches: Callable[[V], bool]) -> None:
+        """Drop every entry whose value ``matches`` (a scan: for rare events such as a revocation)."""
+        for key in [k for k, (value, _) in self._entries.items() if matches(value)]:
+            del self._entries[key]
+
     def __len__(self) -> int:
         return len(self._entries)

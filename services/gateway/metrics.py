@@ -12,4 +12,5 @@ ACCEPT_SECONDS = Histogram(
 REHEDGES = Counter("wardrobe_rehedges_total", "Re-hedge requests by outcome.", ["outcome"])
 AUTH_REFUSALS = Counter(
     "wardrobe_auth_refusals_total", "Requests refused by the access check, by reason.", ["reason"]
-)  # no_key, unknown_key (forged or revoked), forbidden (role), rate_limited
+)  # no_key, unknown_key (forged or revoked), forbidden (role), rate_limited,
+# unknown_session (a browser session cookie forged, expired or revoked), csrf

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.gateway.api.deps import Database
+from services.gateway.database import Database
 from services.gateway.errors import RehedgeFailed
 from shared.model_hedgers import ModelHedgers
 from shared.schemas import HedgedAnswer

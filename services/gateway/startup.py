@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from services.gateway.api.deps import Database
+from services.gateway.database import Database
 from services.gateway.config import GatewaySettings
 from services.gateway.jobcache import JobCache
 from services.gateway.keycache import KeyResolver
@@ -20,6 +20,7 @@ from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.rehedge import Rehedger
+from services.gateway.sessions import SessionSigner, load_or_create_secret
 from shared.bootstrap import prepare_database
 from shared.celery_app import create_celery_app
 from shared.model_hedgers import ModelHedgers
@@ -39,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(prepare_database, url, s.model_dir, s.db_wait_attempts, True, s.resolved_model_store)
     app.state.database = Database(url)
     app.state.keys = KeyResolver(s.auth_cache_s)
+    app.state.sessions = SessionSigner(load_or_create_secret(s.session_secret, s.data_dir), s.session_max_age_s)
     app.state.jobs = JobCache(s.job_cache_size)
     app.state.store = PhotoStore(s.resolved_photo_dir)
     app.state.decode_budget = DecodeBudget(s.decode_budget_bytes)

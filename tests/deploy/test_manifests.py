@@ -198,9 +198,9 @@ def static_objects(directory: Path) -> list[dict]:
     return out
 
 
-def secret_template() -> dict:
-    (secret,) = _load_all(K8S / "base" / "secret.example.yaml")
-    return secret
+def secret_templates() -> dict[str, dict]:
+    """The Secrets of base/secret.example.yaml by name (wardrobe-secrets, wardrobe-gateway-secrets)."""
+    return {o["metadata"]["name"]: o for o in _load_all(K8S / "base" / "secret.example.yaml")}
 
 
 @cache
@@ -693,7 +693,7 @@ def wardrobe_containers(objects: list[dict]) -> list[tuple[dict, dict, dict, str
 def container_env(container: dict, objects: list[dict], where: str) -> dict[str, str | None]:
     config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
     secrets = {o["metadata"]["name"]: {**o.get("data", {}), **o.get("stringData", {})}
-               for o in objects + [secret_template()] if o["kind"] == "Secret"}
+               for o in objects + list(secret_templates().values()) if o["kind"] == "Secret"}
     env: dict[str, str | None] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -800,7 +800,8 @@ def test_overlay_objects_are_consistent() -> None:
     assert {("StatefulSet", "postgres"), ("Deployment", "redis"), ("Service", "postgres"), ("Service", "redis")} <= kinds
     generated = {g["name"]: dict(lit.split("=", 1) for lit in g.get("literals", []))
                  for g in kustomization(K8S / "overlays" / "dev").get("secretGenerator", [])}
-    assert set(generated["wardrobe-secrets"]) == set(secret_template()["stringData"])
+    for name, template in secret_templates().items():  # dev generates every templated Secret, key for key
+        assert set(generated[name]) == set(template["stringData"]), name
     hosts = {re.search(r"@?([\w.-]+):\d+", url).group(1) for url in generated["wardrobe-secrets"].values()}
     services = {o["metadata"]["name"] for o in dev if o["kind"] == "Service"}
     assert hosts <= services, f"dev URLs point at {hosts}, services are {services}"

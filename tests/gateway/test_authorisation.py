@@ -34,6 +34,14 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
         {**_ANY_KEY, "client": 404, "trainer": 404, "operator": 409},
     ("GET", "/v1/classifications/{classification_id}/feedback", "own"): _ANY_KEY,
     ("GET", "/v1/classifications/{classification_id}/feedback", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("GET", "/v1/classifications/{job_id}/thumbnail", "own"): _ANY_KEY,
+    ("GET", "/v1/classifications/{job_id}/thumbnail", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("DELETE", "/v1/classifications/{job_id}", "own"): {**_ANY_KEY, "client": 204, "trainer": 204, "operator": 204},
+    ("DELETE", "/v1/classifications/{job_id}", "other"): {**_ANY_KEY, "client": 404, "trainer": 404, "operator": 204},
+    ("GET", "/v1/wardrobe", "-"): _ANY_KEY,
+    # browser sessions: starting one needs no key (it makes one); reading one needs its cookie, not a key
+    ("POST", "/v1/session", "-"): dict(nobody=201, bad_key=201, revoked=201, client=201, trainer=201, operator=201),
+    ("GET", "/v1/session", "-"): dict(nobody=401, bad_key=401, revoked=401, client=401, trainer=401, operator=401),
     ("GET", "/v1/taxonomy", "-"): _ANY_KEY,
     ("POST", "/v1/training-jobs", "-"): {**_TRAINER, "trainer": 202, "operator": 202},
     ("GET", "/v1/training-jobs", "-"): _TRAINER,
@@ -43,13 +51,18 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     ("GET", "/v1/models/history", "-"): _OPERATOR,
     ("POST", "/v1/models/rollback", "-"): {**_OPERATOR, "operator": 409},
     ("POST", "/v1/models/{version}/activate", "-"): _OPERATOR,
+    ("POST", "/v1/keys", "-"): {**_OPERATOR, "operator": 201},
+    ("GET", "/v1/keys", "-"): _OPERATOR,
+    ("DELETE", "/v1/keys/{key_id}", "-"): _OPERATOR,
     ("GET", "/metrics", "-"): _OPERATOR,
     ("GET", "/healthz", "-"): dict(nobody=200, bad_key=200, revoked=200, client=200, trainer=200, operator=200),
     # readiness depends on whether workers of this test session's namespace are up (200 or 503);
     # what matters here: the same answer for every caller, no key needed (see PUBLIC_PROBES)
     ("GET", "/readyz", "-"): dict(nobody=0, bad_key=0, revoked=0, client=0, trainer=0, operator=0),
 }
-BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"}}
+BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"},
+          "/v1/keys": {"name": "matrix", "role": "client"}}
+HEADERS = {"/v1/session": {"X-CSRF-Token": "new"}}
 
 
 @pytest.fixture
@@ -82,8 +95,13 @@ def _training_job(anonymous, tokens) -> str:
     return r.json()["id"]
 
 
+def _api_key(gateway_settings) -> str:
+    with session_scope(gateway_settings.resolved_database_url) as session:
+        return api_keys.create_key(session, "victim", api_keys.Role.client).row.id
+
+
 @pytest.mark.parametrize("route", list(MATRIX), ids=lambda r: f"{r[0]} {r[1]} {r[2]}")
-def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
+def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, gateway_settings, route):
     method, path, whose = route
     got = {}
     for who in CALLERS:  # a fresh resource per caller: one caller's request cannot change another's answer
@@ -94,10 +112,11 @@ def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, route):
                 url = url.replace(param, _classification(anonymous, tokens[who] if mine else tokens["client2"]))
             elif param in path:
                 url = url.replace(param, _training_job(anonymous, tokens))
-        url = url.replace("{version}", "tiny-1")
+        url = url.replace("{version}", "tiny-1").replace("{key_id}", _api_key(gateway_settings))
         files = {"photo": ("a.jpg", jpeg_bytes())} if path == "/v1/classifications" else None
+        anonymous.cookies.clear()  # no browser session carried from one caller's request to the next
         got[who] = anonymous.request(method, url, files=files, json=BODIES.get(path),
-                                     headers=_headers(tokens[who])).status_code
+                                     headers={**_headers(tokens[who]), **HEADERS.get(path, {})}).status_code
     if path == "/readyz":
         assert len(set(got.values())) == 1 and got["nobody"] in (200, 503), got
         return

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -27,9 +25,17 @@ def _forget_heartbeats(gateway_settings):
     client.close()
 
 
+NOW = 1_800_000_000.0  # the gateway's clock in these tests: a heartbeat's age is exact, whatever the machine's speed
+
+
+@pytest.fixture(autouse=True)
+def _fixed_clock(app):
+    app.state.clock = lambda: NOW
+
+
 def _beat(settings, stage: str, node: str, age_s: float = 0.0) -> None:
     client = redis.Redis.from_url(settings.redis_url)
-    heartbeat.beat(client, settings.redis_namespace, stage, node, now=time.time() - age_s)
+    heartbeat.beat(client, settings.redis_namespace, stage, node, now=NOW - age_s)
     client.close()
 
 

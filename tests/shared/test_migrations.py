@@ -41,24 +41,31 @@ def test_absolute_model_paths_become_keys_relative_to_the_store(database_url):
 
 
 def test_stored_probabilities_become_a_list_in_the_cards_class_order(database_url):
+    """Both spellings of a UUID a row may hold (dashed; 32 hex digits, what SQLAlchemy's Uuid
+    stores on SQLite) are converted, on every backend."""
     cfg = _config(database_url)
     card = '{"classes": ["b.x", "a.y", "c.z"]}'
+    ids = ("00000000-0000-0000-0000-000000000001", "00000000000000000000000000000002")
     with get_engine(database_url).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0004")
         conn.execute(text("INSERT INTO model_versions (version, key, card, active, created_at) VALUES "
                           f"('v1', 'v1', '{card}', true, CURRENT_TIMESTAMP)"))
-        conn.execute(text("INSERT INTO classification_jobs (id, status, photo_key, accuracy_target, model_version, "
-                          "leaf_probs, timings, created_at, updated_at) VALUES ('00000000-0000-0000-0000-000000000001', "
-                          "'running', 'k', 0.9, 'v1', '{\"a.y\": 0.25, \"b.x\": 0.75}', '{}', CURRENT_TIMESTAMP, "
-                          "CURRENT_TIMESTAMP)"))
+        for job_id in ids:
+            conn.execute(text("INSERT INTO classification_jobs (id, status, photo_key, accuracy_target, model_version, "
+                              f"leaf_probs, timings, created_at, updated_at) VALUES ('{job_id}', "
+                              "'running', 'k', 0.9, 'v1', '{\"a.y\": 0.25, \"b.x\": 0.75}', '{}', CURRENT_TIMESTAMP, "
+                              "CURRENT_TIMESTAMP)"))
+
+    def stored() -> list:
+        rows = conn.execute(text("SELECT leaf_probs FROM classification_jobs")).scalars().all()
+        return [json.loads(p) if isinstance(p, str) else p for p in rows]
+
     with get_engine(database_url).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0005")
-        stored = conn.execute(text("SELECT leaf_probs FROM classification_jobs")).scalar()
-        assert (json.loads(stored) if isinstance(stored, str) else stored) == [0.75, 0.25, 0.0]
+        assert stored() == [[0.75, 0.25, 0.0]] * 2
     with get_engine(database_url).begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0004")
-        stored = conn.execute(text("SELECT leaf_probs FROM classification_jobs")).scalar()
-        assert (json.loads(stored) if isinstance(stored, str) else stored) == {"b.x": 0.75, "a.y": 0.25, "c.z": 0.0}
+        assert stored() == [{"b.x": 0.75, "a.y": 0.25, "c.z": 0.0}] * 2

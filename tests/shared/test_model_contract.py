@@ -7,7 +7,8 @@ import onnx
 import pytest
 
 from shared.model_card import ModelCard
-from shared.model_contract import INPUT_NAME, OUTPUT_NAME, export_onnx, load_model, open_session
+from services.trainer.model.onnx_export import export_onnx
+from shared.model_contract import INPUT_NAME, OUTPUT_NAME, load_model, open_session
 
 
 def test_load_model_runs_a_dynamic_batch_on_cpu(model_dir):

@@ -8,42 +8,24 @@ gateway's CPU than the request's own work once the database is out of its way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from services.gateway.config import GatewaySettings
+from services.gateway.database import Database
+from services.gateway.errors import CsrfFailed, Forbidden, RateLimited, SessionEnded, Unauthenticated
+from services.gateway.jobcache import JobCache
 from services.gateway.metrics import AUTH_REFUSALS
 from services.gateway.notifier import Notifier
 from services.gateway.queue import JobQueue
+from services.gateway.rehedge import Rehedger
+from services.gateway.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS
 from shared.auth import Caller, Role
-from shared.db import session_scope
 from shared.model_store import ModelStore
 from shared.photos import DecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
-
-if TYPE_CHECKING:
-    from services.gateway.jobcache import JobCache
-    from services.gateway.rehedge import Rehedger
-
-T = TypeVar("T")
-
-
-class Database:
-    """Runs ``fn(session, *args)`` in a worker thread inside one transaction (committed on return)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        with session_scope(self.url) as session:
-            return fn(session, *args)
-
-    async def run(self, fn: Callable[[Session], T] | Callable[..., T], *args: Any) -> T:
-        return await run_in_threadpool(self._call, fn, *args)
 
 
 async def get_settings(request: Request) -> GatewaySettings:
@@ -58,11 +40,11 @@ async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
-async def get_rehedger(request: Request) -> "Rehedger":
+async def get_rehedger(request: Request) -> Rehedger:
     return request.app.state.rehedger
 
 
-async def get_jobs(request: Request) -> "JobCache":
+async def get_jobs(request: Request) -> JobCache:
     return request.app.state.jobs
 
 
@@ -94,18 +76,19 @@ async def get_caller(
     key, 429 (with Retry-After) once the key is over its rate limit. Every counted request goes
     through here, re-hedges included. The key is resolved at most AUTH_CACHE_S seconds ago
     (``services.gateway.keycache``)."""
-    from services.gateway.errors import RateLimited, Unauthenticated
-
+    state = request.app.state
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if authorization is None and COOKIE in request.cookies and state.settings.web_sessions:  # the web page
+        caller = await _session_caller(request)
+    elif scheme.lower() != "bearer" or not token:
         AUTH_REFUSALS.labels(reason="no_key").inc()
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    state = request.app.state
-    caller = await state.keys.resolve(state.database, token)
-    if caller is None:
-        AUTH_REFUSALS.labels(reason="unknown_key").inc()
-        raise Unauthenticated("the API key is unknown or revoked")
+    else:
+        caller = await state.keys.resolve(state.database, token)
+        if caller is None:
+            AUTH_REFUSALS.labels(reason="unknown_key").inc()
+            raise Unauthenticated("the API key is unknown or revoked")
     settings = state.settings
     limit = settings.rate_limit_per_minute if caller.rate_limit_per_minute is None else caller.rate_limit_per_minute
     retry_after = await state.rate_limiter.hit(caller.id, limit)
@@ -117,13 +100,29 @@ async def get_caller(
     return caller
 
 
+async def _session_caller(request: Request) -> Caller:
+    """The caller of a browser session cookie (``services.gateway.sessions``): 401 when the cookie
+    is forged, expired or its key revoked (the page starts a new session), 403 when a
+    state-changing request lacks the session's CSRF token."""
+    state = request.app.state
+    key_id = state.sessions.verify(request.cookies.get(COOKIE))
+    caller = await state.keys.resolve_id(state.database, key_id) if key_id else None
+    if caller is None:
+        AUTH_REFUSALS.labels(reason="unknown_session").inc()
+        raise SessionEnded("this browser session has ended (expired, revoked or signed with another secret); "
+                           "start a new one with POST /v1/session")
+    if request.method not in SAFE_METHODS and not state.sessions.csrf_ok(key_id, request.headers.get(CSRF_HEADER)):
+        AUTH_REFUSALS.labels(reason="csrf").inc()
+        raise CsrfFailed(f"a state-changing request with a session cookie needs the session's {CSRF_HEADER} "
+                         "header (GET /v1/session gives it)")
+    return caller
+
+
 def require_role(role: Role) -> Callable[..., Caller]:
     """A dependency that admits callers whose role allows ``role`` (403 otherwise)."""
 
     async def _check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         if not caller.may(role):
-            from services.gateway.errors import Forbidden
-
             AUTH_REFUSALS.labels(reason="forbidden").inc()
             raise Forbidden(f"this needs the {role.value} role; the key's role is {caller.role.value}")
         return caller
@@ -134,8 +133,8 @@ def require_role(role: Role) -> Callable[..., Caller]:
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-RehedgerDep = Annotated["Rehedger", Depends(get_rehedger)]
-JobsDep = Annotated["JobCache", Depends(get_jobs)]
+RehedgerDep = Annotated[Rehedger, Depends(get_rehedger)]
+JobsDep = Annotated[JobCache, Depends(get_jobs)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
 DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from shared.model_contract import INPUT_NAME, export_onnx, open_session
+from services.trainer.model.onnx_export import export_onnx
+from shared.model_card import INPUT_NAME
+from shared.model_contract import open_session
 
 __all__ = ["OrtRunner", "TorchRunner", "run_in_batches"]
 

@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from services.trainer.model.net import CalibratedNet, GarmentNet
-from shared.model_card import ONNX_FILENAME, ModelCard, PreprocessConfig, sha256_file
-from shared.model_contract import INPUT_NAME, OPSET, export_onnx, open_session
+from services.trainer.model.onnx_export import OPSET, export_onnx
+from shared.model_card import INPUT_NAME, ONNX_FILENAME, ModelCard, PreprocessConfig, sha256_file
+from shared.model_contract import open_session
 from shared.preprocessing import preprocess_batch
 
 if TYPE_CHECKING:

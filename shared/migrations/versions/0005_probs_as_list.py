@@ -19,7 +19,10 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-jobs = sa.table("classification_jobs", sa.column("id", sa.Uuid()), sa.column("model_version", sa.String()),
+# ``id`` untyped: each row is updated by its id exactly as stored. SQLAlchemy's Uuid on SQLite
+# stores 32 hex digits and binds that form, so a row stored in another form (dashed, e.g. written
+# by hand or by another tool) would be read but never matched by the UPDATE
+jobs = sa.table("classification_jobs", sa.column("id"), sa.column("model_version", sa.String()),
                 sa.column("leaf_probs", sa.JSON()))
 versions = sa.table("model_versions", sa.column("version", sa.String()), sa.column("card", sa.JSON()))
 

@@ -1,5 +1,3 @@
-import time
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -15,9 +13,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def stage_checks(redis, namespace: str) -> dict[str, str]:  # noqa: ANN001 - redis.asyncio client
-    """'ok (n workers)' or 'no live worker' per stage, from the workers' heartbeats (shared.heartbeat)."""
-    now = time.time()
+async def stage_checks(redis, namespace: str, now: float) -> dict[str, str]:  # noqa: ANN001 - redis.asyncio client
+    """'ok (n workers)' or 'no live worker' per stage at unix time ``now``, from the workers'
+    heartbeats (shared.heartbeat)."""
     pipe = redis.pipeline()
     for stage in STAGES:
         pipe.zcount(heartbeat_key(namespace, stage), now - HEARTBEAT_TTL_S, "+inf")
@@ -33,7 +31,7 @@ async def readyz(request: Request, db: DatabaseDep, model_store: ModelStoreDep, 
     try:
         await redis.ping()
         checks["redis"] = "ok"
-        checks.update(await stage_checks(redis, settings.redis_namespace))
+        checks.update(await stage_checks(redis, settings.redis_namespace, request.app.state.clock()))
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"unreachable: {exc}"
     try:
