@@ -19,7 +19,7 @@ from shared.model_contract import load_model
 from shared.preprocessing import preprocess
 from shared.photos import decode_photo
 from shared.taxonomy import load_taxonomy
-from tests.trainer.conftest import class_labels, make_photo, write_dataset
+from tests.trainer.conftest import every_class_dataset, make_photo
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +30,8 @@ TINY_QUICK = Recipe.from_overrides({"input_size": 64, "resize_size": 72, "batch_
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     taxonomy = load_taxonomy()
-    labels = class_labels(taxonomy)
     root = tmp_path_factory.mktemp("refit")
-    data = write_dataset(root / "data", labels, per_label=5, senders=17)
-    parts = dataset_parts(data, taxonomy, root / "split.json")
+    parts = dataset_parts(every_class_dataset(root, taxonomy), taxonomy, root / "split.json")
     return taxonomy, root, parts
 
 

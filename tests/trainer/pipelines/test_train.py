@@ -21,13 +21,12 @@ TINY = Recipe(input_size=64, resize_size=72, views=4, epochs=4, batch_size=16, t
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.trainer.conftest import class_labels, write_dataset
+    from tests.trainer.conftest import every_class_dataset
     from shared.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    labels = class_labels(taxonomy)
     root = tmp_path_factory.mktemp("tiny")
-    data = write_dataset(root / "data", labels, per_label=5, senders=17)
+    data = every_class_dataset(root, taxonomy)
     result = train(data, root / "models", taxonomy, TINY, version="tiny-1")
     return data, result
 
