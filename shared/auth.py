@@ -8,9 +8,11 @@ roles below it may (client < trainer < operator).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Role", "Caller", "ANONYMOUS_OPERATOR"]
+__all__ = ["Role", "Caller", "ANONYMOUS_OPERATOR", "operator_only_options"]
 
 
 class Role(str, enum.Enum):
@@ -48,3 +50,25 @@ class Caller:
 
 # Only for code paths that act on the system's own behalf (never for an HTTP request).
 ANONYMOUS_OPERATOR = Caller(id="anonymous", role=Role.operator)
+
+
+# Training-job options that could change what is served without the gate's judgement:
+# ``promote: always`` (bypasses the gate) and any ``tolerance`` (a large one loosens the gate until
+# anything passes). ``promote: never`` is a trainer's: it keeps the served model as it is (a
+# candidate to look at, not to serve), so it can only make promotion stricter. A trainer's
+# other jobs are judged by the gate with the trainer's own tolerance.
+_PROMOTION_DEFAULTS: dict[str, Any] = {"promote": "gate", "tolerance": None}
+_TRAINER_MAY: dict[str, set[Any]] = {"promote": {"gate", "never"}, "tolerance": {None}}
+
+
+def operator_only_options(options: Mapping[str, Any], role: Role) -> str | None:
+    """Why ``role`` may not ask for these training-job options (None: it may). Checked by the
+    gateway (403) and again by the trainer before a job runs (a row written some other way)."""
+    if role is Role.operator:
+        return None
+    named = [f"{name}={options[name]!r}" for name, default in _PROMOTION_DEFAULTS.items()
+             if options.get(name, default) not in _TRAINER_MAY[name]]
+    if not named:
+        return None
+    return (f"{', '.join(named)}: only an operator decides promotion; a {role.value} key's jobs are promoted "
+            "by the gate with its default tolerance (leave 'tolerance' out; 'promote' may be 'gate' or 'never')")

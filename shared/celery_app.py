@@ -14,7 +14,8 @@ from kombu import Exchange, Queue
 
 __all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "RUN_JOB", "TRAINING_SWEEP", "AUTO_RETRAIN",
            "SWEEP", "QUEUE_POLICIES", "QueuePolicy", "create_celery_app", "key_prefix", "unacked_keys", "broker_backlog",
-           "transient_errors", "leaves_job_to_sweeper", "RETRY_POLICY"]
+           "transient_errors", "leaves_job_to_sweeper", "RETRY_POLICY", "ALLOWED_CONTROL_COMMANDS",
+           "restrict_remote_control"]
 
 QUEUES = ("inference", "hedger", "trainer", "sweeper")
 TASK_ROUTES = {f"{queue}.*": {"queue": queue} for queue in QUEUES}
@@ -105,6 +106,8 @@ def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "
         enable_utc=True,
     )
     if queue is not None:
+        restrict_remote_control()
+        _embedded_beat_dies_with_its_worker()
         # A worker's next hop (inference -> hedger) waits for a restarting broker this long before
         # the task counts as failed; the job row keeps the computed result either way, and the
         # sweeper sends the hop again (shared.sweeper). The gateway keeps the short default and
@@ -112,6 +115,43 @@ def create_celery_app(redis_url: str, namespace: str = "wardrobe", main: str = "
         app.conf.task_publish_retry_policy = {"max_retries": 12, "interval_start": 0.5, "interval_step": 0.5,
                                               "interval_max": 2.0}
     return app
+
+
+# Remote-control commands a worker obeys. Anyone who can write to the broker can send control
+# messages: `shutdown` stopped every worker, `cancel_consumer` left accepted jobs pending while
+# /readyz said 200 (issue [G2]). Liveness probes (`wardrobe ping <queue>`, the launcher) need
+# `ping`; readiness reads heartbeats (shared/heartbeat.py); nothing else here sends control.
+ALLOWED_CONTROL_COMMANDS = frozenset({"ping"})
+
+
+def restrict_remote_control() -> None:
+    """Forget every remote-control command but ``ALLOWED_CONTROL_COMMANDS`` in this process's
+    registry (the one a worker's mailbox dispatches from): another command is logged as unknown
+    and ignored. Off entirely (``worker_enable_remote_control``) would also silence ``ping``."""
+    from celery.worker.control import Panel
+
+    for name in set(Panel.data) - ALLOWED_CONTROL_COMMANDS:
+        del Panel.data[name]
+
+
+def _embedded_beat_dies_with_its_worker() -> None:
+    """``celery worker -B`` forks its beat process; the parent-death signal the launcher gives a
+    worker is not inherited across fork, so a killed worker would leave its beat running. The
+    beat asks for SIGKILL when its worker dies (Linux; elsewhere nothing changes)."""
+    from celery.signals import beat_embedded_init
+
+    def die_with_worker(**_: object) -> None:
+        import ctypes
+        import signal
+        import sys
+
+        if sys.platform.startswith("linux"):
+            try:
+                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            except OSError:
+                return
+
+    beat_embedded_init.connect(die_with_worker, weak=False, dispatch_uid="wardrobe-beat-dies-with-worker")
 
 
 def _follow_log_level(level: str) -> None:

@@ -38,15 +38,19 @@ def pick_providers(prefer_gpu: bool = True) -> list[str]:
 
 
 def open_session(path: str | Path, threads: int = 0, prefer_gpu: bool = False,
-                 spinning: bool = True) -> InferenceSession:
+                 spinning: bool = True, cpu_arena: bool = True) -> InferenceSession:
     """An ONNX Runtime session on ``path``; ``threads`` intra-op threads (0: ONNX Runtime's choice).
 
     ``spinning=False``: the intra-op threads sleep between runs instead of busy-waiting for the
     next one (ONNX Runtime's default), which on a host with few cores takes CPU from everything
-    else in between runs (see InferenceSettings.ort_allow_spinning)."""
+    else in between runs (see InferenceSettings.ort_allow_spinning).
+    ``cpu_arena=False``: activations are allocated per run and freed after it instead of kept in
+    ONNX Runtime's CPU arena, which grows to the largest mix of batch sizes it has seen and never
+    shrinks (see InferenceSettings.ort_cpu_mem_arena)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = cpu_arena
     if threads:
         opts.intra_op_num_threads = threads
     if not spinning:
@@ -75,11 +79,11 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, prefer_gpu: bool = True, intra_op_threads: int = 0,
-               spinning: bool = True) -> LoadedModel:
+               spinning: bool = True, cpu_arena: bool = True) -> LoadedModel:
     """The model version in directory ``path`` (its card and ONNX file), ready to run."""
     path = Path(path)
     card = ModelCard.load(path)
-    session = open_session(path / card.onnx_file, intra_op_threads, prefer_gpu, spinning)
+    session = open_session(path / card.onnx_file, intra_op_threads, prefer_gpu, spinning, cpu_arena)
     provider = session.get_providers()[0]
     log.info("loaded model %s from %s on %s", card.version, path, provider)
     return LoadedModel(card.version, card, session, provider)

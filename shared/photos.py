@@ -16,6 +16,15 @@ its caller needs (``min_side``):
   bounded by a :class:`DecodeBudget` (in bytes): concurrent large decodes wait for each other
   instead of adding up.
 * The pixel cap (``max_pixels``) refuses a declared size before anything is decoded.
+* The budget is charged what each decoder really allocates (``_decoder_bytes``: WebP 16 bytes a
+  pixel, AVIF 10, measured), and an image whose charge alone is over the whole budget is refused.
+* A JPEG with more than ``MAX_JPEG_SCANS`` scans is refused before decoding: libjpeg walks every
+  block of the image once per scan, so a 188 KB progressive JPEG whose empty scans repeat cost
+  12 s of CPU (issue [G2]). Counting them is a walk over the file's markers (``jpeg_scan_count``).
+
+Decoding is two steps so that a caller can wait for the budget without holding a thread:
+``open_photo`` (the header, the checks, the charge; milliseconds) and ``finish_decode`` (the
+pixels, inside the budget). ``decode_photo`` is both, for callers that may block (a worker).
 
 An image whose shorter side is under twice ``min_side`` is never reduced, so ordinary photos (every
 photo of the dataset) decode exactly as before and serving matches training bit for bit.
@@ -23,11 +32,14 @@ photo of the dataset) decode exactly as before and serving matches training bit 
 
 from __future__ import annotations
 
+import asyncio
 import io
+import re
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -41,7 +53,13 @@ __all__ = [
     "CorruptImage",
     "DecompressionBomb",
     "DecodeBudget",
+    "AsyncDecodeBudget",
+    "OpenedPhoto",
+    "open_photo",
+    "finish_decode",
     "decode_photo",
+    "jpeg_scan_count",
+    "MAX_JPEG_SCANS",
     "return_freed_bitmaps_to_the_os",
     "READABLE_FORMATS",
 ]
@@ -51,6 +69,15 @@ DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: any phone photo, but no decompression 
 # Bytes of native bitmap decoded at once per process (see DecodeBudget). 160 MiB = one 40 MP
 # image in a 4-byte mode; bench/hostile_memory.py measures what it costs (SECURITY.md).
 DEFAULT_DECODE_BUDGET_BYTES = 160 * 1024 * 1024
+# Scans a JPEG may have. Encoders write 1 (baseline), 3 (one per colour component) or about 10
+# (progressive: libjpeg's and mozjpeg's scripts); libjpeg costs a pass over every block per scan.
+# 100 scans of a 40 MP image cost about half a second of CPU (bench/hostile_memory.py --kind scan_bomb).
+MAX_JPEG_SCANS = 100
+# Bytes a decoder holds per pixel beyond PIL's own bitmap, where that is more than the mode's
+# (measured: peak RSS decoding 8000 x 5000 in a fresh process, Pillow 13). Pillow decodes WebP
+# through libwebp's animation decoder (two RGBA canvases, the decoder's own buffers, then PIL's
+# copy): 16 bytes a pixel, lossy or lossless. AVIF: YUV planes, then RGBA, then PIL's copy: 9.4.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 16, "AVIF": 10}
 # Reduce only while the result stays at least this many times the size the caller needs: the
 # same trade as PIL's ``thumbnail(reducing_gap=2.0)``, close to a full-resolution resample.
 REDUCING_GAP = 2
@@ -145,6 +172,73 @@ class DecodeBudget:
 _UNLIMITED = DecodeBudget(capacity_bytes=1 << 62)
 
 
+class AsyncDecodeBudget:
+    """:class:`DecodeBudget` for an event loop: a decode waiting its turn waits as a coroutine,
+    not in a thread. (The gateway's uploads used to wait inside its thread pool: 45 uploads of a
+    slow photo held every thread, and the database calls of every other request queued behind
+    them; issue [G2].) Enter it, then hand the decode to a thread."""
+
+    def __init__(self, capacity_bytes: int = DEFAULT_DECODE_BUDGET_BYTES) -> None:
+        self.capacity = capacity_bytes
+        self._used = 0
+        self._cond: asyncio.Condition | None = None  # created on the loop that first waits
+
+    @asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        cond = self._cond = self._cond or asyncio.Condition()
+        async with cond:
+            await cond.wait_for(lambda: self._used == 0 or self._used + nbytes <= self.capacity)
+            self._used += nbytes
+        try:
+            yield
+        finally:
+            async with cond:
+                self._used -= nbytes
+                cond.notify_all()
+
+
+# A marker that ends a JPEG's entropy-coded data: 0xFF followed by anything but a stuffed zero,
+# a restart marker (D0-D7) or fill (another FF).
+_JPEG_MARKER_IN_DATA = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_STANDALONE = {0xD8, 0x01, *range(0xD0, 0xD8)}  # SOI, TEM, RSTn: no length field
+
+
+def jpeg_scan_count(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
+    """Start-of-scan markers in the first image of a JPEG, counted by walking its segments (a
+    byte search would also count FFDA inside EXIF thumbnails and other segments' payloads).
+    Stops once past ``stop_after``; a malformed stream ends the count where it breaks (the
+    decoder then reports it)."""
+    scans, pos, n = 0, 2, len(data)  # after SOI
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return scans
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI: the first image ends (an MPO's next images are not decoded)
+            return scans
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            scans += 1
+            if scans > stop_after:
+                return scans
+            found = _JPEG_MARKER_IN_DATA.search(data, pos)
+            if found is None:
+                return scans
+            pos = found.start()
+    return scans
+
+
+def _decoder_bytes(img: Image.Image, w: int, h: int) -> int:
+    """Bytes the decoder of ``img`` holds at its peak for a ``w`` x ``h`` decode."""
+    per_pixel = _DECODER_BYTES_PER_PIXEL.get(img.format or "", 0)
+    return w * h * max(per_pixel, _bytes_per_pixel(img.mode))
+
+
 def _bytes_per_pixel(mode: str) -> int:
     """What PIL stores per pixel: 1 for L/P/1, 2 for I;16*, else 4 (RGB is stored as RGBX)."""
     if mode in ("1", "L", "P"):
@@ -214,18 +308,42 @@ def _open(data: bytes) -> Image.Image:
         raise CorruptImage(f"the image is truncated or corrupt and cannot be opened: {exc}") from None
 
 
-def decode_photo(
-    data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int | None = None, budget: DecodeBudget | None = None,
-) -> Image.Image:
-    """Bytes → decoded upright RGB image (EXIF orientation applied, alpha on white).
+@dataclass
+class OpenedPhoto:
+    """A photo whose header passed every check; ``cost``: the bytes its decode is charged."""
 
-    ``min_side``: the caller needs the shorter side no larger than this (serving: see
-    ``shared.preprocessing.decode_min_side``); larger images are decoded reduced, never below
-    ``REDUCING_GAP × min_side``. None decodes at full size (training, which reads its own files).
-    ``budget``: the process's :class:`DecodeBudget`; None means unbounded.
-    Every byte of the image data is decoded either way, so truncated or corrupt files fail.
-    """
+    img: Image.Image
+    cost: int
+    min_side: int | None
+
+
+@contextmanager
+def _decode_errors(img: Image.Image | None = None) -> Iterator[None]:
+    """PIL's many exception types on hostile input → one :class:`PhotoError` each."""
+    try:
+        yield
+    except Image.DecompressionBombError as exc:
+        raise DecompressionBomb(f"the image is a decompression bomb: {exc}") from None
+    except PhotoError:
+        raise
+    except MemoryError:
+        raise DecompressionBomb("the image needs more memory to decode than this server allows") from None
+    except (ValueError, TypeError) as exc:
+        if img is not None and ("conversion" in str(exc) or "mode" in str(exc)):
+            raise UnsupportedImage(f"the image's pixel format ({img.mode}) cannot be shown as RGB: {exc}") from None
+        raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
+
+
+def open_photo(
+    data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None, max_decode_bytes: int | None = None,
+) -> OpenedPhoto:
+    """Read the header and refuse what must not be decoded: empty, over ``max_bytes``, not an
+    image Wardrobe reads, over ``max_pixels``, a JPEG of more than ``MAX_JPEG_SCANS`` scans, or a
+    decode that would cost more than ``max_decode_bytes`` (the whole budget) on its own. Decodes
+    nothing; milliseconds whatever the file."""
     assert not ImageFile.LOAD_TRUNCATED_IMAGES, "truncated photos must fail, not decode as grey"
     if not data:
         raise EmptyPhoto("the photo is empty (0 bytes)")
@@ -237,32 +355,53 @@ def decode_photo(
         raise DecompressionBomb(f"the image is {w}x{h} pixels; the limit is {max_pixels} pixels")
     if w == 0 or h == 0:
         raise CorruptImage(f"the image is {w}x{h} pixels")
-    try:
+    with _decode_errors(img):
+        jpeg = img.format in ("JPEG", "MPO")
+        if jpeg and (scans := jpeg_scan_count(data)) > MAX_JPEG_SCANS:
+            raise DecompressionBomb(f"the JPEG has more than {MAX_JPEG_SCANS} scans ({scans} counted before "
+                                    "stopping); decoding costs a pass over the whole image per scan")
         # A progressive JPEG keeps every DCT coefficient of the full-size image while it decodes,
         # whatever the scale: about 3 bytes per full-size pixel (measured: 120 MB for 40 MP).
-        progressive = img.format in ("JPEG", "MPO") and bool(img.info.get("progressive") or img.info.get("progression"))
+        progressive = jpeg and bool(img.info.get("progressive") or img.info.get("progression"))
         coefficients = w * h * 3 if progressive else 0
-        if min_side is not None and img.format in ("JPEG", "MPO"):
+        if min_side is not None and jpeg:
             gap = REDUCING_GAP * min_side
             img.draft("RGB", (gap, gap))  # decode at 1/2, 1/4 or 1/8 scale when that stays ≥ gap
+        cost = coefficients + _decoder_bytes(img, *img.size)
+    if max_decode_bytes is not None and cost > max_decode_bytes:
+        raise DecompressionBomb(f"decoding this {w}x{h} {img.format} image takes about {cost >> 20} MiB; this "
+                                f"server decodes at most {max_decode_bytes >> 20} MiB at once")
+    return OpenedPhoto(img, cost, min_side)
+
+
+def finish_decode(opened: OpenedPhoto) -> Image.Image:
+    """Decode an opened photo's pixels: upright RGB (EXIF orientation applied, alpha on white),
+    reduced for its ``min_side``. The caller holds ``opened.cost`` of its decode budget."""
+    img, min_side = opened.img, opened.min_side
+    with _decode_errors(img):
         w, h = img.size
-        with (budget or _UNLIMITED).hold(coefficients + w * h * _bytes_per_pixel(img.mode)):
-            img.load()  # decode fully now: truncated files fail here, not later in a worker
-            orientation = _orientation(img)
-            factor = max(1, min(w, h) // (REDUCING_GAP * min_side)) if min_side else 1
-            img = _rgb_reduced(img, factor)
+        img.load()  # decode fully now: truncated files fail here, not later in a worker
+        orientation = _orientation(img)
+        factor = max(1, min(w, h) // (REDUCING_GAP * min_side)) if min_side else 1
+        img = _rgb_reduced(img, factor)
         if orientation in _TRANSPOSE:
             img = img.transpose(_TRANSPOSE[orientation])
-    except Image.DecompressionBombError as exc:
-        raise DecompressionBomb(f"the image is a decompression bomb: {exc}") from None
-    except PhotoError:
-        raise
-    except MemoryError:
-        raise DecompressionBomb("the image needs more memory to decode than this server allows") from None
-    except (ValueError, TypeError) as exc:
-        if "conversion" in str(exc) or "mode" in str(exc):
-            raise UnsupportedImage(f"the image's pixel format ({img.mode}) cannot be shown as RGB: {exc}") from None
-        raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
-    except Exception as exc:  # noqa: BLE001
-        raise CorruptImage(f"the image is truncated or corrupt: {exc}") from None
     return img
+
+
+def decode_photo(
+    data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None, budget: DecodeBudget | None = None,
+) -> Image.Image:
+    """Bytes → decoded upright RGB image (EXIF orientation applied, alpha on white).
+
+    ``min_side``: the caller needs the shorter side no larger than this (serving: see
+    ``shared.preprocessing.decode_min_side``); larger images are decoded reduced, never below
+    ``REDUCING_GAP × min_side``. None decodes at full size (training, which reads its own files).
+    ``budget``: the process's :class:`DecodeBudget` (waited for in this thread; an image costing
+    more than all of it is refused); None means unbounded.
+    Every byte of the image data is decoded either way, so truncated or corrupt files fail.
+    """
+    opened = open_photo(data, max_bytes, max_pixels, min_side, budget.capacity if budget is not None else None)
+    with (budget or _UNLIMITED).hold(opened.cost):
+        return finish_decode(opened)

@@ -12,6 +12,9 @@ a readable reason and a completion event is published (so a waiting gateway answ
 
 :meth:`JobTask.stop_chain` alone ends the chain without touching the job (a redelivered task
 finding the job finished). Each service's task class only says which settings it reads.
+
+A message that finds its job in a state it does not expect, or that does not validate, is dropped
+and never fails the job: anyone able to write to the broker could otherwise fail jobs at will.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Task
+from pydantic import ValidationError
 
 from shared import jobs
 from shared.celery_app import leaves_job_to_sweeper
@@ -68,6 +72,9 @@ class JobTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
         payload: Any = args[0] if args else kwargs.get("payload")
         if not isinstance(payload, dict) or "job_id" not in payload:
+            return
+        if isinstance(exc, ValidationError):  # a malformed message is not its job's fault: dropped
+            log.warning("%s: a malformed message for job %s dropped: %s", self.name, payload["job_id"], exc)
             return
         if leaves_job_to_sweeper(exc):
             log.warning("job %s: %s gave up on %s: %s; left to the sweeper", payload["job_id"], self.name,

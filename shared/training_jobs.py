@@ -63,10 +63,14 @@ def get(session: Session, job_id: str | uuid.UUID, *, lock: bool = False) -> Tra
     return session.get(TrainingJob, key, populate_existing=True)
 
 
-def list_jobs(session: Session, limit: int = 50, status: str | None = None) -> list[TrainingJob]:
+def list_jobs(session: Session, limit: int = 50, status: str | None = None,
+              requested_by: str | None = None) -> list[TrainingJob]:
+    """Newest first; ``requested_by``: only that requester's jobs (None: everyone's)."""
     query = select(TrainingJob).order_by(TrainingJob.created_at.desc()).limit(limit)
     if status:
         query = query.where(TrainingJob.status == S(status))
+    if requested_by is not None:
+        query = query.where(TrainingJob.requested_by == requested_by)
     return list(session.scalars(query))
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.factories import flat_png, jpeg_bytes, png_bytes
 
-__all__ = ["Photo", "hostile_photos", "WORST_FOR_MEMORY"]
+__all__ = ["Photo", "hostile_photos", "scan_bomb", "lossless_webp_declaring", "WORST_FOR_MEMORY"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,22 @@ def _sixteen_bit_grey() -> bytes:
     return _encode(Image.fromarray(ramp), "PNG")
 
 
+def scan_bomb(side: int = 6000, scans: int = 4_700) -> bytes:
+    """A progressive JPEG whose first scan (DC, no data left for it) repeats ``scans`` times: ten
+    bytes each, and libjpeg walks every block of the ``side`` x ``side`` image for each (issue [G2]:
+    188 KB cost 12 s of CPU, 1.25 MB 155 s). The defaults make the 188 KB one."""
+    grey = _encode(Image.new("L", (side, side), 128), "JPEG", progressive=True, quality=50)
+    sos = grey.index(b"\xff\xda")
+    header = grey[sos:sos + 2 + struct.unpack(">H", grey[sos + 2:sos + 4])[0]]
+    eoi = grey.rindex(b"\xff\xd9")
+    return grey[:eoi] + header * scans + grey[eoi:]
+
+
+def lossless_webp_declaring(width: int = 8000, height: int = 5000) -> bytes:
+    """A flat lossless WebP: 1.6 KB for 8000 x 5000; libwebp decodes it at 16 bytes a pixel (640 MB)."""
+    return _encode(Image.new("RGB", (width, height), (40, 90, 160)), "WEBP", lossless=True)
+
+
 # The worst photo for memory: the smallest file with the largest bitmap a 4-byte mode can hold
 # under the pixel cap (RGB is stored as 4 bytes per pixel in PIL). bench/hostile_memory.py
 # sends it at concurrency 16.
@@ -126,6 +142,8 @@ def hostile_photos(max_bytes: int) -> list[Photo]:
         Photo("bomb_20000_square", flat_png(20000, 20000, color_type=0, rows=1), 413, "decompression_bomb"),
         Photo("bomb_over_pixel_cap", flat_png(7000, 7000, color_type=0, rows=1), 413, "decompression_bomb"),
         Photo("jpeg_declaring_65000_square", _jpeg_declaring(65000, 65000), 413, "decompression_bomb"),
+        Photo("jpeg_scan_bomb", scan_bomb(), 413, "decompression_bomb"),  # 188 KB, 4,700 scans
+        Photo("lossless_webp_8000x5000", lossless_webp_declaring(), 413, "decompression_bomb"),  # 1.6 KB
         Photo("png_text_chunk_bomb", _with_chunk_after_ihdr(
             flat_png(8, 8), b"zTXt", b"Comment\x00\x00" + zlib.compress(b"A" * (20 << 20), 9)), 413,
             "decompression_bomb"),

@@ -77,3 +77,75 @@ def test_embedded_redis_keeps_its_data_across_kill_and_restart(tmp_path):
         launcher.wait_for_redis(url)
         assert client.lrange("queue", 0, -1) == [f"job-{i}".encode() for i in range(100)]
         client.close()
+
+
+def test_embedded_redis_needs_its_password_which_is_kept_private(tmp_path):
+    """Drawn once, kept 0600 under the data dir, given to Redis in a 0600 config file (not on its
+    command line, which every local user can read), and needed by every client."""
+    import psutil
+
+    with launcher.ProcessGroup(log_dir=tmp_path / "logs") as group:
+        url = launcher.start_redis(group, tmp_path / "redis")
+        password = (tmp_path / "redis" / "password").read_text().strip()
+        assert len(password) >= 40 and f":{password}@127.0.0.1:" in url
+        assert (tmp_path / "redis" / "password").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600
+        assert password not in " ".join(psutil.Process(group.get("redis").popen.pid).cmdline())
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port, password="guess").ping()
+        assert redis.Redis.from_url(url).ping()
+        assert password not in launcher.redacted(url)
+    with launcher.ProcessGroup(log_dir=tmp_path / "logs") as group:  # a restart keeps the password
+        assert launcher.start_redis(group, tmp_path / "redis").startswith(f"redis://:{password}@")
+
+
+@pytest.mark.integration
+def test_no_process_outlives_a_sigkilled_wardrobe_up_by_more_than_5_s(tmp_path, model_dir):
+    """`wardrobe up` killed outright (no chance to stop its children): Redis, the gateway, every
+    worker and the workers' embedded beat processes are gone within 5 s (issue [G2]: a gateway and
+    an inference worker were still running ten minutes later)."""
+    import socket
+    import subprocess
+
+    import psutil
+
+    env = launcher.child_env({"DATA_DIR": tmp_path / "data", "MODEL_DIR": model_dir, "REDIS_URL": None,
+                              "DATABASE_URL": None, "WARDROBE_BOOTSTRAP_KEY": "wdr-test-orphans"})
+    wardrobe = [sys.executable, "-m", "services.cli", "up", "--port", str(launcher.free_port()),
+                "--log-dir", str(tmp_path / "logs")]
+    up = subprocess.Popen(wardrobe, env=env, cwd=launcher.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    family: list = []
+    try:
+        lines = []
+        for line in up.stdout:  # until every child answers
+            lines.append(line)
+            if "Wardrobe is up" in line:
+                break
+        assert up.poll() is None, "".join(lines)
+        family = psutil.Process(up.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()[:6]) for p in family)
+        assert len(family) >= 6 and "redis-server" in names and "uvicorn" in names, names
+        assert [p for p in family if p.ppid() != up.pid], "no grandchild (the workers' embedded beat processes)"
+        # a request in flight (its body still coming): a gateway told to stop gracefully would wait for it
+        port = int(wardrobe[wardrobe.index("--port") + 1])
+        in_flight = socket.create_connection(("127.0.0.1", port), timeout=30)
+        in_flight.sendall(b"POST /v1/classifications/x/feedback HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                          b"Authorization: Bearer wdr-test-orphans\r\nContent-Type: application/json\r\n\r\n{")
+        time.sleep(0.5)
+        up.kill()
+        up.wait(10)
+        deadline = time.monotonic() + 5.0
+        while (alive := [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive == [], f"still running 5 s after the launcher died: {[p.cmdline()[:6] for p in alive]}"
+    finally:  # whatever this test started, by pid, if it failed half way
+        for p in [psutil.Process(up.pid), *family] if up.poll() is None else family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

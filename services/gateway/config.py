@@ -29,6 +29,19 @@ class GatewaySettings(CommonSettings):
         DEFAULT_DECODE_BUDGET_BYTES, ge=1,
         description="Bytes of full-size bitmap this process decodes at once; larger concurrent decodes wait.",
     )
+    max_json_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest body of every route but the upload (bytes); over it: 413 before it is read.",
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0.0, description="A request body that sends no byte for this long is answered 408 and its connection closed.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=4096, description="Largest request line plus headers (bytes); over it: 431 and the connection closed.",
+    )
+    max_header_count: int = Field(100, ge=10, description="Most headers in a request; over it: 431.")
+    header_timeout_s: float = Field(
+        10.0, gt=0.0, description="A request's line and headers must arrive within this many seconds (else 408, closed).",
+    )
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Requests per minute per API key unless the key sets its own (0: no limit).",
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from services.gateway.errors import (ClassificationNotFinished, InvalidParameter, JobNotFound, KeyNotFound,
+from services.gateway.errors import (ClassificationNotFinished, Forbidden, InvalidParameter, JobNotFound, KeyNotFound,
                                      ModelNotFound, ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
                                      UnknownNode)
 from shared import api_keys, feedback, jobs, registry, training_jobs, wardrobe
-from shared.auth import Caller, Role
+from shared.auth import Caller, Role, operator_only_options
 from shared.model_store import ModelStore
 from shared.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ClassificationPublic, ClassificationResult,
                             ErrorInfo, FeedbackCreate, FeedbackListPublic, FeedbackPublic, GateDecision,
@@ -166,23 +166,33 @@ def training_job_public(job: TrainingJob) -> TrainingJobPublic:
     )
 
 
-def create_training_job(session: Session, body: TrainingJobCreate, caller_id: str) -> TrainingJobPublic:
+def create_training_job(session: Session, body: TrainingJobCreate, caller: Caller) -> TrainingJobPublic:
     options = body.model_dump(exclude={"mode"}, exclude_defaults=True)
-    return training_job_public(training_jobs.create(session, body.mode, options, caller_id))
+    if reason := operator_only_options(options, caller.role):
+        raise Forbidden(reason)
+    return training_job_public(training_jobs.create(session, body.mode, options, caller.id))
 
 
-def read_training_job(session: Session, job_id: str) -> TrainingJobPublic:
+def _own_training_job(session: Session, job_id: str, caller: Caller) -> None:
+    """404 for a job that does not exist *or* that another trainer asked for: a trainer cannot
+    tell the two apart (as with another client's classification); an operator sees every job."""
     job = training_jobs.get(session, job_id)
-    if job is None:
+    if job is None or not caller.owns(job.requested_by):
         raise TrainingJobNotFound(f"no training job with id {job_id!r}")
-    return training_job_public(job)
 
 
-def list_training_jobs(session: Session, limit: int, status: str | None) -> list[TrainingJobPublic]:
-    return [training_job_public(j) for j in training_jobs.list_jobs(session, limit, status)]
+def read_training_job(session: Session, job_id: str, caller: Caller) -> TrainingJobPublic:
+    _own_training_job(session, job_id, caller)
+    return training_job_public(training_jobs.get(session, job_id))
 
 
-def cancel_training_job(session: Session, job_id: str) -> TrainingJobPublic:
+def list_training_jobs(session: Session, limit: int, status: str | None, caller: Caller) -> list[TrainingJobPublic]:
+    requested_by = None if caller.role is Role.operator else caller.id
+    return [training_job_public(j) for j in training_jobs.list_jobs(session, limit, status, requested_by)]
+
+
+def cancel_training_job(session: Session, job_id: str, caller: Caller) -> TrainingJobPublic:
+    _own_training_job(session, job_id, caller)
     try:
         job = training_jobs.request_cancel(session, job_id)
     except training_jobs.JobFinished as exc:

@@ -144,13 +144,17 @@ def _describe(err: dict) -> str:
     return f"{kind} '{name}': {err.get('msg', 'invalid')}"
 
 
+def database_unavailable(exc: OperationalError, **headers: str) -> JSONResponse:
+    """The database refused or dropped the connection: a retryable 503, not a 500."""
+    log.warning("database unavailable: %s", str(exc).splitlines()[0])
+    return JSONResponse(error_body("database_unavailable", "the database is unavailable; retry shortly"),
+                        status_code=503, headers={"Retry-After": "1", **headers})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
-        """The database refused or dropped the connection: a retryable 503, not a 500."""
-        log.warning("database unavailable: %s", str(exc).splitlines()[0])
-        return JSONResponse(error_body("database_unavailable", "the database is unavailable; retry shortly"),
-                            status_code=503, headers={"Retry-After": "1"})
+        return database_unavailable(exc)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
@@ -170,5 +174,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "photo_too_large"}.get(exc.status_code, "http_error")
+        code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed",
+                                               413: "photo_too_large"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)

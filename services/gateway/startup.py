@@ -25,7 +25,7 @@ from shared.bootstrap import prepare_database
 from shared.celery_app import create_celery_app
 from shared.model_hedgers import ModelHedgers
 from shared.model_store import open_model_store
-from shared.photos import DecodeBudget
+from shared.photos import AsyncDecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import load_taxonomy
 
@@ -43,7 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = SessionSigner(load_or_create_secret(s.session_secret, s.data_dir), s.session_max_age_s)
     app.state.jobs = JobCache(s.job_cache_size)
     app.state.store = PhotoStore(s.resolved_photo_dir)
-    app.state.decode_budget = DecodeBudget(s.decode_budget_bytes)
+    app.state.decode_budget = AsyncDecodeBudget(s.decode_budget_bytes)
     app.state.model_store = open_model_store(s.resolved_model_store)
     app.state.taxonomy = load_taxonomy(s.taxonomy_path)
     app.state.redis = aioredis.Redis.from_url(s.redis_url)

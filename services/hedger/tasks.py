@@ -15,7 +15,6 @@ from functools import lru_cache
 from celery import shared_task
 
 from services.hedger.config import HedgerSettings, get_settings
-from services.hedger.errors import HedgingError
 from shared import jobs
 from shared.celery_app import HEDGE, RETRY_POLICY, transient_errors
 from shared.db import session_scope
@@ -52,7 +51,11 @@ def hedge_task(self: HedgerTask, payload: dict) -> None:
             log.info("job %s: nothing to hedge (status %s)", msg.job_id, job.status.value if job else "unknown")
             return
         if job.leaf_probs is None or job.model_version is None:
-            raise HedgingError("the job has no probabilities")
+            # Running but not inferred yet: inference sends the hedge when it has the probabilities.
+            # A hedge now is a forged or stray message; failing the job for it would let anyone who
+            # can write to the broker fail running jobs (issue [G2]), so the message is dropped.
+            log.warning("job %s: a hedge message before its inference; dropped", msg.job_id)
+            return
         t0 = time.perf_counter()
         hedger = hedgers().load(session, job.model_version)
         result = hedger.classify(job.leaf_probs, job.accuracy_target, s.hedge_method, s.top_k)

@@ -25,6 +25,11 @@ class InferenceSettings(CommonSettings):
         "sleeping: slightly quicker back-to-back runs, but on a host with few cores they take CPU from the gateway, "
         "decoding and the other workers.",
     )
+    ort_cpu_mem_arena: bool = Field(
+        False, description="Keep activations in ONNX Runtime's CPU arena between runs (its default). Off: each run "
+        "allocates and frees its own; the arena grew to about 1 GB with the served pair under batches of mixed "
+        "sizes and never shrank (bench/hostile_memory.py).",
+    )
     prefer_gpu: bool = Field(True, description="Use CUDAExecutionProvider when ONNX Runtime offers it.")
     batch_timeout_s: float = Field(120.0, gt=0.0, description="Longest a task waits for its batch's result.")
     max_photo_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description="Largest photo decoded (bytes); as the gateway.")

@@ -48,7 +48,7 @@ def tracker() -> ModelTracker:
     return ModelTracker(
         s.resolved_database_url, s.model_check_interval_s,
         loader=lambda key: load_model(model_store().fetch(key), s.prefer_gpu, s.ort_intra_op_threads,
-                                      s.ort_allow_spinning),
+                                      s.ort_allow_spinning, s.ort_cpu_mem_arena),
     )
 
 

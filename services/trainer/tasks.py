@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def refusal(job_id: str) -> str | None:
     """Why the training job must not run (None: it may). Refused jobs that have a row are failed."""
     from shared import api_keys
-    from shared.auth import Role
+    from shared.auth import Role, operator_only_options
 
     with session_scope(get_settings().resolved_database_url) as session:
         job = training_jobs.get(session, job_id)
@@ -38,6 +38,8 @@ def refusal(job_id: str) -> str | None:
         key = api_keys.get_key(session, job.requested_by)
         if key is not None and (key.revoked_at is not None or not key.role.allows(Role.trainer)):
             return f"the requester's key {key.id} is revoked or may not retrain"
+        if key is not None and (why := operator_only_options(job.options or {}, key.role)):
+            return f"the requester's key {key.id} may not ask for {why}"
     return None
 
 

@@ -263,7 +263,8 @@ def check_command(argv: list[str], service: str, where: str) -> None:
     if prog == "uvicorn":
         assert service == "gateway", f"{where}: uvicorn outside the gateway"
         assert "--factory" in argv, f"{where}: create_app is a factory: pass --factory"
-        (target,) = [a for a in argv[1:] if re.fullmatch(r"[\w.]+:\w+", a)]
+        protocol = argv[argv.index("--http") + 1] if "--http" in argv else None  # module:Class too
+        (target,) = [a for a in argv[1:] if re.fullmatch(r"[\w.]+:\w+", a) and a != protocol]
         module, attr = target.split(":")
         assert callable(getattr(importlib.import_module(module), attr)), f"{where}: {target}"
         port = int(argv[argv.index("--port") + 1])
@@ -271,7 +272,7 @@ def check_command(argv: list[str], service: str, where: str) -> None:
         assert argv[argv.index("--host") + 1] == "0.0.0.0", f"{where}: must listen beyond loopback"
         if "--loop" in argv or "--http" in argv:  # the image names them (the launcher leaves them to auto)
             assert argv[argv.index("--loop") + 1] == "uvloop", f"{where}: --loop"
-            assert argv[argv.index("--http") + 1] == "httptools", f"{where}: --http"
+            assert argv[argv.index("--http") + 1] == "services.gateway.http:BoundedHttpTools", f"{where}: --http"
     elif prog == "celery":
         check_celery(argv, service, where)
     elif prog.startswith("python") and argv[1:2] == ["-c"]:

@@ -19,6 +19,7 @@ from shared.model_store import LocalModelStore
 from shared.storage import PhotoStore
 
 MAX_PHOTO_BYTES = 300_000
+SLOW_TIMEOUT_S = 3  # BODY_TIMEOUT_S and HEADER_TIMEOUT_S of the stack under test (default 10)
 OPERATOR_KEY = f"e2e-operator-{uuid.uuid4().hex}"  # WARDROBE_BOOTSTRAP_KEY of the stack under test
 
 
@@ -62,7 +63,8 @@ def system(redis_url: str, redis_namespace: str, session_database_url: str, mode
         stack = launcher.start_stack(
             group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=session_database_url,
             namespace=redis_namespace, services=("inference", "hedger", "sweeper"), model_store=data_dir / "model-store",
-            extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5"},
+            extra_env={"MAX_PHOTO_BYTES": str(MAX_PHOTO_BYTES), "MODEL_CHECK_INTERVAL_S": "0.5",
+                       "BODY_TIMEOUT_S": str(SLOW_TIMEOUT_S), "HEADER_TIMEOUT_S": str(SLOW_TIMEOUT_S)},
             bootstrap_key=OPERATOR_KEY,
         )
         with httpx.Client(base_url=stack.url, timeout=40, headers={"Authorization": f"Bearer {OPERATOR_KEY}"}) as http:

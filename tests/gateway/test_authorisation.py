@@ -45,8 +45,11 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     ("GET", "/v1/taxonomy", "-"): _ANY_KEY,
     ("POST", "/v1/training-jobs", "-"): {**_TRAINER, "trainer": 202, "operator": 202},
     ("GET", "/v1/training-jobs", "-"): _TRAINER,
-    ("GET", "/v1/training-jobs/{job_id}", "-"): _TRAINER,
-    ("POST", "/v1/training-jobs/{job_id}/cancel", "-"): _TRAINER,
+    # "own": a job the caller asked for itself; "other": one another trainer key asked for
+    ("GET", "/v1/training-jobs/{job_id}", "own"): _TRAINER,
+    ("GET", "/v1/training-jobs/{job_id}", "other"): {**_TRAINER, "trainer": 404},
+    ("POST", "/v1/training-jobs/{job_id}/cancel", "own"): _TRAINER,
+    ("POST", "/v1/training-jobs/{job_id}/cancel", "other"): {**_TRAINER, "trainer": 404},
     ("GET", "/v1/models", "-"): _OPERATOR,
     ("GET", "/v1/models/history", "-"): _OPERATOR,
     ("POST", "/v1/models/rollback", "-"): {**_OPERATOR, "operator": 409},
@@ -60,6 +63,21 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
     # what matters here: the same answer for every caller, no key needed (see PUBLIC_PROBES)
     ("GET", "/readyz", "-"): dict(nobody=0, bad_key=0, revoked=0, client=0, trainer=0, operator=0),
 }
+# Options of POST /v1/training-jobs × caller: what could serve a candidate without the gate's
+# judgement (bypassing it with promote=always, loosening it with a tolerance) is the operator's
+# alone; the gate's default, and keeping a candidate out with never, stay every trainer's.
+_JOB_OPTION_OPERATOR = {**_TRAINER, "trainer": 403, "operator": 202}
+_JOB_OPTION_ANY_TRAINER = {**_TRAINER, "trainer": 202, "operator": 202}
+JOB_OPTIONS: dict[str, tuple[dict, dict[str, int]]] = {
+    "quick": ({"mode": "quick"}, _JOB_OPTION_ANY_TRAINER),
+    "promote_gate": ({"mode": "quick", "promote": "gate"}, _JOB_OPTION_ANY_TRAINER),
+    "named_version": ({"mode": "quick", "version": "mine-1"}, _JOB_OPTION_ANY_TRAINER),
+    "promote_always": ({"mode": "recalibrate", "promote": "always"}, _JOB_OPTION_OPERATOR),
+    "promote_never": ({"mode": "quick", "promote": "never"}, _JOB_OPTION_ANY_TRAINER),
+    "tolerance_large": ({"mode": "recalibrate", "tolerance": 0.5}, _JOB_OPTION_OPERATOR),
+    "tolerance_zero": ({"mode": "full", "tolerance": 0.0}, _JOB_OPTION_OPERATOR),
+    "always_and_tolerance": ({"mode": "quick", "promote": "always", "tolerance": 0.3}, _JOB_OPTION_OPERATOR),
+}
 BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"},
           "/v1/keys": {"name": "matrix", "role": "client"}}
 HEADERS = {"/v1/session": {"X-CSRF-Token": "new"}}
@@ -70,7 +88,9 @@ def tokens(anonymous, keys, gateway_settings) -> dict[str, str | None]:
     with session_scope(gateway_settings.resolved_database_url) as session:
         revoked = api_keys.create_key(session, "gone", api_keys.Role.operator)
         api_keys.revoke(session, revoked.row.id)
-    return {"nobody": None, "bad_key": "wdr_nope_0000", "revoked": revoked.token, **keys.tokens}
+        trainer2 = api_keys.create_key(session, "trainer2", api_keys.Role.trainer)
+    return {"nobody": None, "bad_key": "wdr_nope_0000", "revoked": revoked.token, "trainer2": trainer2.token,
+            **keys.tokens}
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -89,8 +109,8 @@ def test_the_matrix_names_every_route(app):
     assert served == named, "routes without a row in MATRIX (or rows for routes that are gone)"
 
 
-def _training_job(anonymous, tokens) -> str:
-    r = anonymous.post("/v1/training-jobs", json={"mode": "quick"}, headers=_headers(tokens["trainer"]))
+def _training_job(anonymous, token: str) -> str:
+    r = anonymous.post("/v1/training-jobs", json={"mode": "quick"}, headers=_headers(token))
     assert r.status_code == 202, r.text
     return r.json()["id"]
 
@@ -111,7 +131,8 @@ def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, gateway
                 mine = whose == "own" and who in ("client", "trainer", "operator")
                 url = url.replace(param, _classification(anonymous, tokens[who] if mine else tokens["client2"]))
             elif param in path:
-                url = url.replace(param, _training_job(anonymous, tokens))
+                mine = whose == "own" and who in ("trainer", "operator")
+                url = url.replace(param, _training_job(anonymous, tokens[who] if mine else tokens["trainer2"]))
         url = url.replace("{version}", "tiny-1").replace("{key_id}", _api_key(gateway_settings))
         files = {"photo": ("a.jpg", jpeg_bytes())} if path == "/v1/classifications" else None
         anonymous.cookies.clear()  # no browser session carried from one caller's request to the next
@@ -121,6 +142,41 @@ def test_route_answers_each_caller_as_the_matrix_says(anonymous, tokens, gateway
         assert len(set(got.values())) == 1 and got["nobody"] in (200, 503), got
         return
     assert got == MATRIX[route]
+
+
+@pytest.mark.parametrize("case", list(JOB_OPTIONS))
+def test_training_job_options_answer_each_caller_as_the_table_says(anonymous, tokens, case):
+    body, expected = JOB_OPTIONS[case]
+    got = {who: anonymous.post("/v1/training-jobs", json=body, headers=_headers(tokens[who]))
+           for who in CALLERS}
+    assert {who: r.status_code for who, r in got.items()} == expected
+    if expected["trainer"] == 403:
+        error = got["trainer"].json()["error"]
+        assert error["code"] == "forbidden" and "only an operator decides promotion" in error["message"], error
+
+
+def test_a_refused_option_creates_no_job(anonymous, tokens):
+    r = anonymous.post("/v1/training-jobs", json={"mode": "recalibrate", "promote": "always"},
+                       headers=_headers(tokens["trainer"]))
+    assert r.status_code == 403
+    assert anonymous.get("/v1/training-jobs", headers=_headers(tokens["operator"])).json() == []
+
+
+def test_a_trainer_lists_only_its_own_training_jobs_and_the_operator_all(anonymous, tokens):
+    mine, theirs = _training_job(anonymous, tokens["trainer"]), _training_job(anonymous, tokens["trainer2"])
+    listed = lambda who: {j["id"] for j in anonymous.get("/v1/training-jobs", headers=_headers(tokens[who])).json()}  # noqa: E731
+    assert listed("trainer") == {mine} and listed("trainer2") == {theirs}
+    assert listed("operator") == {mine, theirs}
+
+
+def test_another_trainers_job_and_an_unknown_one_look_the_same(anonymous, tokens):
+    theirs = _training_job(anonymous, tokens["trainer2"])
+    for path in (f"/v1/training-jobs/{theirs}", "/v1/training-jobs/6d1f0e3c-0000-4000-8000-000000000000"):
+        r = anonymous.get(path, headers=_headers(tokens["trainer"]))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "training_job_not_found"
+    cancel = anonymous.post(f"/v1/training-jobs/{theirs}/cancel", headers=_headers(tokens["trainer"]))
+    assert cancel.status_code == 404
+    assert anonymous.get(f"/v1/training-jobs/{theirs}", headers=_headers(tokens["trainer2"])).json()["status"] == "queued"
 
 
 def test_an_unknown_id_and_another_clients_id_look_the_same(anonymous, tokens):

@@ -165,3 +165,74 @@ def test_a_progressive_jpeg_is_charged_for_its_full_size_coefficients():
 
     decode_photo(data, min_side=100, budget=Recording())
     assert charged[0] >= 2000 * 1000 * 3
+
+
+# --- decode cost: scans, per-format charges, the async budget (issue [G2]) ---------------------
+def test_a_jpeg_scan_bomb_is_refused_from_its_markers_without_decoding():
+    """188 KB and 1.25 MB of repeated empty scans (12 s and 155 s of CPU before): refused by
+    open_photo, which decodes nothing, so the cost is a walk over the markers."""
+    from shared.photos import MAX_JPEG_SCANS, open_photo
+    from tests.hostile import scan_bomb
+
+    for data in (scan_bomb(), scan_bomb(scans=111_000)):
+        with pytest.raises(DecompressionBomb, match=f"more than {MAX_JPEG_SCANS} scans"):
+            open_photo(data, min_side=224)
+
+
+def test_a_jpeg_with_as_many_scans_as_allowed_decodes():
+    from shared.photos import MAX_JPEG_SCANS, jpeg_scan_count
+    from tests.hostile import scan_bomb
+
+    own = jpeg_scan_count(scan_bomb(256, 0))  # libjpeg's progressive script: 6 scans for grey
+    data = scan_bomb(256, MAX_JPEG_SCANS - own)
+    assert jpeg_scan_count(data) == MAX_JPEG_SCANS
+    assert decode_photo(data, min_side=100).size == (256, 256)
+
+
+def test_scans_are_counted_by_segment_not_by_byte():
+    """FFDA inside a segment's payload (an EXIF block, a thumbnail) is not a scan; an ordinary
+    progressive JPEG has libjpeg's 10 scans, a baseline one 1."""
+    from shared.photos import jpeg_scan_count
+
+    exif = Image.Exif()
+    exif[0x010E] = "\xff\xda" * 500  # ImageDescription full of SOS look-alikes
+    assert jpeg_scan_count(encode(noise((64, 48)), "JPEG", exif=exif.tobytes())) == 1
+    assert jpeg_scan_count(encode(noise((64, 48)), "JPEG", progressive=True)) == 10
+
+
+def test_webp_is_charged_what_libwebp_allocates_and_refused_over_the_whole_budget():
+    """libwebp (through Pillow's animation decoder) peaks at 16 bytes a pixel, lossy or lossless
+    (measured: 8000 x 5000 → 633 MB RSS): a 1.6 KB lossless WebP declaring that is charged 640 MB,
+    more than a 160 MiB budget, and refused before decoding."""
+    from shared.photos import DEFAULT_DECODE_BUDGET_BYTES, open_photo
+    from tests.hostile import lossless_webp_declaring
+
+    small = open_photo(encode(noise((64, 48)), "WEBP"))
+    assert small.cost == 64 * 48 * 16
+    with pytest.raises(DecompressionBomb, match="MiB at once"):
+        open_photo(lossless_webp_declaring(), max_decode_bytes=DEFAULT_DECODE_BUDGET_BYTES)
+    with pytest.raises(DecompressionBomb):
+        decode_photo(lossless_webp_declaring(), budget=DecodeBudget())
+
+
+def test_the_async_budget_serialises_holders_over_capacity_without_threads():
+    import asyncio
+
+    from shared.photos import AsyncDecodeBudget
+
+    async def main() -> int:
+        budget, inside, peak = AsyncDecodeBudget(capacity_bytes=100), [0], [0]
+
+        async def work() -> None:
+            async with budget.hold(60):
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+                await asyncio.sleep(0.01)
+                inside[0] -= 1
+
+        await asyncio.gather(*(work() for _ in range(6)))
+        async with budget.hold(500):  # one holder larger than the capacity still gets through, alone
+            pass
+        return peak[0]
+
+    assert asyncio.run(main()) == 1

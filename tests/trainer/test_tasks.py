@@ -28,9 +28,9 @@ def migrated(database_url, tmp_path, monkeypatch):
     return database_url, models
 
 
-def _job(url: str, requested_by: str | None) -> str:
+def _job(url: str, requested_by: str | None, options: dict | None = None) -> str:
     with session_scope(url) as session:
-        return str(training_jobs.create(session, "quick", {}, requested_by).id)
+        return str(training_jobs.create(session, "quick", options or {}, requested_by).id)
 
 
 def _status(url: str, job_id: str) -> tuple[str, str | None]:
@@ -52,6 +52,19 @@ def test_a_training_job_runs_only_with_a_row_naming_a_valid_requester(migrated):
     assert "revoked or may not retrain" in refusal(_job(url, revoked))
     assert refusal(_job(url, trainer)) is None
     assert refusal(_job(url, "cli:root")) is None  # written by someone holding the database credentials
+
+
+def test_a_trainers_job_row_that_decides_promotion_is_refused(migrated):
+    """The gateway answers 403 to these options from a trainer; a row written around it is refused
+    here too, so no trainer-requested job bypasses or loosens the gate."""
+    url, _ = migrated
+    with session_scope(url) as session:
+        trainer = api_keys.create_key(session, "ci", Role.trainer).row.id
+        operator = api_keys.create_key(session, "ops", Role.operator).row.id
+    assert "only an operator" in refusal(_job(url, trainer, {"promote": "always"}))
+    assert "only an operator" in refusal(_job(url, trainer, {"tolerance": 0.5}))
+    assert refusal(_job(url, trainer, {"promote": "gate"})) is None
+    assert refusal(_job(url, operator, {"promote": "always", "tolerance": 0.5})) is None
 
 
 @pytest.mark.integration

@@ -23,7 +23,7 @@ from services.gateway.rehedge import Rehedger
 from services.gateway.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS
 from shared.auth import Caller, Role
 from shared.model_store import ModelStore
-from shared.photos import DecodeBudget
+from shared.photos import AsyncDecodeBudget
 from shared.storage import PhotoStore
 from shared.taxonomy import Taxonomy
 
@@ -56,7 +56,7 @@ async def get_store(request: Request) -> PhotoStore:
     return request.app.state.store
 
 
-async def get_decode_budget(request: Request) -> DecodeBudget:
+async def get_decode_budget(request: Request) -> AsyncDecodeBudget:
     return request.app.state.decode_budget
 
 
@@ -68,14 +68,16 @@ async def get_taxonomy(request: Request) -> Taxonomy:
     return request.app.state.taxonomy
 
 
-async def get_caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(description="`Bearer <API key>`", max_length=512)] = None,
-) -> Caller:
-    """The caller of this request, from ``Authorization: Bearer <API key>``: 401 without a valid
-    key, 429 (with Retry-After) once the key is over its rate limit. Every counted request goes
-    through here, re-hedges included. The key is resolved at most AUTH_CACHE_S seconds ago
-    (``services.gateway.keycache``)."""
+MAX_KEY_CHARS = 512  # a key is ~60 characters (wdr_<id>_<secret>)
+
+
+async def authenticate(request: Request, authorization: str | None) -> Caller:
+    """The caller of a request, from ``Authorization: Bearer <API key>`` or, for the web page, its
+    session cookie (``services.gateway.sessions``), counted against its rate limit:
+    ``Unauthenticated`` (401) without a valid key, ``RateLimited`` (429, Retry-After) once the key is
+    over its limit. The key is resolved at most AUTH_CACHE_S seconds ago (``services.gateway.keycache``).
+    Called once per request, by ``services.gateway.admission`` on the headers alone (``request``
+    carries no body there), before any body is read."""
     state = request.app.state
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
@@ -84,6 +86,9 @@ async def get_caller(
     elif scheme.lower() != "bearer" or not token:
         AUTH_REFUSALS.labels(reason="no_key").inc()
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
+    elif len(token) > MAX_KEY_CHARS:  # no key is this long: not worth hashing or a database look-up
+        AUTH_REFUSALS.labels(reason="unknown_key").inc()
+        raise Unauthenticated("the API key is unknown or revoked")
     else:
         caller = await state.keys.resolve(state.database, token)
         if caller is None:
@@ -96,7 +101,20 @@ async def get_caller(
         AUTH_REFUSALS.labels(reason="rate_limited").inc()
         raise RateLimited(f"key {caller.id} is over its limit of {limit} requests per minute; "
                           f"retry in {retry_after} s", retry_after_s=retry_after)
-    request.state.caller = caller  # for the access log
+    return caller
+
+
+async def get_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <API key>`", max_length=MAX_KEY_CHARS)] = None,
+) -> Caller:
+    """The caller of this request, as the admission middleware resolved it before the body was
+    read (``services.gateway.admission``); resolved here only where no middleware ran (an app
+    built without it). Every counted request goes through here, re-hedges included."""
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        caller = await authenticate(request, authorization)
+        request.state.caller = caller  # for the access log
     return caller
 
 
@@ -137,7 +155,7 @@ RehedgerDep = Annotated[Rehedger, Depends(get_rehedger)]
 JobsDep = Annotated[JobCache, Depends(get_jobs)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StoreDep = Annotated[PhotoStore, Depends(get_store)]
-DecodeBudgetDep = Annotated[DecodeBudget, Depends(get_decode_budget)]
+DecodeBudgetDep = Annotated[AsyncDecodeBudget, Depends(get_decode_budget)]
 TaxonomyDep = Annotated[Taxonomy, Depends(get_taxonomy)]
 ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -20,7 +20,7 @@ from services.gateway.jobcache import JobView
 from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
 from services.gateway.notifier import Notifier, wait_event
 from shared.hedging.calibration import MAX_TARGET, MIN_TARGET
-from shared.photos import DecodeBudget, PhotoError, PhotoTooLarge, decode_photo
+from shared.photos import AsyncDecodeBudget, PhotoError, PhotoTooLarge, finish_decode, open_photo
 from shared.schemas import ClassificationPublic, ErrorResponse
 from shared.storage import PhotoStore
 from shared.tables import ClassificationJob
@@ -51,12 +51,18 @@ def _wait(value: float, settings: GatewaySettings) -> float:
     return value
 
 
-def _validate_and_store(data: bytes, settings: GatewaySettings, store: PhotoStore, budget: DecodeBudget) -> str:
+async def _validate_and_store(data: bytes, settings: GatewaySettings, store: PhotoStore,
+                              budget: AsyncDecodeBudget) -> str:
     """Decode (bad input never becomes a job), then store by content hash. Decoded small: every
     byte is still decoded, so truncation is caught, but JPEGs at a reduced DCT scale and other
-    formats within the process's decode budget (shared.photos)."""
-    decode_photo(data, settings.max_photo_bytes, settings.max_photo_pixels, min_side=VALIDATION_SIDE, budget=budget)
-    return store.put(data)
+    formats within the process's decode budget (shared.photos). The header is read and checked
+    in a thread (milliseconds); the wait for the budget is on the event loop, so uploads waiting
+    their turn hold no thread that other requests' database calls need; the decode is a thread's."""
+    opened = await run_in_threadpool(open_photo, data, settings.max_photo_bytes, settings.max_photo_pixels,
+                                     VALIDATION_SIDE, budget.capacity)
+    async with budget.hold(opened.cost):
+        await run_in_threadpool(finish_decode, opened)
+    return await run_in_threadpool(store.put, data)
 
 
 def _create_job(session, photo_key: str, accuracy: float, owner_id: str) -> ClassificationJob:  # noqa: ANN001
@@ -112,7 +118,7 @@ async def create_classification(
         data = await photo.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise PhotoTooLarge(f"the photo is over this key's limit of {max_bytes} bytes")
-        photo_key = await run_in_threadpool(_validate_and_store, data, settings, store, budget)
+        photo_key = await _validate_and_store(data, settings, store, budget)
     except PhotoError as exc:
         CLASSIFICATIONS.labels(outcome=f"rejected_{exc.code}").inc()
         raise

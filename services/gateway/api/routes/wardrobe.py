@@ -40,7 +40,7 @@ async def read_thumbnail(job_id: JobId, caller: CallerDep, db: DatabaseDep, stor
         data = await run_in_threadpool(store.get, key)
     except PhotoMissing:
         raise PhotoGone(f"the photo of classification {job_id} is no longer stored") from None
-    jpeg = await run_in_threadpool(thumbnail, data, len(data), settings.max_photo_pixels, budget)
+    jpeg = await thumbnail(data, len(data), settings.max_photo_pixels, budget)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
