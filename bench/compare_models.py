@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from services.trainer.calibrate import expected_calibration_error
-from services.trainer.data import load_dataset
+from services.trainer.model.calibrate import expected_calibration_error
+from services.trainer.data.dataset import load_dataset
 from services.trainer.evaluation.evaluate import ModelRunner
-from services.trainer.train import load_photo
+from services.trainer.data.dataset import load_photo
 from shared.taxonomy import load_taxonomy
 
 

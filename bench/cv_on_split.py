@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.trainer.calibrate import fit_temperature, softmax
-from services.trainer.cv import load_oof
+from services.trainer.model.calibrate import fit_temperature, softmax
+from services.trainer.pipelines.cv import load_oof
 from services.trainer.evaluation.evaluate import classification_metrics
 from shared.taxonomy import load_taxonomy
 

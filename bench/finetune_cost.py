@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.trainer.features import OrtRunner  # noqa: E402
-from services.trainer.model import GarmentNet  # noqa: E402
+from services.trainer.fit.front import OrtRunner  # noqa: E402
+from services.trainer.model.net import GarmentNet  # noqa: E402
 
 CONFIGS = [("efficientnet-lite0", 224, 16), ("efficientnet-lite0", 224, 14), ("efficientnet-lite0", 224, 12),
            ("efficientnet-lite0", 260, 16), ("efficientnet-lite0", 260, 13), ("efficientnet-lite2", 260, 21), ("efficientnet-lite2", 260, 19)]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.trainer.cv import load_oof  # noqa: E402
-from services.trainer.ensemble import combine_oof  # noqa: E402
+from services.trainer.pipelines.cv import load_oof  # noqa: E402
+from services.trainer.pipelines.ensemble import combine_oof  # noqa: E402
 from services.trainer.evaluation.crossval import cv_report  # noqa: E402
 from shared.taxonomy import load_taxonomy  # noqa: E402
 

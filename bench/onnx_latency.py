@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from services.trainer.export import ort_latency_stats
+from services.trainer.model.export import ort_latency_stats
 from shared.config import BUNDLED_MODELS_DIR
 from shared.model_card import ModelCard
 from shared.model_contract import open_session
@@ -27,7 +27,7 @@ def torch_eager_ms_per_photo(card: ModelCard, threads: int, batch: int = 32) -> 
 
     import torch
 
-    from services.trainer.model import GarmentNet
+    from services.trainer.model.net import GarmentNet
 
     torch.set_num_threads(threads)
     net = GarmentNet(card.architecture, len(card.classes), card.preprocess.input_size,

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet18_Weights  # only for the 1000 ImageNet class names (offline metadata)
 
-from services.trainer.model import GarmentNet
-from services.trainer.train import load_photo
+from services.trainer.model.net import GarmentNet
+from services.trainer.data.dataset import load_photo
 from shared.model_card import PreprocessConfig
 from shared.preprocessing import preprocess
 

@@ -30,9 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.trainer.gate import GATE_TARGETS, ProbabilityCache, hedged_scores  # noqa: E402
-from services.trainer.recalibrate import recalibrated_calibration  # noqa: E402
-from services.trainer.refit import dataset_parts  # noqa: E402
+from services.trainer.jobs.gate import GATE_TARGETS, ProbabilityCache, hedged_scores  # noqa: E402
+from services.trainer.jobs.recalibrate import recalibrated_calibration  # noqa: E402
+from services.trainer.data.feedback import dataset_parts  # noqa: E402
 from shared.model_card import ModelCard  # noqa: E402
 from shared.taxonomy import load_taxonomy  # noqa: E402
 

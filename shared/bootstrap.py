@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 def prepare_database(url: str, model_dir: str | Path, attempts: int = 30, migrate: bool = True,
                      model_store: str | Path | None = None) -> str | None:
     """Returns the active model version (None when there is none to register). With no version
-    active, the newest one bundled in ``model_dir`` is published into ``model_store`` (default:
-    ``model_dir`` itself) and activated."""
+    active, the release bundled in ``model_dir`` (the version its ``RELEASE`` file names, or its
+    only version) is published into ``model_store`` (default: ``model_dir`` itself) and activated."""
     wait_for_database(url, attempts=attempts)
     if migrate:
         run_migrations(url)

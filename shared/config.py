@@ -56,7 +56,7 @@ class CommonSettings(BaseSettings):
     photo_dir: Path | None = Field(None, description="Content-addressed photo store; data_dir/photos if unset.")
     model_dir: Path = Field(BUNDLED_MODELS_DIR, description="Bundled model versions (one is registered if none is active).")
     model_store: str | None = Field(
-        None, description="Where model versions live, by key (a shared volume or file:// URL); model_dir if unset."
+        None, description="Where model versions live, by key (a shared volume or file:// URL); data_dir/models if unset."
     )
     redis_namespace: str = Field(
         "wardrobe", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$",
@@ -133,7 +133,8 @@ class CommonSettings(BaseSettings):
 
     @property
     def resolved_model_store(self) -> str:
-        return str(self.model_store or self.model_dir)
+        # never the checkout's models/: a retrain must not write versions into the git tree
+        return str(self.model_store or self.data_dir / "models")
 
     @property
     def resolved_photo_dir(self) -> Path:

@@ -10,9 +10,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 
 from shared.hedging.calibration import Calibration
+from shared.recipe import ModelRecipe
 from shared.taxonomy import Taxonomy, TaxonomyError
 
 __all__ = ["card_taxonomy", "PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME",
@@ -59,7 +60,10 @@ class ModelCard(BaseModel):
     # the hedger's λ(ε) tables (shared.hedging.calibration), checked here, when the card loads
     calibration: Calibration | None = None
     data: dict[str, Any] = Field(default_factory=dict)  # dataset dir, split file, counts
-    recipe: dict[str, Any] = Field(default_factory=dict)  # resolved training recipe
+    recipe: dict[str, Any] = Field(default_factory=dict)  # resolved training recipe (first member's)
+    # the served kind that made this version: members, combination, calibration (shared.recipe);
+    # a card written before cards carried it gets the one derived from ``recipe`` and ``data``
+    model_recipe: ModelRecipe | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     hashes: dict[str, str] = Field(default_factory=dict)  # file name -> sha256
 
@@ -68,6 +72,23 @@ class ModelCard(BaseModel):
     def _no_tables(cls, value: Any) -> Any:
         """Cards written before the field was typed say ``{}`` for "not calibrated"."""
         return None if value == {} else value
+
+    @field_validator("model_recipe", mode="before")
+    @classmethod
+    def _recipe_from_dict(cls, value: Any) -> Any:
+        return ModelRecipe.from_dict(value) if isinstance(value, dict) else value
+
+    @field_serializer("model_recipe")
+    def _recipe_to_dict(self, value: ModelRecipe | None) -> dict | None:
+        return value.to_dict() if value is not None else None
+
+    @model_validator(mode="after")
+    def _derive_model_recipe(self) -> "ModelCard":
+        """Older cards: the model recipe their ``recipe`` and ``data`` describe."""
+        if self.model_recipe is None and self.recipe:
+            unit = self.calibration.crc_unit if self.calibration is not None else None
+            self.model_recipe = ModelRecipe.from_card(self.recipe, self.data, unit)
+        return self
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "ModelCard":

@@ -3,7 +3,7 @@
 A version is an ONNX file with one input, float32 ``[N, 3, S, S]`` (the shared preprocessing's
 output, a dynamic batch axis), and one output, the class probabilities ``[N, C]`` in the order of
 the card's ``classes``; the tensor names are recorded in the card (``onnx_input``,
-``onnx_output``). ``services/trainer/onnx_export.py`` writes such a file (torch is the trainer's alone);
+``onnx_output``). ``services/trainer/model/onnx_export.py`` writes such a file (torch is the trainer's alone);
 :func:`open_session` is the only place an ONNX Runtime session is opened; :func:`load_model` reads
 a version directory into the :class:`LoadedModel` that serving runs, and evaluation, feature
 caching and the benches run the same way, so "evaluated as served" is literally true.

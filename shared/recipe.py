@@ -102,9 +102,116 @@ PRESETS: dict[str, dict] = {
     # threads/workers suit a 16-core GPU host; override them with --set on a smaller one.
     "gpu": {"fine_tune": "full", "epochs": 40, "batch_size": 64, "lr": 1e-3, "head_lr_mult": 5.0,
             "weight_decay": 0.05, "drop_connect": 0.2, "threads": 16, "workers": 14},
-    # The retrain job's quick mode (services/trainer/refit.py): only the last block (the 1×1 head
+    # The retrain job's quick mode (services/trainer/pipelines/refit.py): only the last block (the 1×1 head
     # conv + BN) and the linear head are trained, on front activations cached on disk for one
     # augmented view per photo, so a refit costs only ~2 passes of that block over the training
     # photos plus feedback. Less accurate than the default; measured in docs/learning.md.
     "quick": {"split_block": 16, "views": 1, "epochs": 2},
 }
+
+
+# --- the model recipe: everything that made a served kind -------------------------------------------
+COMBINATIONS = ("mean-log-softmax",)  # how members' outputs become the "logits" the temperature scales
+CALIBRATION_SOURCES = ("split", "cross-fitted")
+CRC_UNITS = ("photo", "sender", "group")  # shared.hedging.calibration.CRC_UNITS (checked there too)
+
+
+@dataclass
+class CalibrationRecipe:
+    """How the temperature and the hedger's λ tables are fitted."""
+
+    # "split": temperature on the validation split, λ on the calibration split (``wardrobe train``);
+    # "cross-fitted": both on out-of-fold predictions of ``folds`` sender-disjoint fold models,
+    # every person scored by models that never saw them; the shipped networks see every photo
+    source: str = "split"
+    folds: int = 5  # cross-fitted only
+    crc_unit: str = "photo"  # what the λ tables promise: per photo, per new person, per group of people
+    angles: tuple[int, ...] = (0, -30, 30)  # cross-fitted only: served photo upright and turned ±30°
+
+    def __post_init__(self) -> None:
+        if self.source not in CALIBRATION_SOURCES:
+            raise ValueError(f"unknown calibration source '{self.source}' ({', '.join(CALIBRATION_SOURCES)})")
+        if self.crc_unit not in CRC_UNITS:
+            raise ValueError(f"unknown crc_unit '{self.crc_unit}' ({', '.join(CRC_UNITS)})")
+        if self.source == "cross-fitted" and self.folds < 2:
+            raise ValueError("cross-fitting needs at least 2 folds")
+        self.angles = tuple(int(a) for a in self.angles)
+
+
+@dataclass
+class ModelRecipe:
+    """A served kind, completely: its member networks, how their outputs combine, how it is
+    calibrated. ``wardrobe train`` makes a one-member, split-calibrated recipe; ``wardrobe cv`` +
+    ``wardrobe ensemble`` a cross-fitted one; a training job runs the active version's recipe
+    again with what people taught it. Every model card records the one that made it."""
+
+    members: list[Recipe] = field(default_factory=lambda: [Recipe()])
+    combination: str = "mean-log-softmax"  # one member: its own logits
+    calibration: CalibrationRecipe = field(default_factory=CalibrationRecipe)
+    # cross-fitted members: the served crops (upright, ±30°) are training views too, next to the
+    # members' ``views`` augmented ones (the served pair was trained so)
+    train_on_served: bool = False
+
+    def __post_init__(self) -> None:
+        self.members = [m if isinstance(m, Recipe) else Recipe.from_overrides(dict(m)) for m in self.members]
+        if isinstance(self.calibration, dict):
+            self.calibration = CalibrationRecipe(**self.calibration)
+        if not self.members:
+            raise ValueError("a model recipe needs at least one member")
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"unknown combination '{self.combination}' ({', '.join(COMBINATIONS)})")
+        crops = {(m.input_size, m.resize_size) for m in self.members}
+        if len(crops) != 1:
+            raise ValueError(f"members must share one served crop (input_size, resize_size), got {sorted(crops)}")
+
+    @property
+    def cross_fitted(self) -> bool:
+        return self.calibration.source == "cross-fitted"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ModelRecipe":
+        raw = dict(raw)
+        calibration = dict(raw.pop("calibration", {}))
+        if "angles" in calibration:
+            calibration["angles"] = tuple(calibration["angles"])
+        return cls(members=[Recipe.from_overrides(_recipe_fields(m)) for m in raw.pop("members", [{}])],
+                   calibration=CalibrationRecipe(**calibration), **raw)
+
+    def with_overrides(self, overrides: dict) -> "ModelRecipe":
+        """The same kind with ``key=value`` recipe overrides applied to every member (a job's
+        ``recipe`` field, e.g. ``epochs``)."""
+        if not overrides:
+            return self
+        members = [Recipe.from_overrides({**_recipe_fields(m.to_dict()), **overrides}) for m in self.members]
+        return ModelRecipe(members, self.combination, self.calibration, self.train_on_served)
+
+    @classmethod
+    def from_card(cls, recipe: dict, data: dict, calibration_unit: str | None = None) -> "ModelRecipe":
+        """Derived from what a card written before cards carried a model recipe records: its
+        ``recipe`` (with ``recipe.ensemble`` members and their ``cv`` options, or one member) and
+        ``data.calibration_source`` (cross-fitted, with folds and crc unit) or none (split)."""
+        members_raw = recipe.get("ensemble") or [recipe]
+        members = [Recipe.from_overrides(_recipe_fields(m)) for m in members_raw]
+        source = data.get("calibration_source") or {}
+        cv = [m.get("cv") or {} for m in members_raw] if recipe.get("ensemble") else [recipe.get("cv") or {}]
+        if source.get("kind") == "cross-fitted":
+            angles = tuple(cv[0].get("angles") or (0, -30, 30))
+            cal = CalibrationRecipe("cross-fitted", int(source.get("folds") or cv[0].get("folds") or 5),
+                                    source.get("crc_unit") or calibration_unit or "group", angles)
+        else:
+            cal = CalibrationRecipe("split", crc_unit=calibration_unit or "photo")
+        return cls(members, "mean-log-softmax", cal, all(bool(c.get("train_on_served")) for c in cv) and bool(cv))
+
+
+def _recipe_fields(raw: dict) -> dict:
+    """The ``Recipe`` fields of a recorded member (cards add ``cv``, ``cv_run``, ``ensemble_rule``...);
+    lists read back from JSON become the tuples the dataclass holds."""
+    known = {f.name for f in fields(Recipe)}
+    out = {}
+    for key, value in raw.items():
+        if key in known:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    return out

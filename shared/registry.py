@@ -22,7 +22,7 @@ from shared.tables import ModelActivation, ModelVersion
 
 __all__ = ["publish", "register", "activate", "rollback", "rollback_target", "activations", "active_version", "get_version",
            "list_versions", "bundled_models", "ensure_active_model", "active_model_dir", "RegistryError",
-           "NothingToRollBack"]
+           "NothingToRollBack", "RELEASE_FILE", "release_version"]
 
 log = logging.getLogger(__name__)
 
@@ -151,21 +151,46 @@ def bundled_models(model_dir: str | Path) -> list[Path]:
     return [p for _, _, p in sorted(found, reverse=True)]
 
 
+RELEASE_FILE = "RELEASE"  # in the bundled models dir: the version a fresh start activates
+
+
+def release_version(model_dir: str | Path) -> str | None:
+    """The version ``model_dir/RELEASE`` names (its first non-empty line), or None."""
+    path = Path(model_dir) / RELEASE_FILE
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
 def ensure_active_model(session: Session, model_dir: str | Path, store: ModelStore | None = None
                         ) -> ModelVersion | None:
-    """If no version is active, publish the newest bundled one (from ``model_dir``) into the store
-    and activate it. Returns the active row."""
+    """If no version is active, publish the bundled version the release names (``RELEASE`` in
+    ``model_dir``) into the store and activate it; a lone bundled version needs no name. Never
+    merely the newest directory: a candidate tried and rolled back must not become the served
+    model of the next fresh start. Returns the active row."""
     row = active_version(session)
     if row is not None:
         return row
-    newest = bundled_models(model_dir)
-    if not newest:
+    bundled = bundled_models(model_dir)
+    if not bundled:
         log.warning("no model version registered and none bundled in %s", model_dir)
+        return None
+    named = release_version(model_dir)
+    if named is not None:
+        chosen = [p for p in bundled if p.name == named or ModelCard.load(p).version == named]
+        if not chosen:
+            raise RuntimeError(f"{Path(model_dir) / RELEASE_FILE} names {named!r}, which is not bundled in {model_dir}")
+    elif len(bundled) == 1:
+        chosen = bundled
+    else:
+        log.error("%d versions bundled in %s and no %s file names the release: none activated",
+                  len(bundled), model_dir, RELEASE_FILE)
         return None
     try:
         with session.begin_nested():
-            return publish(session, store or LocalModelStore(model_dir), newest[0], activate_it=True,
-                           kind="bootstrap", reason=f"bundled in {Path(model_dir).name}/")
+            return publish(session, store or LocalModelStore(model_dir), chosen[0], activate_it=True,
+                           kind="bootstrap", reason=f"the release bundled in {Path(model_dir).name}/")
     except IntegrityError:  # another process registered it first
         return active_version(session)
 

@@ -286,28 +286,10 @@ class HedgeTaskIn(BaseModel):
     job_id: str
 
 
-class TrainTaskIn(BaseModel):
-    """A training job for the trainer worker: a dataset directory, never photo bytes."""
-
-    dataset_dir: str
-    version: str | None = Field(None, description="Version name; a UTC timestamp if unset.")
-    recipe_preset: str = Field("default", description="Recipe preset: 'default' (CPU) or 'gpu' (whole network).")
-    recipe: dict[str, str] = Field(default_factory=dict, description="Recipe field overrides (FIELD=VALUE).")
-    split_file: str | None = Field(None, description="Split JSON to reuse; a new one in the version dir if unset.")
-    activate: bool = Field(False, description="Make the new version active at once (promotion gates come later).")
-
-
 class TrainingJobTaskIn(BaseModel):
     """``trainer.run_job``: the job's id; the worker reads the rest from the row."""
 
     job_id: str
-
-
-class TrainTaskOut(BaseModel):
-    version: str
-    model_dir: str
-    seconds: float
-    activated: bool
 
 
 # --- the web page: browser sessions and "My wardrobe" -----------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from shared.model_card import ModelCard, PreprocessConfig, sha256_file
-from services.trainer.onnx_export import export_onnx
+from services.trainer.model.onnx_export import export_onnx
 from shared.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["make_tiny_model", "jpeg_bytes", "png_bytes", "bomb_png", "flat_png", "bad_uploads"]

@@ -22,17 +22,23 @@ def _data_dir(arg: str | None) -> Path:
     return path
 
 
+def _new_versions_dir() -> Path:
+    """Where a new version goes by default: ``DATA_DIR/models``, never the checkout's bundled
+    ``models/`` (shipping a version in the release is a deliberate ``--out models`` / ``--models-dir``)."""
+    return get_settings().data_dir / "models"
+
+
 def _train(args: argparse.Namespace) -> int:
     from shared.recipe import Recipe
-    from services.trainer.train import train
+    from services.trainer.pipelines.train import train
     from shared.taxonomy import load_taxonomy
 
     overrides = dict(kv.split("=", 1) for kv in args.set or [])
     recipe = Recipe.from_overrides(overrides, preset=args.recipe)
-    out = Path(args.out) if args.out else get_settings().model_dir
+    out = Path(args.out) if args.out else _new_versions_dir()
     exclude = None
     if args.exclude:
-        from services.trainer.clean import read_exclusions
+        from services.trainer.research.label_issues import read_exclusions
 
         exclude = read_exclusions(Path(args.exclude))
     result = train(_data_dir(args.data), out, load_taxonomy(args.taxonomy), recipe,
@@ -55,7 +61,7 @@ def _run_evaluate(data: Path, model: Path, json_out: Path, split: str | None, sp
 
 
 def _find_label_issues(args: argparse.Namespace) -> int:
-    from services.trainer.clean import find_label_issues
+    from services.trainer.research.label_issues import find_label_issues
     from shared.recipe import Recipe
     from shared.taxonomy import load_taxonomy
 
@@ -72,7 +78,7 @@ def _find_label_issues(args: argparse.Namespace) -> int:
 def _cv(args: argparse.Namespace) -> int:
     import shlex
 
-    from services.trainer.cv import cross_validate, load_oof, ship
+    from services.trainer.pipelines.cv import cross_validate, load_oof, ship
     from services.trainer.evaluation.crossval import cv_report
     from shared.recipe import Recipe
     from shared.taxonomy import load_taxonomy
@@ -92,7 +98,7 @@ def _cv(args: argparse.Namespace) -> int:
     if args.version:
         if run.final_checkpoint is None:
             sys.exit("error: --version needs the network on all photos (drop --no-final)")
-        model_dir = ship(out, taxonomy, Path(args.models_dir) if args.models_dir else get_settings().model_dir,
+        model_dir = ship(out, taxonomy, Path(args.models_dir) if args.models_dir else _new_versions_dir(),
                          args.version, crc_unit=args.crc_unit, data_dir=_data_dir(args.data))
         cv_report(load_oof(out), taxonomy, model_dir / "eval", command=command)  # the CV next to the model
         print(f"model {args.version} written to {model_dir} (calibration cross-fitted, crc per {args.crc_unit})")
@@ -102,7 +108,7 @@ def _cv(args: argparse.Namespace) -> int:
 def _ensemble(args: argparse.Namespace) -> int:
     import shlex
 
-    from services.trainer.ensemble import combine_oof, ship_ensemble
+    from services.trainer.pipelines.ensemble import combine_oof, ship_ensemble
     from services.trainer.evaluation.crossval import cv_report
     from shared.taxonomy import load_taxonomy
 
@@ -115,7 +121,7 @@ def _ensemble(args: argparse.Namespace) -> int:
                       **{k: report["spread"][k] for k in keys}}, indent=1))
     print(f"report: {Path(args.out) / 'cv.md'}")
     if args.version:
-        model_dir = ship_ensemble(runs, taxonomy, Path(args.models_dir) if args.models_dir else get_settings().model_dir,
+        model_dir = ship_ensemble(runs, taxonomy, Path(args.models_dir) if args.models_dir else _new_versions_dir(),
                                   args.version, crc_unit=args.crc_unit, data_dir=_data_dir(args.data))
         cv_report(combine_oof(runs), taxonomy, model_dir / "eval", command=command)
         print(f"model {args.version} written to {model_dir} (one ONNX graph, calibration cross-fitted, "
@@ -154,7 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune the garment model and export a new model version")
     p.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
-    p.add_argument("--out", help="model registry directory (default: the bundled models/)")
+    p.add_argument("--out", help="where the version goes (default: DATA_DIR/models)")
     p.add_argument("--version", help="version name (default: a UTC timestamp)")
     p.add_argument("--split-file", help="split JSON to reuse (default models/split.json if present)")
     p.add_argument("--taxonomy", help="taxonomy YAML (default: the bundled one)")
@@ -195,7 +201,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "runs that differ only in fine-tuning fields)")
     v.add_argument("--version", help="also export the network on all photos as this model version, its temperature "
                                      "and λ tables fitted on the out-of-fold predictions (cross-fitting)")
-    v.add_argument("--models-dir", help="where --version goes (default: the bundled models/)")
+    v.add_argument("--models-dir", help="where --version goes (default: DATA_DIR/models)")
     v.add_argument("--crc-unit", choices=list(CRC_UNITS), default="group",
                    help="what the shipped crc table promises: 'group' (every group of ~50 new people within "
                         "1 point of the target in 98 %% of groups; the default), 'sender' (a new person on "
@@ -212,7 +218,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--taxonomy", help="taxonomy YAML (default: the bundled one)")
     n.add_argument("--version", help="export the members' networks on all photos as this model version (one ONNX "
                                      "graph), temperature and λ tables fitted on the averaged out-of-fold predictions")
-    n.add_argument("--models-dir", help="where --version goes (default: the bundled models/)")
+    n.add_argument("--models-dir", help="where --version goes (default: DATA_DIR/models)")
     n.add_argument("--crc-unit", choices=list(CRC_UNITS), default="group",
                    help="what the shipped crc table promises (as for wardrobe cv; default: group)")
     n.set_defaults(func=_ensemble)

@@ -17,7 +17,7 @@ from shared.schemas import TrainingMode
 
 class TrainerSettings(CommonSettings):
     dataset_dir: Path | None = Field(None, description="images.csv + images/; the CLI's --data overrides it.")
-    # --- training jobs (services.trainer.jobs_runner) ---------------------------------------
+    # --- training jobs (services.trainer.jobs.runner) ---------------------------------------
     work_dir: Path | None = Field(None, description="Scratch space of training jobs; data_dir/trainer if unset.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="A running job's worker beats this often.")
     training_heartbeat_timeout_s: float = Field(
@@ -26,7 +26,7 @@ class TrainerSettings(CommonSettings):
     sweep_interval_s: float = Field(30.0, gt=0, description="Celery beat runs the dead-job sweep this often.")
     slot_retry_s: float = Field(5.0, gt=0, description="A job waiting for the running one re-checks this often.")
     gate_tolerance: float = Field(0.01, ge=0, le=0.5, description="Top-1 a candidate may lose and still be promoted.")
-    # --- learning from feedback (refit.py, gate.py, recalibrate.py) -----------------------------
+    # --- learning from feedback (pipelines/refit.py, jobs/gate.py, jobs/recalibrate.py) -------------
     split_file: Path = Field(BUNDLED_MODELS_DIR / "split.json",
                              description="The dataset's sender split (train/val/cal/test) every refit and the gate use.")
     gate_eval_split: str = Field("test", pattern="^(train|val|cal|test)$",
@@ -35,6 +35,8 @@ class TrainerSettings(CommonSettings):
         0.2, ge=0.0, lt=1.0, description="Share of feedback people (by a hash of the caller) held back for the gate.")
     gate_min_feedback: int = Field(
         30, ge=1, description="Held-back feedback photos below which that set is reported but not decisive.")
+    gate_min_people: int = Field(
+        5, ge=1, description="People a gate set needs to decide (fewer: insufficient evidence, the active version stays).")
     recalibration_min_photos: int = Field(
         100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
     recalibration_crc_unit: Literal["photo", "sender", "group"] = Field(

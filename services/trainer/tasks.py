@@ -4,53 +4,24 @@ The broker is not trusted (SECURITY.md): anyone who can write to Redis can send 
 only training task carries nothing but a job id, and runs only a row that exists and names who
 asked for it, whose key (if it is one) is still valid with a role that may retrain. Rows are
 written by the gateway after authentication, or by the CLI and beat, which hold the database
-credentials; a message cannot create one. ``run_training`` (train and register, no activation)
-stays a plain function for the command line and tests, not a task.
+credentials; a message cannot create one.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from pathlib import Path
 
 from celery import shared_task
 
 from services.trainer.config import TrainerSettings, get_settings
-from shared import feedback, registry, training_jobs
+from shared import feedback, training_jobs
 from shared.celery_app import AUTO_RETRAIN, RUN_JOB, TRAINING_SWEEP
 from shared.db import session_scope
-from shared.model_store import open_model_store
-from shared.schemas import TrainingJobTaskIn, TrainTaskIn, TrainTaskOut
+from shared.schemas import TrainingJobTaskIn
 from shared.tables import utcnow
 
 log = logging.getLogger(__name__)
-
-
-def run_training(request: TrainTaskIn) -> TrainTaskOut:
-    """Train, then register. Idempotent per version: a version already registered is not retrained."""
-    from shared.recipe import Recipe
-    from services.trainer.train import train
-    from shared.taxonomy import load_taxonomy
-
-    settings = get_settings()
-    url = settings.resolved_database_url
-    if request.version:
-        with session_scope(url) as session:
-            existing = registry.get_version(session, request.version)
-            if existing is not None:
-                log.info("model version %s is already registered; not retraining", request.version)
-                return TrainTaskOut(version=existing.version, model_dir=existing.key, seconds=0.0,
-                                    activated=existing.active)
-    result = train(Path(request.dataset_dir), settings.model_dir, load_taxonomy(),
-                   Recipe.from_overrides(request.recipe, preset=request.recipe_preset),
-                   split_file=Path(request.split_file) if request.split_file else None, version=request.version)
-    with session_scope(url) as session:
-        registry.publish(session, open_model_store(settings.resolved_model_store), result.model_dir,
-                         activate_it=request.activate)
-    log.info("trained and registered model version %s in %.0f s", result.card.version, result.seconds)
-    return TrainTaskOut(version=result.card.version, model_dir=str(result.model_dir), seconds=result.seconds,
-                        activated=request.activate)
 
 
 def refusal(job_id: str) -> str | None:
@@ -72,11 +43,11 @@ def refusal(job_id: str) -> str | None:
     return None
 
 
-# --- training jobs (rows in training_jobs; services.trainer.jobs_runner) -------------------------
+# --- training jobs (rows in training_jobs; services.trainer.jobs.runner) -------------------------
 @shared_task(name=RUN_JOB, bind=True, max_retries=None)
 def run_job_task(self, payload: dict) -> None:  # noqa: ANN001 - Celery task
     """Runs the job, or waits (a retry, not a blocked worker) while another job holds the slot."""
-    from services.trainer.jobs_runner import run_training_job
+    from services.trainer.jobs.runner import run_training_job
 
     request = TrainingJobTaskIn.model_validate(payload)
     if reason := refusal(request.job_id):

@@ -162,7 +162,7 @@ def test_a_killed_trainer_leaves_its_job_failed_and_the_next_job_runs(system, da
     assert nxt["status"] == "done" and nxt["worker"] == "trainer-rescuer@e2e", nxt
 
 
-# The quick refit on the quick preset, shrunk to seconds (as tests/trainer/test_learning_jobs.py).
+# The quick refit on the quick preset, shrunk to seconds (as tests/trainer/jobs/test_modes.py).
 QUICK = {"input_size": "64", "resize_size": "72", "batch_size": "16", "threads": "1", "epochs": "2"}
 
 
@@ -193,7 +193,7 @@ def test_feedback_through_the_api_then_a_quick_retrain_is_gated_promoted_and_ser
         fb = system.http.post(f"/v1/classifications/{r.json()['id']}/feedback", headers=auth,
                               json={"node": taxonomy.leaves[leaf_index]})
         assert fb.status_code == 201, fb.text
-    env = trainer_env(system, dataset, SPLIT_FILE=str(tmp_path / "split.json"), GATE_MIN_FEEDBACK="2",
+    env = trainer_env(system, dataset, SPLIT_FILE=str(tmp_path / "split.json"), GATE_MIN_FEEDBACK="2", GATE_MIN_PEOPLE="1",
                       FEEDBACK_HOLDOUT_SHARE="0.25", CACHE_DIR=str(tmp_path / "cache"))
     start_trainer(trainers, system, env, "trainer-q")
     r = system.http.post("/v1/training-jobs", json={"mode": "quick", "version": "e2e-quick-1", "tolerance": 0.5,

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from shared.model_card import ModelCard
-from services.trainer.onnx_export import export_onnx
+from services.trainer.model.onnx_export import export_onnx
 from shared.model_contract import INPUT_NAME, OUTPUT_NAME, load_model, open_session
 
 

@@ -45,7 +45,7 @@ def test_versions_that_cannot_hedge_are_refused_by_name(registered, version, fra
 def test_a_version_hedges_on_the_taxonomy_its_card_carries(database_url, tmp_path):
     """After a leaf is added to the served taxonomy, a version trained before (or after) keeps its
     own tree; a card without its tree and another digest is refused naming both."""
-    from tests.trainer.test_new_class import OLD
+    from tests.trainer.pipelines.test_new_class import OLD
     from shared.taxonomy import Taxonomy
 
     tiny = Taxonomy(OLD)

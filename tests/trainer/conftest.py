@@ -50,6 +50,11 @@ def write_dataset(root: Path, labels: list[str], per_label: int, senders: int, s
     return root
 
 
+def every_class_dataset(root: Path, taxonomy) -> Path:  # noqa: ANN001 - shared.taxonomy.Taxonomy
+    """Every leaf of ``taxonomy``, 5 photos each, 17 senders: the trainers' tiny standard dataset."""
+    return write_dataset(root / "data", class_labels(taxonomy), per_label=5, senders=17)
+
+
 @pytest.fixture
 def taxonomy():
     return load_taxonomy()

@@ -1,5 +1,4 @@
-"""The trainer: trains a tiny model from a dataset directory and registers it (inactive), called
-directly; its task runs only training jobs an authorised request created (a real worker, a real broker)."""
+"""The trainer's task runs only training jobs an authorised request created (a real worker, a real broker)."""
 
 from __future__ import annotations
 
@@ -9,15 +8,12 @@ import uuid
 import pytest
 
 from services import launcher
-from services.trainer.tasks import refusal, run_training
+from services.trainer.tasks import refusal
 from shared import api_keys, registry, training_jobs
 from shared.auth import Role
 from shared.bootstrap import prepare_database
 from shared.celery_app import RUN_JOB, create_celery_app
 from shared.db import session_scope
-from shared.schemas import TrainTaskIn
-
-TINY = {"input_size": "64", "resize_size": "72", "views": "1", "epochs": "1", "batch_size": "16", "threads": "1"}
 
 pytestmark = pytest.mark.slow
 
@@ -30,35 +26,6 @@ def migrated(database_url, tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("MODEL_DIR", str(models))
     return database_url, models
-
-
-def test_run_training_registers_an_inactive_version_and_is_idempotent(migrated, tiny_dataset):
-    url, models = migrated
-    request = TrainTaskIn(dataset_dir=str(tiny_dataset), version="retrain-1", recipe=TINY)
-    out = run_training(request)
-    assert out.version == "retrain-1" and not out.activated
-    assert (models / "retrain-1" / "model.onnx").is_file()
-    with session_scope(url) as session:
-        row = registry.get_version(session, "retrain-1")
-        assert row is not None and not row.active
-    assert run_training(request).seconds == 0.0  # already registered: not trained again
-
-
-def test_unknown_recipe_field_fails_with_its_name(migrated, tiny_dataset):
-    with pytest.raises(ValueError, match="unknown recipe field 'epoch'"):
-        run_training(TrainTaskIn(dataset_dir=str(tiny_dataset), recipe={"epoch": "1"}))
-    with pytest.raises(ValueError, match="unknown recipe preset 'tpu'"):
-        run_training(TrainTaskIn(dataset_dir=str(tiny_dataset), recipe_preset="tpu"))
-
-
-def test_a_retrain_job_can_ask_for_the_gpu_recipe(migrated, tiny_dataset):
-    """The preset travels with the job (here on the CPU: the whole network is fine-tuned)."""
-    out = run_training(TrainTaskIn(dataset_dir=str(tiny_dataset), version="full-1", recipe_preset="gpu",
-                                   recipe={**TINY, "workers": "0", "device": "cpu"}))
-    from shared.model_card import ModelCard
-
-    card = ModelCard.load(out.model_dir)
-    assert card.recipe["fine_tune"] == "full" and card.recipe["epochs"] == 1
 
 
 def _job(url: str, requested_by: str | None, options: dict | None = None) -> str:

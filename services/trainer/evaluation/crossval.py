@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from services.trainer.calibrate import expected_calibration_error, fit_temperature, softmax
+from services.trainer.model.calibrate import expected_calibration_error, fit_temperature, softmax
 from services.trainer.evaluation import plots
 from services.trainer.evaluation.comparison import compare_darts_backoff
 from services.trainer.evaluation.evaluate import classification_metrics

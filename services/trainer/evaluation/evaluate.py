@@ -17,10 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from services.trainer.evaluation import plots
-from services.trainer.augment import rotate_photo
-from services.trainer.calibrate import expected_calibration_error
-from services.trainer.data import load_dataset
-from services.trainer.train import load_photo
+from services.trainer.data.augment import rotate_photo
+from services.trainer.model.calibrate import expected_calibration_error
+from services.trainer.data.dataset import load_dataset
+from services.trainer.data.dataset import load_photo
 from shared.model_card import ModelCard
 from shared.model_contract import load_model
 from shared.preprocessing import preprocess

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from services.trainer.calibrate import fit_temperature
+from services.trainer.model.calibrate import fit_temperature
 from services.trainer.evaluation.crossval import aggregate, cv_report, fold_summary
 from shared.taxonomy import load_taxonomy
 

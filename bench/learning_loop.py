@@ -1,0 +1,309 @@
+"""The learning loop relearns the served kind for the next new people (issue [L], "must reach").
+
+    1. people: the dataset's senders, cut by a seeded hash into three groups. *Stream* and *judge*
+       people are small senders (≤ ``--max-sender-photos`` photos: most users add a few dozen
+       garments, not the 7 senders who hold half of the photos); the *start* people are all the
+       others (the big senders among them), capped at ``--max-start-photos`` whole senders;
+    2. start: the model recipe (``--recipe served``: the active card's ``model_recipe``, or the
+       reduced one-member recipe this script defines) trained offline on the start people
+       (``pipelines.crossfit.fit_model_recipe``), bundled and named by ``RELEASE`` in a fresh
+       database + model store;
+    3. the stream people's photos arrive as feedback, person by person: finished classifications
+       whose verdict (``shared.feedback.give``, what ``POST /v1/classifications/{id}/feedback``
+       stores) is the true leaf, ``--noise`` of them (10 %) a wrong leaf and ``--partial`` of them
+       a "Yes" to the leaf's parent (a hedged answer confirmed: a partial label); every
+       ``--every`` items a ``quick`` job, and once at the end a ``full`` job, is run by
+       ``jobs.runner.run_training_job`` (what ``trainer.run_job`` calls): feedback → the active
+       version's recipe again → publish → the real gate (held-back people, judged per person) →
+       promotion;
+    4. every version (start, each candidate, the active one after each job) is judged on the
+       *judge* people, never used for training, feedback or the gate: top-1 over photos and
+       averaged per person;
+    5. the reference: the same recipe trained offline on start + stream people with true labels.
+
+The jobs' dataset split holds only the start people, so the gate's evaluation split is empty and
+the held-back stream people's feedback is the only evidence (a version trained on every photo
+cannot be judged on a split it learned).
+
+    nice -n 10 python bench/learning_loop.py --data /work/shared/data/clothing --out runs/learning_loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.trainer.config import TrainerSettings  # noqa: E402
+from services.trainer.data.dataset import PhotoRef, load_dataset  # noqa: E402
+from services.trainer.data.feedback import LabelledPhoto  # noqa: E402
+from services.trainer.jobs import runner as jobs_runner  # noqa: E402
+from services.trainer.jobs.gate import ProbabilityCache, top1_hits  # noqa: E402
+from services.trainer.pipelines.crossfit import fit_model_recipe  # noqa: E402
+from shared import registry  # noqa: E402
+from shared import training_jobs as tj  # noqa: E402
+from shared.auth import Caller, Role  # noqa: E402
+from shared.bootstrap import prepare_database  # noqa: E402
+from shared.db import session_scope  # noqa: E402
+from shared.feedback import give  # noqa: E402
+from shared.model_card import ModelCard  # noqa: E402
+from shared.model_store import open_model_store  # noqa: E402
+from shared.recipe import CalibrationRecipe, ModelRecipe, Recipe  # noqa: E402
+from shared.registry import RELEASE_FILE  # noqa: E402
+from shared.storage import PhotoStore  # noqa: E402
+from shared.tables import ClassificationJob, JobStatus  # noqa: E402
+from shared.taxonomy import load_taxonomy  # noqa: E402
+
+log = logging.getLogger("learning_loop")
+
+
+
+def reduced(input_size: int, epochs: int) -> ModelRecipe:
+    """The reduced kind for a 2-core CPU: one Lite0 member cut where the served pair's second
+    member is cut (block 13), trained on one augmented view + the served crops (upright, ±30°),
+    cross-fitted on 3 person-disjoint folds with a per-person (sender) promise."""
+    return ModelRecipe([Recipe(architecture="efficientnet-lite0", input_size=input_size,
+                               resize_size=round(input_size * 256 / 224), split_block=13, views=1, epochs=epochs,
+                               threads=2)],
+                       calibration=CalibrationRecipe("cross-fitted", folds=3, crc_unit="sender"), train_on_served=True)
+
+
+def _order(person: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{person}".encode()).hexdigest()
+
+
+def choose_people(photos: list[LabelledPhoto], seed: int, n_stream: int, n_judge: int, max_sender_photos: int,
+                  max_start_photos: int) -> tuple[list, list, list]:
+    """(start, stream, judge) photos; whole people in each, small senders for stream and judge."""
+    count = Counter(p.person for p in photos)
+    people = sorted(count, key=lambda s: _order(s, seed))
+    small = [s for s in people if count[s] <= max_sender_photos]
+    judge, stream = set(small[:n_judge]), set(small[n_judge:n_judge + n_stream])
+    start, n = set(), 0
+    for s in (s for s in people if s not in judge | stream):
+        if n + count[s] > max_start_photos:
+            continue
+        start.add(s)
+        n += count[s]
+    pick = lambda group: [p for p in photos if p.person in group]  # noqa: E731
+    return pick(start), pick(stream), pick(judge)
+
+
+def start_people_dataset(data: Path, ids: set[str], out: Path) -> Path:
+    """The jobs' DATASET_DIR: the dataset's layout (``images.csv`` + ``images/``) holding only the
+    start people's rows, so a job learns from them and the feedback, never from the judge people."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (data / "images.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["image"] in ids]
+        fields = reader.fieldnames
+    with (out / "images.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    link = out / "images"
+    if not link.exists():
+        link.symlink_to((data / "images").resolve(), target_is_directory=True)
+    return out
+
+
+def judge_version(model_dir: Path, photos: list[LabelledPhoto], cache: ProbabilityCache) -> dict:
+    """Top-1 of a version (its ONNX file, as served) on the judge people: over photos and per person."""
+    card = ModelCard.load(model_dir)
+    hits = top1_hits(cache.probabilities(model_dir, [p.photo for p in photos]), [p.leaf for p in photos],
+                     card.classes)
+    per = defaultdict(list)
+    for p, h in zip(photos, hits):
+        per[p.person].append(h)
+    return {"top1": float(hits.mean()), "top1_per_person": float(np.mean([np.mean(v) for v in per.values()])),
+            "photos": len(photos), "people": len(per)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path("runs/learning_loop"))
+    ap.add_argument("--cache", type=Path, default=Path("var/cache"), help="front activations + probabilities")
+    ap.add_argument("--recipe", choices=["reduced", "served"], default="reduced",
+                    help="reduced: one Lite0 member (fits a 2-core CPU); served: the released card's model recipe")
+    ap.add_argument("--input-size", type=int, default=224, help="reduced recipe: network input side")
+    ap.add_argument("--epochs", type=int, default=3, help="reduced recipe: epochs")
+    ap.add_argument("--stream-people", type=int, default=40)
+    ap.add_argument("--judge-people", type=int, default=40)
+    ap.add_argument("--max-sender-photos", type=int, default=150)
+    ap.add_argument("--max-start-photos", type=int, default=600)
+    ap.add_argument("--every", type=int, default=150, help="feedback items between quick jobs")
+    ap.add_argument("--noise", type=float, default=0.10, help="share of verdicts naming a wrong leaf")
+    ap.add_argument("--partial", type=float, default=0.15, help="share of verdicts that are a Yes to the parent")
+    ap.add_argument("--holdout", type=float, default=0.2, help="share of stream people held back for the gate")
+    ap.add_argument("--min-people", type=int, default=5, help="GATE_MIN_PEOPLE")
+    ap.add_argument("--tolerance", type=float, default=0.01)
+    ap.add_argument("--no-full", action="store_true", help="skip the final full job")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cache_root = args.cache.resolve()
+    taxonomy = load_taxonomy()
+    rng = random.Random(args.seed)
+    t0 = time.time()
+    kind = reduced(args.input_size, args.epochs) if args.recipe == "reduced" else ModelCard.load(
+        Path("models") / (Path("models") / RELEASE_FILE).read_text().strip()).model_recipe
+
+    # 1. people ------------------------------------------------------------------------------
+    dataset = load_dataset(args.data, taxonomy, on_error="skip", verify_images=False)
+    everyone = [LabelledPhoto(PhotoRef.of(s.path), s.leaf, s.sender) for s in dataset.classified]
+    start, stream, judge = choose_people(everyone, args.seed, args.stream_people, args.judge_people,
+                                         args.max_sender_photos, args.max_start_photos)
+    n_people = lambda ps: len({p.person for p in ps})  # noqa: E731
+    log.info("people: start %d (%d photos), stream %d (%d photos), judge %d (%d photos)", n_people(start),
+             len(start), n_people(stream), len(stream), n_people(judge), len(judge))
+    job_data = start_people_dataset(args.data, {p.photo.path.stem for p in start}, out / "dataset")
+    split_file = out / "split.json"  # made by the first job over the start people's dataset
+    split_file.unlink(missing_ok=True)
+    cache = ProbabilityCache(cache_root / "probabilities")
+
+    # 2. start and 5. reference (offline, the same recipe) --------------------------------------
+    def offline(root: Path, name: str, photos: list) -> tuple[Path, float]:
+        t = time.time()
+        if not (root / name / "card.json").is_file():
+            fit_model_recipe(kind, photos, taxonomy, cache_root / "features", root, name)
+        return root / name, time.time() - t
+
+    start_dir, start_s = offline(out / "bundled", "start", start)
+    (out / "bundled" / RELEASE_FILE).write_text("start\n")
+    reference_dir, reference_s = offline(out / "reference", "reference", [*start, *stream])
+    versions = {"start": judge_version(start_dir, judge, cache), "reference": judge_version(reference_dir, judge, cache)}
+    log.info("judge people: start %s, reference %s", versions["start"], versions["reference"])
+
+    db = out / "db.sqlite3"
+    db.unlink(missing_ok=True)
+    shutil.rmtree(out / "store", ignore_errors=True)
+    shutil.rmtree(out / "var", ignore_errors=True)
+    settings = TrainerSettings(
+        database_url=f"sqlite:///{db}", data_dir=out / "var", model_dir=out / "bundled", model_store=str(out / "store"),
+        dataset_dir=job_data, split_file=split_file, feedback_holdout_share=args.holdout,
+        gate_tolerance=args.tolerance, gate_min_people=args.min_people, gate_min_feedback=30, cache_dir=cache_root,
+        heartbeat_interval_s=5.0, training_heartbeat_timeout_s=3600.0)
+    prepare_database(settings.resolved_database_url, settings.model_dir, model_store=settings.model_store)
+    store = open_model_store(settings.model_store)
+    curve = [{"feedback_items": 0, "active": "start", **versions["start"]}]
+    jobs = []
+
+    def run_job(mode: str, k: int) -> None:
+        with session_scope(settings.resolved_database_url) as session:
+            job_id = str(tj.create(session, mode, {"version": f"{mode}-{k:05d}"}, "bench").id)
+        t = time.time()
+        status = jobs_runner.run_training_job(job_id, "bench", settings)
+        with session_scope(settings.resolved_database_url) as session:
+            row = tj.get(session, job_id)
+            active = registry.active_version(session)
+            active_version, active_key = active.version, active.key
+            record = {"mode": mode, "feedback_items": k, "status": status, "candidate": row.candidate_version,
+                      "seconds": round(time.time() - t, 1), "gate": row.gate, "error": row.error,
+                      "metrics": {m: v for m, v in (row.metrics or {}).items() if m != "stage_seconds"}}
+        gate = row.gate or {}
+        if row.candidate_version:
+            versions[row.candidate_version] = judge_version(store.fetch(row.candidate_version), judge, cache)
+        jobs.append(record)
+        log.info("%s job after %d items: %s in %.0f s, gate %s: %s", mode, k, status, record["seconds"],
+                 "PROMOTE" if gate.get("promote") else "keep", gate.get("reason"))
+        curve.append({"feedback_items": k, "active": active_version, "job": mode,
+                      "candidate": row.candidate_version, "promoted": bool(gate.get("promote")),
+                      **judge_version(store.fetch(active_key), judge, cache)})
+
+    # 3. the stream -------------------------------------------------------------------------------
+    photos = PhotoStore(settings.resolved_photo_dir)
+    order = sorted(stream, key=lambda p: (_order(p.person, args.seed + 1), p.photo.sha256))
+    wrong = partial = 0
+    for k, p in enumerate(order, start=1):
+        node = p.leaf
+        draw = rng.random()
+        if draw < args.noise:
+            node = rng.choice([x for x in taxonomy.leaves if x != p.leaf])
+            wrong += 1
+        elif draw < args.noise + args.partial and taxonomy.nodes[p.leaf].parent:
+            node = taxonomy.nodes[p.leaf].parent
+            partial += 1
+        caller = Caller(id=f"sender-{p.person}", role=Role.client)
+        with session_scope(settings.resolved_database_url) as session:
+            job = ClassificationJob(id=uuid.uuid4(), status=JobStatus.done, photo_key=photos.put(p.photo.path.read_bytes()),
+                                    accuracy_target=0.9, model_version=None, owner_id=caller.id,
+                                    result={"answer": {"node": {"name": ""}}})
+            session.add(job)
+            session.flush()
+            give(session, str(job.id), caller, taxonomy, node=node)
+        if k % args.every == 0 or k == len(order):
+            run_job("quick", k)
+    if not args.no_full:
+        run_job("full", len(order))
+
+    final = curve[-1]
+    ref = versions["reference"]
+    result = {
+        "command": " ".join(sys.argv), "recipe": kind.to_dict(), "scale": args.recipe,
+        "people": {"start": n_people(start), "stream": n_people(stream), "judge": n_people(judge)},
+        "photos": {"start": len(start), "stream": len(stream), "judge": len(judge)},
+        "noise": args.noise, "wrong_verdicts": wrong, "partial": args.partial, "partial_verdicts": partial,
+        "every": args.every, "holdout_share": args.holdout, "tolerance": args.tolerance,
+        "offline_seconds": {"start": round(start_s, 1), "reference": round(reference_s, 1)},
+        "versions": versions, "curve": curve, "jobs": jobs,
+        "beats_start": final["top1"] > versions["start"]["top1"],
+        "gap_to_reference_points": round(100 * (ref["top1"] - final["top1"]), 2),
+        "within_1_point_of_reference": bool(ref["top1"] - final["top1"] <= 0.01),
+        "seconds": round(time.time() - t0, 1),
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    _plot(result, out / "learning_loop.png")
+    log.info("final %.4f, start %.4f, reference %.4f (gap %.2f points)", final["top1"], versions["start"]["top1"],
+             ref["top1"], result["gap_to_reference_points"])
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from services.trainer.evaluation.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    xs = [c["feedback_items"] for c in result["curve"]]
+    ax.plot(xs, [100 * c["top1"] for c in result["curve"]], "o-", label="active version (after the gate)")
+    for c in result["curve"][1:]:
+        cand = result["versions"].get(c.get("candidate") or "")
+        if cand:
+            ax.plot(c["feedback_items"], 100 * cand["top1"], "^" if c["promoted"] else "x",
+                    color="tab:green" if c["promoted"] else "tab:red", ms=8)
+    ax.plot([], [], "^", color="tab:green", label="candidate, promoted")
+    ax.plot([], [], "x", color="tab:red", label="candidate, kept out")
+    ref = 100 * result["versions"]["reference"]["top1"]
+    ax.axhline(ref, color="grey", ls="--", label=f"same recipe offline, true labels ({ref:.1f} %)")
+    ax.axhspan(ref - 1, ref, color="grey", alpha=0.12, label="within 1 point")
+    ax.set_xlabel(f"feedback items ({100 * result['noise']:.0f} % wrong, {100 * result['partial']:.0f} % partial); "
+                  f"quick every {result['every']}, full at the end")
+    ax.set_ylabel(f"top-1 (%) on {result['people']['judge']} new people ({result['photos']['judge']} photos)")
+    ax.set_title(f"The learning loop ({result['scale']} recipe)")
+    ax.legend(fontsize=8, loc="center left")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What runs in the trainer worker: the job runner, its modes, the promotion gate, recalibration."""

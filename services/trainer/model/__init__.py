@@ -1,0 +1,1 @@
+"""The network (front / back / head), its export to a checked ONNX version, temperature scaling."""

@@ -1,0 +1,181 @@
+"""The promotion gate and the recalibration from feedback, on tiny generated models and photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.trainer.data.dataset import PhotoRef
+from services.trainer.data.feedback import is_held_back, split_by_person
+from services.trainer.jobs.gate import ProbabilityCache, compare, judge, per_person, score
+from services.trainer.jobs.recalibrate import recalibrated_calibration, write_recalibrated_version
+from services.trainer.data.feedback import LabelledPhoto
+from services.trainer.errors import RefitError
+from shared.model_card import ModelCard, sha256_file
+from tests.factories import make_tiny_model
+from tests.trainer.conftest import make_photo
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[PhotoRef]:
+    root = tmp_path_factory.mktemp("gate-photos")
+    refs = []
+    for i in range(60):
+        path = root / f"p{i}.jpg"
+        make_photo(i % 17, np.random.default_rng(i)).save(path, quality=90)
+        refs.append(PhotoRef.of(path))
+    return refs
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gate-models")
+    return make_tiny_model(root, "active", seed=1), make_tiny_model(root, "other", seed=7)
+
+
+def _labelled_as_predicted(model_dir: Path, photos, cache, person=lambda i: f"p{i % 12}"):
+    """Photos labelled with the model's own top-1: that model is always right on them."""
+    card = ModelCard.load(model_dir)
+    probs = cache.probabilities(model_dir, photos)
+    return [LabelledPhoto(ref, card.classes[k], person(i)) for i, (ref, k) in enumerate(zip(photos, probs.argmax(1)))]
+
+
+def test_compare_promotes_within_the_tolerance_and_names_what_is_worse():
+    active = {"eval": {"n": 100, "top1": 0.80, "shortfall": 0.0}}
+    ok, reason = compare({"eval": {"n": 100, "top1": 0.795, "shortfall": 0.005}}, active, 0.01, ["eval"])
+    assert ok and "not worse" in reason
+    ok, reason = compare({"eval": {"n": 100, "top1": 0.78, "shortfall": 0.0}}, active, 0.01, ["eval"])
+    assert not ok and "top-1 on eval 0.780" in reason
+    ok, reason = compare({"eval": {"n": 100, "top1": 0.85, "shortfall": 0.03}}, active, 0.01, ["eval"])
+    assert not ok and "hedged shortfall on eval 0.030" in reason
+
+
+def test_probabilities_are_cached_per_onnx_file_and_photo(models, photos, tmp_path):
+    active, _ = models
+    cache = ProbabilityCache(tmp_path / "p")
+    first = cache.probabilities(active, photos[:10])
+    assert first.shape == (10, 17) and np.allclose(first.sum(1), 1, atol=1e-4)
+    assert len(list((tmp_path / "p").rglob("*.npy"))) == 10
+    np.testing.assert_array_equal(cache.probabilities(active, photos[:10]), first)
+
+
+def test_the_gate_keeps_a_worse_candidate_and_promotes_an_equal_one(models, photos, tmp_path):
+    active, other = models
+    cache = ProbabilityCache(tmp_path / "p")
+    labelled = _labelled_as_predicted(active, photos, cache)
+    sets = {"eval": labelled[:40], "feedback": labelled[40:]}
+    worse = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=30)
+    assert not worse.promote and "top-1 on eval" in worse.reason and "not decisive: feedback" in worse.reason
+    assert worse.active["eval"]["top1"] == 1.0 and worse.candidate["eval"]["top1"] < 0.9
+    assert set(worse.active["eval"]["hedged"]) == {"0.8", "0.9", "0.95", "0.98", "0.99"}
+    # 40 photos allow 5 errors only at 0.8 (8) and 0.9 (4 < 5: not judged): one miss is not evidence
+    assert worse.active["eval"]["shortfall_targets"] == [0.8]
+    same = judge(active, ("active", active), sets, cache, tolerance=0.0, min_feedback=10)
+    assert same.promote and "feedback" in same.reason
+    assert {k: {f: v for f, v in d.items() if f != "per_person"} for k, d in same.candidate.items()} == same.active
+    assert same.candidate["eval"]["per_person"]["people"] == 12 and same.candidate["eval"]["per_person"]["lo"] == 0
+    first = judge(active, None, sets, cache, 0.01, 30)
+    assert first.promote and "no version is active" in first.reason
+
+
+def test_people_are_held_back_by_a_stable_hash():
+    people = [f"user-{i}" for i in range(400)]
+    held = [p for p in people if is_held_back(p, 0.2)]
+    assert 50 < len(held) < 110 and held == [p for p in people if is_held_back(p, 0.2)]
+    photos = [LabelledPhoto(PhotoRef(Path("x"), f"{i:064x}"), "feet.shoes", people[i % 40]) for i in range(200)]
+    learn, back = split_by_person(photos, 0.3)
+    assert {p.person for p in learn}.isdisjoint({p.person for p in back}) and len(learn) + len(back) == 200
+
+
+def test_recalibration_writes_a_version_sharing_the_onnx_file(models, photos, tmp_path):
+    active, _ = models
+    cache = ProbabilityCache(tmp_path / "p")
+    labelled = _labelled_as_predicted(active, photos, cache)
+    calibration, facts = recalibrated_calibration(active, labelled, cache, min_photos=20)
+    assert calibration.n == 60 and facts["photos"] == 60 and facts["people"] == 12 and facts["top1_on_feedback"] == 1.0
+    out = write_recalibrated_version(active, tmp_path / "out", "active-recal", calibration, facts)
+    card, old = ModelCard.load(out), ModelCard.load(active)
+    assert card.version == "active-recal" and card.data["recalibrated_from"] == "active"
+    assert card.calibration == calibration != old.calibration
+    assert sha256_file(out / "model.onnx") == old.hashes["model.onnx"] == card.hashes["model.onnx"]
+    assert os.stat(out / "model.onnx").st_ino == os.stat(active / "model.onnx").st_ino  # a hard link here
+    # the top-1 is right on every photo, so the recalibrated promise answers leaves more often
+    before, after = score(active, labelled, cache), score(out, labelled, cache)
+    assert after["top1"] == before["top1"] and after["info_gain"]["0.9"] >= before["info_gain"]["0.9"]
+    by_person, facts = recalibrated_calibration(active, labelled, cache, min_photos=20, unit="sender")
+    assert by_person.crc_unit == "sender" and by_person.n_senders == 12 and facts["crc_unit"] == "sender"
+    with pytest.raises(RefitError, match="at least 100"):
+        recalibrated_calibration(active, labelled, cache, min_photos=100)
+
+
+def test_a_version_trained_on_every_photo_is_not_judged_on_the_split_it_learned_from(models, photos, tmp_path):
+    """The shipped model of ``wardrobe cv|ensemble`` learned from the evaluation split too, so its
+    score there is no yardstick: only the held-back people's feedback may decide."""
+    import shutil
+
+    active, other = models
+    everything = tmp_path / "everything"
+    shutil.copytree(active, everything)
+    card = ModelCard.load(everything)
+    card.model_copy(update={"data": {**card.data, "trained_on": "all labelled photos"}}).save(everything)
+    cache = ProbabilityCache(tmp_path / "p")
+    labelled = _labelled_as_predicted(active, photos, cache)
+    sets = {"eval": labelled[:40], "feedback": labelled[40:]}  # 20 feedback photos
+
+    # the candidate is worse on eval, but eval cannot decide, and 20 < 30 feedback photos
+    blocked = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=30)
+    assert not blocked.promote and "not decisive (pair learned from it)" in blocked.reason
+    # with enough held-back feedback, feedback alone decides; eval is still reported
+    decided = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=10)
+    assert not decided.promote and "top-1 on feedback" in decided.reason and "top-1 on eval" not in decided.reason
+    assert "eval, which pair learned from" in decided.reason and decided.active["eval"]["top1"] == 1.0
+    # the same candidate against an active version that held the split out is judged on it
+    held_out = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=10)
+    assert "top-1 on eval" in held_out.reason
+
+
+def test_per_person_counts_each_person_once_and_its_interval_narrows_with_people():
+    # one person with 90 photos the candidate gets right and 9 people with one photo it gets wrong
+    diff = np.array([1.0] * 90 + [-1.0] * 9)
+    persons = ["big"] * 90 + [f"p{i}" for i in range(9)]
+    judged = per_person(diff, persons)
+    assert judged["people"] == 10 and judged["mean"] == pytest.approx(-0.8) and judged["largest_share"] > 0.9
+    assert judged["lo"] <= judged["mean"] <= judged["hi"] and judged == per_person(diff, persons), "seeded"
+    rng = np.random.default_rng(0)
+    few, many = ([f"q{i}" for i in range(n) for _ in range(4)] for n in (6, 60))
+    wide = per_person(rng.choice([-1.0, 0.0, 1.0], len(few)), few)
+    narrow = per_person(rng.choice([-1.0, 0.0, 1.0], len(many)), many)
+    assert narrow["hi"] - narrow["lo"] < wide["hi"] - wide["lo"]
+
+
+def test_too_few_people_or_too_wide_an_interval_is_insufficient_evidence():
+    active = {"feedback": {"n": 40, "top1": 0.80}}
+    sure = {"people": 40, "mean": 0.02, "lo": -0.005, "hi": 0.04, "level": 0.9}
+    ok, reason = compare({"feedback": {"n": 40, "top1": 0.82, "per_person": sure}}, active, 0.01, ["feedback"])
+    assert ok and "per person +0.020" in reason
+    unsure = {**sure, "people": 6, "lo": -0.2, "hi": 0.25}
+    ok, reason = compare({"feedback": {"n": 40, "top1": 0.82, "per_person": unsure}}, active, 0.01, ["feedback"])
+    assert not ok and reason.startswith("insufficient evidence") and "over 6 people" in reason
+
+
+def test_the_gate_needs_enough_people_before_anything_decides(models, photos, tmp_path):
+    active, other = models
+    cache = ProbabilityCache(tmp_path / "p")
+    labelled = _labelled_as_predicted(active, photos, cache, person=lambda i: f"p{i % 3}")  # 3 people
+    decision = judge(other, ("active", active), {"eval": labelled}, cache, tolerance=0.01, min_feedback=1)
+    assert not decision.promote and decision.reason.startswith("insufficient evidence")
+    assert judge(other, ("active", active), {"eval": labelled}, cache, 0.01, 1, min_people=3).candidate
+
+
+def test_a_yes_to_a_hedged_answer_counts_in_the_gates_set(models, photos, tmp_path):
+    """A partial label (an inner node) judges top-1 by "is the top leaf under that node"."""
+    active, _ = models
+    cache = ProbabilityCache(tmp_path / "p")
+    exact = _labelled_as_predicted(active, photos[:20], cache)
+    parents = [LabelledPhoto(p.photo, p.leaf.rsplit(".", 1)[0], p.person) for p in exact]
+    scored = score(active, parents, cache)
+    assert scored["n"] == 20 and scored["partial_labels"] == 20 and scored["top1"] == 1.0
+    assert all(0.0 <= v <= 1.0 for v in scored["hedged"].values())
