@@ -16,8 +16,8 @@ from services.trainer.config import get_settings
 from shared.celery_app import AUTO_RETRAIN, TRAINING_SWEEP, create_celery_app
 from shared.heartbeat import install_heartbeat
 from shared.logs import install_task_context
-from shared.tracing import install_task_tracing
 from shared.metrics import install_worker_metrics
+from shared.tracing import install_task_tracing
 
 settings = get_settings()
 if not settings.redis_url:
