@@ -17,7 +17,8 @@ from pathlib import Path
 __all__ = ["main", "COMMAND_MODULES"]
 
 # Where subcommands live; services/trainer/cli.py adds `train` and `evaluate`.
-COMMAND_MODULES = ["services.cli", "services.keys_cli", "services.training_cli", "services.trainer.cli"]
+COMMAND_MODULES = ["services.cli", "services.keys_cli", "services.data_cli", "services.training_cli",
+                   "services.trainer.cli"]
 
 log = logging.getLogger("wardrobe")
 

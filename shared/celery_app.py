@@ -13,8 +13,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 __all__ = ["QUEUES", "TASK_ROUTES", "CLASSIFY", "HEDGE", "RUN_JOB", "TRAINING_SWEEP", "AUTO_RETRAIN",
-           "SWEEP", "QUEUE_POLICIES", "QueuePolicy", "create_celery_app", "key_prefix", "unacked_keys", "broker_backlog",
-           "transient_errors", "leaves_job_to_sweeper", "RETRY_POLICY", "ALLOWED_CONTROL_COMMANDS",
+           "SWEEP", "RETENTION", "QUEUE_POLICIES", "QueuePolicy", "create_celery_app", "key_prefix", "unacked_keys",
+           "broker_backlog", "transient_errors", "leaves_job_to_sweeper", "RETRY_POLICY", "ALLOWED_CONTROL_COMMANDS",
            "restrict_remote_control"]
 
 QUEUES = ("inference", "hedger", "trainer", "sweeper")
@@ -26,6 +26,7 @@ RUN_JOB = "trainer.run_job"  # TrainingJobTaskIn -> None; runs a training_jobs r
 TRAINING_SWEEP = "trainer.sweep"  # () -> None; fails training jobs whose worker stopped beating (beat)
 AUTO_RETRAIN = "trainer.auto_retrain"  # () -> None; the automatic trigger (beat, off by default)
 SWEEP = "sweeper.sweep"  # () -> counts; runs the sweeps of shared.sweeper (scheduled by beat)
+RETENTION = "sweeper.retention"  # () -> counts; deletes what outlived its retention (shared.retention, beat)
 
 
 @dataclass(frozen=True)

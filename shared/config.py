@@ -63,9 +63,23 @@ class CommonSettings(BaseSettings):
         description="Prefix of every Redis key and channel (queues, events): isolates deployments.",
     )
     log_level: LogLevel = Field("INFO", description="Python log level of the service's processes.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per line with request_id and job_id (shared/logs.py), for a "
+        "log collector; 'text': for a terminal.",
+    )
     db_wait_attempts: int = Field(
         30, ge=1, description="Tries, 1 s apart, while waiting for the database at start-up (migrate, gateway)."
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Serve this process's Prometheus metrics (GET /metrics, no key, nothing "
+        "else) on this port; 0: off (one host running every process, as `wardrobe up` does, would collide).",
+    )
+    metrics_host: str = Field("0.0.0.0", min_length=1, description="Address the metrics port binds.")
+    tracing_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="OTLP/HTTP collector (e.g. http://otel-collector:4318) to send "
+        "OpenTelemetry traces to; unset: no traces (shared/tracing.py).",
+    )
+    tracing_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Share of traces kept (parent-based).")
     wardrobe_url: str = Field(
         "http://127.0.0.1:8000", pattern=r"^https?://",
         description="The `wardrobe` commands that call a gateway (classify, retrain, jobs, models, keys): "

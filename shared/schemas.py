@@ -125,6 +125,18 @@ class ModelActivationPublic(BaseModel):
     created_at: str
 
 
+class KeepUpdate(BaseModel):
+    """A person's wish about one of their classifications and its photo (retention, SECURITY.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep: bool = Field(description="true: never expire it (its photo and feedback too); false: the usual retention.")
+
+
+class KeepPublic(BaseModel):
+    id: str
+    keep: bool
+
+
 # --- Feedback -------------------------------------------------------------------------------
 class FeedbackCreate(BaseModel):
     """``{"correct": true}`` (the answer was right) or ``{"node": "<dotted name>"}`` (the truth is

@@ -35,6 +35,10 @@ class PhotoStore:
         key = photo_key(data)
         path = self.path(key)
         if path.exists() and path.stat().st_size == len(data):
+            try:
+                os.utime(path)  # stored again: fresh for the retention sweep's grace (``delete``)
+            except OSError:
+                pass  # a read-only store still serves
             return key  # already stored: same hash, same size
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -53,10 +57,16 @@ class PhotoStore:
         except FileNotFoundError:
             raise PhotoMissing(f"photo {key} is not in the store") from None
 
-    def delete(self, key: str) -> bool:
-        """Remove a photo (a person took it out of their wardrobe); False if it was not there."""
+    def delete(self, key: str, untouched_since: float | None = None) -> bool:
+        """Remove the photo (a person took it out of their wardrobe, retention, a person's data
+        deleted); returns whether a file went. With ``untouched_since`` (a Unix time), a
+        photo stored (or stored again: ``put`` refreshes its time) after it stays: an upload of the
+        same bytes may be on its way to a new job row the caller could not yet see."""
+        path = self.path(key)
         try:
-            self.path(key).unlink()
+            if untouched_since is not None and path.stat().st_mtime > untouched_since:
+                return False
+            path.unlink()
+            return True
         except FileNotFoundError:
             return False
-        return True

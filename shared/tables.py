@@ -68,10 +68,15 @@ class ClassificationJob(Base):
     # version_id_col), so of two workers racing on a job (a redelivered message) only the first
     # write lands; the other gets StaleDataError, retries, re-reads the row and finds it done
     version_id: Mapped[int] = mapped_column(Integer, server_default="1")
+    # retention (shared.retention): a person asked to keep it (never expired); when its photo went
+    keep: Mapped[bool | None] = mapped_column(Boolean)
+    photo_purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_classification_jobs_status", "status"),
                       Index("ix_classification_jobs_owner_id", "owner_id"),
-                      Index("ix_classification_jobs_status_updated", "status", "updated_at"))
+                      Index("ix_classification_jobs_status_updated", "status", "updated_at"),
+                      Index("ix_classification_jobs_created", "created_at"),
+                      Index("ix_classification_jobs_photo_key", "photo_key"))
     __mapper_args__ = {"version_id_col": version_id}
 
 
@@ -122,6 +127,9 @@ class Feedback(Base):
 
     __table_args__ = (
         Index("ix_feedback_classification", "classification_id"),
+        Index("ix_feedback_created", "created_at"),
+        Index("ix_feedback_caller", "caller_id"),
+        Index("ix_feedback_photo_key", "photo_key"),
         Index("ix_feedback_current_pair", "classification_id", "caller_id", unique=True,
               sqlite_where=text("is_current"), postgresql_where=text("is_current")),
     )

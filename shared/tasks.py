@@ -31,6 +31,7 @@ from shared.celery_app import leaves_job_to_sweeper
 from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.events import EventPublisher
+from shared.metrics import JOB_FAILURES
 
 __all__ = ["JobTask", "publisher"]
 
@@ -65,6 +66,7 @@ class JobTask(Task):
         """Fail the job with its reason, tell the waiters, and stop the chain."""
         with session_scope(self.settings().resolved_database_url) as session:
             jobs.mark_failed(session, job_id, code, message)
+        JOB_FAILURES.labels(stage=self.name.split(".", 1)[0], code=code).inc()
         self.publisher().job_finished(job_id)
         self.stop_chain()
         log.info("job %s failed: %s: %s", job_id, code, message)

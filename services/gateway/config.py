@@ -76,9 +76,14 @@ class GatewaySettings(CommonSettings):
     migrate_on_startup: bool = Field(True, description="Wait for the DB, migrate, register a model, then serve.")
     taxonomy_path: Path | None = Field(None, description="Taxonomy YAML; the bundled one if unset.")
     ready_stages: list[Literal["inference", "hedger", "sweeper", "trainer"]] = Field(
-        ["inference", "hedger"],
-        description="Stages that need a live worker for /readyz to answer ready (every stage is reported); "
-        "without them an accepted classification would wait.",
+        default_factory=list,
+        description="Stages that need a live worker for /readyz to answer ready (every stage is reported). "
+        "Empty: the gateway is ready when it can accept and answer (Redis, database, an active model); stage "
+        "liveness goes to metrics and alerts, so a gateway keeps serving results while the workers are down.",
+    )
+    refuse_without_workers: bool = Field(
+        False, description="Answer an upload 503 no_live_worker while the inference or hedger stage has no live "
+        "worker; false: accept it, and it waits in the queue for a worker.",
     )
 
     @field_validator("session_secret", mode="before")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from services.gateway.errors import (ClassificationNotFinished, Forbidden, InvalidParameter, JobNotFound, KeyNotFound,
-                                     ModelNotFound, ModelUnavailable, NothingToRollBack, TrainingJobFinished, TrainingJobNotFound,
-                                     UnknownNode)
+                                     ModelNotFound, ModelUnavailable, NothingToRollBack, PhotoExpired,
+                                     TrainingJobFinished, TrainingJobNotFound, UnknownNode)
 from shared import api_keys, feedback, jobs, registry, training_jobs, wardrobe
 from shared.auth import Caller, Role, operator_only_options
 from shared.model_store import ModelStore
 from shared.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ClassificationPublic, ClassificationResult,
-                            ErrorInfo, FeedbackCreate, FeedbackListPublic, FeedbackPublic, GateDecision,
+                            ErrorInfo, FeedbackCreate, FeedbackListPublic, FeedbackPublic, GateDecision, KeepPublic,
                             ModelActivationPublic, ModelVersionPublic, NodeRef, ScoredNode, StageTimings,
                             TrainingJobCreate, TrainingJobPublic, WardrobeItem, WardrobePublic)
 from shared.tables import ClassificationJob, Feedback, ModelVersion, TrainingJob
@@ -106,6 +106,19 @@ def read_feedback(session: Session, classification_id: str, caller: Caller) -> F
         raise JobNotFound(f"no classification with id {classification_id!r}")
     items = [feedback_public(r) for r in rows]
     return FeedbackListPublic(current=[f for f in items if f.current], history=items)
+
+
+# --- retention ---------------------------------------------------------------------------------
+def set_keep(session: Session, job_id: str, caller: Caller, keep: bool) -> KeepPublic:
+    """Mark a caller's classification kept (or not) past retention; another's is as absent as none."""
+    job = jobs.get_job(session, job_id)
+    if job is None or not caller.owns(job.owner_id):
+        raise JobNotFound(f"no classification job with id {job_id!r}")
+    if job.photo_purged_at is not None and keep:
+        raise PhotoExpired(f"classification {job_id}'s photo has already expired: nothing to keep")
+    session.execute(update(ClassificationJob).where(ClassificationJob.id == job.id).values(keep=keep))
+    return KeepPublic(id=str(job.id), keep=keep)
+
 
 
 # --- the wardrobe (the web page) ------------------------------------------------------------------

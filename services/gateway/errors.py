@@ -83,6 +83,12 @@ class UnknownNode(GatewayError):
     status_code, code = 422, "unknown_node"
 
 
+class PhotoExpired(GatewayError):
+    """Keeping a classification whose photo the retention sweep already deleted."""
+
+    status_code, code = 409, "photo_expired"
+
+
 class TrainingJobNotFound(GatewayError):
     status_code, code = 404, "training_job_not_found"
 
@@ -111,6 +117,13 @@ class NoActiveModel(GatewayError):
 
 class QueueUnavailable(GatewayError):
     status_code, code = 503, "queue_unavailable"
+
+
+class NoLiveWorker(GatewayError):
+    """REFUSE_WITHOUT_WORKERS is set and a stage of the pipeline has no live worker."""
+
+    status_code, code = 503, "no_live_worker"
+    headers = {"Retry-After": "10"}
 
 
 class RehedgeFailed(GatewayError):

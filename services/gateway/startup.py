@@ -23,6 +23,7 @@ from services.gateway.rehedge import Rehedger
 from services.gateway.sessions import SessionSigner, load_or_create_secret
 from shared.bootstrap import prepare_database
 from shared.celery_app import create_celery_app
+from shared.metrics import start_metrics_server
 from shared.model_hedgers import ModelHedgers
 from shared.model_store import open_model_store
 from shared.photos import AsyncDecodeBudget
@@ -53,9 +54,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     celery = create_celery_app(s.redis_url, s.redis_namespace, main="gateway")
     app.state.queue = JobQueue(celery)
     app.state.rehedger = Rehedger(ModelHedgers(app.state.taxonomy), app.state.database)
+    metrics_server = start_metrics_server(s.metrics_port, s.metrics_host, what="gateway")
     try:
         yield
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
         await app.state.notifier.stop()
         try:
             await asyncio.wait_for(app.state.redis.aclose(), 2.0)

@@ -14,10 +14,12 @@ from functools import lru_cache
 
 from celery import shared_task
 
+from services.hedger import metrics
 from services.hedger.config import HedgerSettings, get_settings
 from shared import jobs
 from shared.celery_app import HEDGE, RETRY_POLICY, transient_errors
 from shared.db import session_scope
+from shared.metrics import set_model_version
 from shared.model_hedgers import ModelHedgers
 from shared.schemas import HedgeTaskIn
 from shared.tables import JobStatus
@@ -61,4 +63,11 @@ def hedge_task(self: HedgerTask, payload: dict) -> None:
         result = hedger.classify(job.leaf_probs, job.accuracy_target, s.hedge_method, s.top_k)
         hedging_ms = (time.perf_counter() - t0) * 1000.0
         jobs.mark_done(session, job, result.model_dump(mode="json"), {"hedging_ms": round(hedging_ms, 3)})
+        version, method = job.model_version, result.answer.method
+    set_model_version("hedger", version)
+    log.info("job %s: hedged to %s (%s, target %s)", msg.job_id, result.answer.node.name, method,
+             result.answer.accuracy_target)
+    metrics.HEDGE_SECONDS.labels(model_version=version, method=method).observe(hedging_ms / 1000.0)
+    metrics.RESULTS.labels(model_version=version, method=method,
+                           level="inner" if result.answer.alternatives else "leaf").inc()
     self.publisher().job_finished(msg.job_id)

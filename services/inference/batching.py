@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,9 +58,12 @@ class Slot:
 
 
 class MicroBatcher:
-    def __init__(self, max_size: int = 16, max_delay_s: float = 0.01, name: str = "micro-batcher") -> None:
+    def __init__(self, max_size: int = 16, max_delay_s: float = 0.01, name: str = "micro-batcher",
+                 on_batch: Callable[[str, int, float], None] | None = None) -> None:
+        """``on_batch(model version, batch size, seconds)`` is called after each run (metrics)."""
         assert max_size >= 1, "max_size must be at least 1"
         self.max_size, self.max_delay_s, self.name = max_size, max_delay_s, name
+        self.on_batch = on_batch
         self._cv = threading.Condition()
         self._queue: list[_Request] = []
         self._preparing = 0  # slots open but not yet submitted
@@ -129,5 +132,7 @@ class MicroBatcher:
                 r.future.set_exception(exc)
             return
         self.batches_run += 1
+        if self.on_batch is not None:
+            self.on_batch(str(getattr(reqs[0].model, "version", "unknown")), len(reqs), ms / 1000.0)
         for i, r in enumerate(reqs):
             r.future.set_result(BatchOutput(probs[i], ms, len(reqs)))

@@ -14,11 +14,13 @@ from functools import lru_cache
 from celery import shared_task
 
 from services.inference.batching import MicroBatcher
+from services.inference import metrics
 from services.inference.config import InferenceSettings, get_settings
 from services.inference.runtime import ModelTracker, NoActiveModel
 from shared import jobs
 from shared.celery_app import CLASSIFY, RETRY_POLICY, transient_errors
 from shared.db import session_scope
+from shared.metrics import QUEUE_AGE, set_model_version
 from shared.photos import DecodeBudget, PhotoError, decode_photo
 from shared.preprocessing import decode_min_side, preprocess
 from shared.schemas import HedgeTaskIn, InferenceTaskIn
@@ -60,7 +62,7 @@ def decode_budget() -> DecodeBudget:
 @lru_cache
 def batcher() -> MicroBatcher:
     s = get_settings()
-    return MicroBatcher(s.batch_max_size, s.batch_max_delay_ms / 1000.0)
+    return MicroBatcher(s.batch_max_size, s.batch_max_delay_ms / 1000.0, on_batch=metrics.observe_batch)
 
 
 class InferenceTask(JobTask):
@@ -87,6 +89,8 @@ def classify(self: InferenceTask, payload: dict) -> dict | None:
             self.stop_chain()
             return None
         photo_key = job.photo_key
+        if "queue_wait_ms" in job.timings:
+            QUEUE_AGE.labels(stage="inference").observe(job.timings["queue_wait_ms"] / 1000.0)
 
     try:
         with batcher().slot() as slot:
@@ -98,6 +102,7 @@ def classify(self: InferenceTask, payload: dict) -> dict | None:
             decode_ms = (time.perf_counter() - t0) * 1000.0
             future = slot.submit(model, x)
         out = future.result(timeout=s.batch_timeout_s)
+        photo_s = time.perf_counter() - t0
     except PhotoError as exc:
         self.fail(msg.job_id, exc.code, str(exc))
         return None
@@ -108,6 +113,9 @@ def classify(self: InferenceTask, payload: dict) -> dict | None:
         self.fail(msg.job_id, "no_active_model", str(exc))
         return None
 
+    set_model_version("inference", model.version)
+    metrics.PHOTOS.labels(model_version=model.version).inc()
+    metrics.PHOTO_SECONDS.labels(model_version=model.version).observe(photo_s)
     timings = {"decode_preprocess_ms": round(decode_ms, 3), "inference_ms": round(out.inference_ms, 3),
                "batch_size": out.batch_size}
     with session_scope(s.resolved_database_url) as session:
@@ -117,4 +125,5 @@ def classify(self: InferenceTask, payload: dict) -> dict | None:
             return None
         # the network's output as it is, in the card's class order; the hedger normalises it
         jobs.record_inference(session, job, model.version, out.probs.tolist(), timings)
+    log.info("job %s: inferred by %s in a batch of %d", msg.job_id, model.version, out.batch_size)
     return HedgeTaskIn(job_id=msg.job_id).model_dump()

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from shared.config import CommonSettings
+from shared.retention import RetentionPolicy
 from shared.sweeper import SweepPolicy
 
 
@@ -24,6 +25,27 @@ class SweeperSettings(CommonSettings):
     training_heartbeat_timeout_s: float = Field(
         60.0, gt=0.0, description="A running training job whose trainer has not beaten for this long is failed.",
     )
+
+    # --- retention (shared.retention; why these defaults: SECURITY.md, "What is stored") ------------
+    retention_photos_days: float = Field(
+        30.0, ge=0.0, description="Photos of finished classifications without feedback are deleted after this "
+        "many days (0: kept forever).",
+    )
+    retention_classifications_days: float = Field(
+        90.0, ge=0.0, description="Finished classifications without feedback are deleted after this many days "
+        "(0: kept forever).",
+    )
+    retention_feedback_days: float = Field(
+        365.0, ge=0.0, description="Feedback, with the classification and photo it judged (what the trainer learns "
+        "from), is deleted after this many days (0: kept forever).",
+    )
+    retention_interval_s: float = Field(3600.0, gt=0.0, description="How often beat runs the retention sweep.")
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(photos_days=self.retention_photos_days,
+                               classifications_days=self.retention_classifications_days,
+                               feedback_days=self.retention_feedback_days)
 
     @property
     def policy(self) -> SweepPolicy:

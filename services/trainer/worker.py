@@ -15,6 +15,9 @@ from celery.signals import worker_ready
 from services.trainer.config import get_settings
 from shared.celery_app import AUTO_RETRAIN, TRAINING_SWEEP, create_celery_app
 from shared.heartbeat import install_heartbeat
+from shared.logs import install_task_context
+from shared.metrics import install_worker_metrics
+from shared.tracing import install_task_tracing
 
 settings = get_settings()
 if not settings.redis_url:
@@ -22,6 +25,9 @@ if not settings.redis_url:
 app = create_celery_app(settings.redis_url, settings.redis_namespace, main="trainer", queue="trainer",
                         log_level=settings.log_level)
 install_heartbeat(app, settings.redis_url, settings.redis_namespace, "trainer")
+install_worker_metrics(app, "trainer", settings.metrics_port, settings.metrics_host)
+install_task_context(settings.log_format, "trainer")  # request and job ids on every line (shared/logs.py)
+install_task_tracing("trainer", settings.tracing_endpoint, settings.tracing_sample_ratio)  # off unless set
 
 import services.trainer.tasks  # noqa: E402,F401 - registers the trainer.* tasks on `app`
 

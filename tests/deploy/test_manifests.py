@@ -45,6 +45,7 @@ from services.hedger.config import HedgerSettings
 from services.inference.config import InferenceSettings
 from services.sweeper.config import SweeperSettings
 from services.trainer.config import TrainerSettings
+from shared.celery_app import QUEUES
 from shared.config import CommonSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -671,8 +672,8 @@ def test_patches_target_existing_objects() -> None:
         names = {(o["kind"], o["metadata"]["name"]) for o in known}
         for kind, name in _patch_targets(directory):
             assert any(k == kind and re.fullmatch(name, n) for k, n in names), f"{directory}: patch targets {kind}/{name}"
-    dev_patch_docs = _load_all(K8S / "overlays" / "dev" / "delete-hpa.yaml")
-    assert dev_patch_docs[0].get("$patch") == "delete"
+    for path in (K8S / "overlays" / "dev").glob("delete-hpa-*.yaml"):
+        assert [d.get("$patch") for d in _load_all(path)] == ["delete"], f"{path}: one deletion per file"
 
 
 def pod_specs(objects: list[dict]) -> list[tuple[dict, dict]]:
@@ -746,7 +747,8 @@ def check_k8s(objects: list[dict], label: str) -> None:
                 assert claim["claimName"] in by_kind.get("PersistentVolumeClaim", {}), f"{where}: {claim}"
                 env = container_env(container, objects, where)
                 expected = {"wardrobe-photos": df.resolved(target).env["PHOTO_DIR"],
-                            "wardrobe-models": env.get("MODEL_STORE")}[claim["claimName"]]
+                            "wardrobe-models": env.get("MODEL_STORE"),
+                            "wardrobe-dataset": env.get("DATASET_DIR")}[claim["claimName"]]
                 assert mount["mountPath"] == expected, f"{where}: {claim['claimName']} path"
         # probes
         if service == "gateway":
@@ -766,6 +768,14 @@ def check_k8s(objects: list[dict], label: str) -> None:
             hook = container.get("lifecycle", {}).get("preStop", {}).get("exec")
             if hook:
                 check_command(hook["command"], service, f"{where} preStop")
+        elif service == "trainer":  # a training run holds the solo pool: the metrics thread answers
+            ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+            probe = container["livenessProbe"]["httpGet"]
+            assert probe["path"] == "/metrics" and ports.get(probe["port"], probe["port"]) == int(
+                container_env(container, objects, where)["METRICS_PORT"]), f"{where}: liveness on the metrics port"
+            env = container_env(container, objects, where)
+            assert env.get("DATASET_DIR") and env.get("SPLIT_FILE", "").startswith(env["DATASET_DIR"]), (
+                f"{where}: the trainer needs DATASET_DIR and its SPLIT_FILE")
         elif service in WORKERS:
             probe = container["livenessProbe"]["exec"]["command"]
             check_command(probe, service, f"{where} livenessProbe")
@@ -780,14 +790,108 @@ def check_k8s(objects: list[dict], label: str) -> None:
     gateway_pods = by_kind["Deployment"]["wardrobe-gateway"]["spec"]["template"]["metadata"]["labels"]
     service = by_kind["Service"]["wardrobe-gateway"]
     assert service["spec"]["selector"].items() <= gateway_pods.items(), f"{label}: Service selects no gateway"
+    scaled: dict[str, str] = {}
     for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
         ref = hpa["spec"]["scaleTargetRef"]
         assert ref["name"] in by_kind.get(ref["kind"], {}), f"{label}: HPA scales unknown {ref}"
         assert "replicas" not in by_kind[ref["kind"]][ref["name"]]["spec"], f"{label}: HPA owns replicas"
+        assert ref["name"] not in scaled, f"{label}: two autoscalers on {ref['name']}"
+        scaled[ref["name"]] = "HPA"
+    check_keda(by_kind, label, scaled)
+    check_every_workload(objects, label)
+    check_network_policies(objects, by_kind, label)
+    for ingress in by_kind.get("Ingress", {}).values():
+        assert ingress["spec"].get("tls"), f"{label}: Ingress {ingress['metadata']['name']} without TLS"
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                svc = by_kind["Service"].get(backend["name"])
+                assert svc, f"{label}: Ingress to unknown Service {backend['name']}"
+                assert backend["port"].get("name") in {p["name"] for p in svc["spec"]["ports"]}, f"{label}: port"
     for pdb in by_kind.get("PodDisruptionBudget", {}).values():
         match = pdb["spec"]["selector"]["matchLabels"]
         assert any(match.items() <= d["spec"]["template"]["metadata"]["labels"].items()
                    for d in by_kind["Deployment"].values()), f"{label}: PDB {pdb['metadata']['name']} selects nothing"
+
+
+SCHEMAS = Path(__file__).parent / "schemas"
+KEDA_SCHEMAS = {"ScaledObject": "keda-scaledobject.json", "TriggerAuthentication": "keda-triggerauthentication.json"}
+
+
+@cache
+def _validator(kind: str):  # noqa: ANN202 - a jsonschema_rs validator
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for(json.loads((SCHEMAS / KEDA_SCHEMAS[kind]).read_text()))
+
+
+def check_keda(by_kind: dict[str, dict[str, dict]], label: str, scaled: dict[str, str]) -> None:
+    """KEDA objects against their CRD's schema (tests/deploy/schemas/, written from KEDA v2's CRDs; strict),
+    their targets and credentials resolved, and each Redis list the queue Celery fills."""
+    for kind in KEDA_SCHEMAS:
+        for name, obj in by_kind.get(kind, {}).items():
+            errors = [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in _validator(kind).iter_errors(obj)]
+            assert not errors, f"{label}: {kind}/{name}: {errors}"
+    prefix = by_kind.get("ConfigMap", {}).get("wardrobe-common", {}).get("data", {}).get("REDIS_NAMESPACE")
+    for name, so in by_kind.get("ScaledObject", {}).items():
+        ref = so["spec"]["scaleTargetRef"]
+        target = by_kind.get(ref.get("kind", "Deployment"), {}).get(ref["name"])
+        assert target, f"{label}: ScaledObject {name} scales unknown {ref}"
+        assert "replicas" not in target["spec"], f"{label}: ScaledObject {name} owns replicas"
+        assert ref["name"] not in scaled, f"{label}: two autoscalers on {ref['name']}"
+        scaled[ref["name"]] = "ScaledObject"
+        for trigger in so["spec"]["triggers"]:
+            auth = trigger.get("authenticationRef", {}).get("name")
+            assert auth is None or auth in by_kind.get("TriggerAuthentication", {}), f"{label}: {name}: {auth}"
+            if trigger["type"] == "redis":
+                queue = ref["name"].removeprefix("wardrobe-")
+                assert queue in QUEUES and trigger["metadata"]["listName"] == f"{prefix}:{queue}", (
+                    f"{label}: {name} watches {trigger['metadata']['listName']}, Celery fills {prefix}:{queue}")
+
+
+def check_every_workload(objects: list[dict], label: str) -> None:
+    """Every container of every workload (the in-cluster databases too): probes (Deployments and
+    StatefulSets; a Job runs to its end), requests and limits, not root."""
+    for workload, spec in pod_specs(objects):
+        pod_sec = spec.get("securityContext", {})
+        for container in spec["containers"]:
+            where = f"{label}: {workload['kind']}/{workload['metadata']['name']}/{container['name']}"
+            sec = {**pod_sec, **container.get("securityContext", {})}
+            assert sec.get("runAsNonRoot") is True and sec.get("runAsUser", 0) != 0, f"{where}: runs as root"
+            resources = container.get("resources", {})
+            assert resources.get("requests") and resources.get("limits"), f"{where}: requests and limits"
+            assert {"cpu", "memory"} <= set(resources["limits"]), f"{where}: cpu and memory limits"
+            if workload["kind"] != "Job":
+                assert container.get("livenessProbe") or container.get("startupProbe"), f"{where}: no probe"
+
+
+def check_network_policies(objects: list[dict], by_kind: dict[str, dict[str, dict]], label: str) -> None:
+    """Ingress to the namespace is denied but for: the gateway's API port (from anywhere), the
+    metrics port (from the monitoring namespace), and in-cluster Redis/PostgreSQL from Wardrobe's pods."""
+    policies = list(by_kind.get("NetworkPolicy", {}).values())
+    assert any(p["spec"]["podSelector"] == {} and p["spec"].get("ingress") is None and "Ingress" in
+               p["spec"]["policyTypes"] for p in policies), f"{label}: no default-deny ingress policy"
+    pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w, _ in pod_specs(objects)}
+
+    def selected(policy: dict) -> set[str]:
+        match = policy["spec"]["podSelector"].get("matchLabels", {})
+        return {name for name, labels in pods.items() if match.items() <= labels.items()}
+
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            if not rule.get("from"):  # from anywhere: only the gateway's API port
+                assert selected(policy) == {"wardrobe-gateway"}, f"{label}: {policy['metadata']['name']} opens " \
+                    f"{sorted(selected(policy))} to everyone"
+                assert [p["port"] for p in rule["ports"]] == ["http"], f"{label}: the gateway opens only http"
+    if label.startswith("rendered"):  # the label comes from base/kustomization.yaml (includeTemplates)
+        wardrobe_pods = {n for n, labels in pods.items() if labels.get("app.kubernetes.io/part-of") == "wardrobe"}
+        assert {n for n in pods if n.startswith("wardrobe-")} <= wardrobe_pods, f"{label}: pods without part-of"
+    for datastore in ("redis", "postgres"):
+        if datastore in pods:
+            (policy,) = [p for p in policies if datastore in selected(p) and p["spec"].get("ingress")]
+            sources = [f for r in policy["spec"]["ingress"] for f in r["from"]]
+            assert sources == [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "wardrobe"}}}], (
+                f"{label}: {datastore} must admit Wardrobe's pods only")
 
 
 def test_base_workloads() -> None:
@@ -850,7 +954,7 @@ def test_rendered_dev_overlay() -> None:
                   if "secretRef" in s}
     assert referenced and referenced <= set(secrets), "generated Secret names (hash suffix) are wired through"
     pvcs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolumeClaim"}
-    assert set(pvcs) == {"wardrobe-photos", "wardrobe-models"}
+    assert set(pvcs) == {"wardrobe-photos", "wardrobe-models", "wardrobe-dataset"}
     assert all(p["spec"]["accessModes"] == ["ReadWriteOnce"] for p in pvcs.values())
 
 
@@ -860,13 +964,19 @@ def test_rendered_prod_overlay(with_gpu: bool, tmp_path: Path) -> None:
     if with_gpu:  # the overlay with its optional component switched on, in a copy
         shutil.copytree(K8S, tmp_path / "k8s")
         directory = tmp_path / "k8s" / "overlays" / "prod"
-        kust = kustomization(K8S / "overlays" / "prod") | {"components": ["gpu"]}
+        kust = kustomization(K8S / "overlays" / "prod")
+        kust["components"] = [*kust.get("components", []), "gpu"]
         (directory / "kustomization.yaml").write_text(yaml.safe_dump(kust))
     objects = render(directory)
     check_k8s(objects, f"rendered {directory.name}{'+gpu' if with_gpu else ''}")
     assert not [o for o in objects if o["kind"] == "Secret"], "prod must not ship a Secret"
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
-    assert deployments["wardrobe-gateway"]["spec"]["replicas"] > 1
+    hpas = {o["metadata"]["name"]: o for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    assert hpas["wardrobe-gateway"]["spec"]["minReplicas"] > 1
+    scaled_objects = {o["metadata"]["name"] for o in objects if o["kind"] == "ScaledObject"}
+    assert scaled_objects == {"wardrobe-inference", "wardrobe-hedger"} and set(hpas) == {"wardrobe-gateway"}, (
+        "prod: KEDA scales inference and the hedger on their queues, an HPA the gateway on CPU")
+    assert [o["kind"] for o in objects if o["kind"] == "Ingress"] == ["Ingress"]
     assert set(deployments) == {"wardrobe-gateway", "wardrobe-inference", "wardrobe-hedger", "wardrobe-sweeper",
                                 "wardrobe-trainer"}, "no in-cluster DBs"
     sweeper = deployments["wardrobe-sweeper"]["spec"]
@@ -881,3 +991,31 @@ def test_rendered_prod_overlay(with_gpu: bool, tmp_path: Path) -> None:
     (inference,) = deployments["wardrobe-inference"]["spec"]["template"]["spec"]["containers"]
     assert ("nvidia.com/gpu" in inference["resources"]["limits"]) is with_gpu
     assert ("inference-gpu" in inference["image"]) is with_gpu
+    (trainer,) = deployments["wardrobe-trainer"]["spec"]["template"]["spec"]["containers"]
+    assert ("nvidia.com/gpu" in trainer["resources"]["limits"]) is with_gpu, "the gpu component trains on a GPU"
+    assert mounts["trainer"]["dataset"]["readOnly"]
+
+
+def test_rendered_prod_without_keda_falls_back_to_cpu_hpas(tmp_path: Path) -> None:
+    shutil.copytree(K8S, tmp_path / "k8s")
+    directory = tmp_path / "k8s" / "overlays" / "prod"
+    kust = kustomization(K8S / "overlays" / "prod") | {"components": ["cpu-autoscaling"]}
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kust))
+    objects = render(directory)
+    check_k8s(objects, "rendered prod without KEDA")
+    hpas = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    assert set(hpas) == {"wardrobe-gateway", "wardrobe-inference", "wardrobe-hedger"}
+    assert (hpas["wardrobe-inference"]["minReplicas"], hpas["wardrobe-inference"]["maxReplicas"]) == (2, 10)
+    assert not [o for o in objects if o["kind"].startswith(("Scaled", "TriggerAuth"))]
+
+
+def test_the_keda_schema_catches_a_wrong_field() -> None:
+    """The schema check above can fail: an unknown field, a missing listName, a non-string value."""
+    (so,) = [d for d in _load_all(K8S / "overlays" / "prod" / "keda" / "scaledobjects.yaml")
+             if d["kind"] == "ScaledObject" and d["metadata"]["name"] == "wardrobe-inference"]
+    assert not list(_validator("ScaledObject").iter_errors(so))
+    bad = json.loads(json.dumps(so))
+    bad["spec"]["minReplicas"] = 1
+    bad["spec"]["triggers"][0]["metadata"] = {"listLength": 32}
+    messages = " ".join(e.message for e in _validator("ScaledObject").iter_errors(bad))
+    assert "minReplicas" in messages and "listName" in messages and "32" in messages

@@ -115,7 +115,9 @@ def faulty(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stack = launcher.start_stack(
             group, data_dir=data_dir, model_dir=model_dir, redis_url=redis_url, database_url=postgres.url,
             namespace="faults", services=("inference", "hedger", "sweeper"), model_store=data_dir / "model-store",
-            bootstrap_key=KEY, extra_env={"RATE_LIMIT_PER_MINUTE": "0", "SWEEP_INTERVAL_S": "2"},
+            bootstrap_key=KEY, extra_env={"RATE_LIMIT_PER_MINUTE": "0", "SWEEP_INTERVAL_S": "2",
+                                          # readiness that requires the pipeline's stages, to watch them go
+                                          "READY_STAGES": '["inference","hedger"]'},
         )
         supervisor = Supervisor(group)
         supervisor.start()

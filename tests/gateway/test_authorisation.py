@@ -34,6 +34,8 @@ MATRIX: dict[tuple[str, str, str], dict[str, int]] = {
         {**_ANY_KEY, "client": 404, "trainer": 404, "operator": 409},
     ("GET", "/v1/classifications/{classification_id}/feedback", "own"): _ANY_KEY,
     ("GET", "/v1/classifications/{classification_id}/feedback", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
+    ("PUT", "/v1/classifications/{job_id}/keep", "own"): _ANY_KEY,
+    ("PUT", "/v1/classifications/{job_id}/keep", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
     ("GET", "/v1/classifications/{job_id}/thumbnail", "own"): _ANY_KEY,
     ("GET", "/v1/classifications/{job_id}/thumbnail", "other"): {**_ANY_KEY, "client": 404, "trainer": 404},
     ("DELETE", "/v1/classifications/{job_id}", "own"): {**_ANY_KEY, "client": 204, "trainer": 204, "operator": 204},
@@ -79,7 +81,7 @@ JOB_OPTIONS: dict[str, tuple[dict, dict[str, int]]] = {
     "always_and_tolerance": ({"mode": "quick", "promote": "always", "tolerance": 0.3}, _JOB_OPTION_OPERATOR),
 }
 BODIES = {"/v1/classifications/{classification_id}/feedback": {"correct": True}, "/v1/training-jobs": {"mode": "quick"},
-          "/v1/keys": {"name": "matrix", "role": "client"}}
+          "/v1/classifications/{job_id}/keep": {"keep": True}, "/v1/keys": {"name": "matrix", "role": "client"}}
 HEADERS = {"/v1/session": {"X-CSRF-Token": "new"}}
 
 

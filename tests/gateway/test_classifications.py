@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from shared import jobs
@@ -152,3 +154,29 @@ def test_get_with_bad_accuracy_is_422(client):
     job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes())}).json()["id"]
     r = client.get(f"/v1/classifications/{job_id}", params={"accuracy": 0.3})
     assert r.status_code == 422 and "accuracy" in r.json()["error"]["message"]
+
+
+def test_keep_marks_the_callers_classification_kept_and_retention_spares_it(client, gateway_settings):
+    from datetime import timedelta
+
+    from shared.retention import RetentionPolicy, expire
+    from shared.tables import ClassificationJob, utcnow
+
+    job_id = client.post("/v1/classifications", files={"photo": ("a.jpg", jpeg_bytes(seed=41))}).json()["id"]
+    r = client.put(f"/v1/classifications/{job_id}/keep", json={"keep": True})
+    assert r.status_code == 200 and r.json() == {"id": job_id, "keep": True}
+    assert client.put(f"/v1/classifications/{job_id}/keep", json={"keep": "yes please"}).status_code == 422
+    url = gateway_settings.resolved_database_url
+    with session_scope(url) as session:
+        row = session.get(ClassificationJob, uuid.UUID(job_id))
+        row.status, key = JobStatus.done, row.photo_key
+    store = PhotoStore(gateway_settings.resolved_photo_dir)
+    far = utcnow() + timedelta(days=4000)
+    expire(url, store, RetentionPolicy(), far)
+    assert store.path(key).is_file()
+    assert client.put(f"/v1/classifications/{job_id}/keep", json={"keep": False}).json()["keep"] is False
+    expire(url, store, RetentionPolicy(), far)  # now the usual clocks apply: photo and row go
+    with session_scope(url) as session:
+        assert session.get(ClassificationJob, uuid.UUID(job_id)) is None
+    assert not store.path(key).is_file()
+    assert client.put(f"/v1/classifications/{job_id}/keep", json={"keep": True}).status_code == 404

@@ -118,6 +118,16 @@ async def get_caller(
     return caller
 
 
+async def require_live_pipeline(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> None:
+    """With REFUSE_WITHOUT_WORKERS, an upload is a 503 while inference or hedging has no live worker
+    (``services.gateway.liveness``); after the key check, so only a caller learns it."""
+    settings = request.app.state.settings
+    if settings.refuse_without_workers:
+        from services.gateway.liveness import require_pipeline
+
+        await require_pipeline(request.app.state.redis, settings.redis_namespace, request.app.state.clock())
+
+
 async def _session_caller(request: Request) -> Caller:
     """The caller of a browser session cookie (``services.gateway.sessions``): 401 when the cookie
     is forged, expired or its key revoked (the page starts a new session), 403 when a
@@ -151,6 +161,7 @@ def require_role(role: Role) -> Callable[..., Caller]:
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+LivePipelineDep = Annotated[None, Depends(require_live_pipeline)]
 RehedgerDep = Annotated[Rehedger, Depends(get_rehedger)]
 JobsDep = Annotated[JobCache, Depends(get_jobs)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]

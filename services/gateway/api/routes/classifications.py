@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from contextlib import AsyncExitStack
@@ -12,8 +13,8 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway import crud
-from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, JobsDep, NotifierDep, QueueDep,
-                                       RehedgerDep, SettingsDep, StoreDep)
+from services.gateway.api.deps import (CallerDep, DatabaseDep, DecodeBudgetDep, JobsDep, LivePipelineDep,
+                                       NotifierDep, QueueDep, RehedgerDep, SettingsDep, StoreDep)
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import InvalidParameter, JobNotFound, NoActiveModel, QueueUnavailable
 from services.gateway.jobcache import JobView
@@ -21,12 +22,13 @@ from services.gateway.metrics import ACCEPT_SECONDS, CLASSIFICATIONS, REHEDGES
 from services.gateway.notifier import Notifier, wait_event
 from shared.hedging.calibration import MAX_TARGET, MIN_TARGET
 from shared.photos import AsyncDecodeBudget, PhotoError, PhotoTooLarge, finish_decode, open_photo
-from shared.schemas import ClassificationPublic, ErrorResponse
+from shared.schemas import ClassificationPublic, ErrorResponse, KeepPublic, KeepUpdate
 from shared.storage import PhotoStore
 from shared.tables import ClassificationJob
 
 router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 
+log = logging.getLogger(__name__)
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 500, 503)}
 AccuracyParam = "Accuracy target in [0.5, 0.999]: the hedged answer is right at least this often."
 VALIDATION_SIDE = 64  # the gateway only validates: the smallest decode that reads every byte
@@ -100,6 +102,7 @@ async def create_classification(
     response: Response,
     photo: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
     caller: CallerDep,
+    _live: LivePipelineDep,
     db: DatabaseDep,
     queue: QueueDep,
     notifier: NotifierDep,
@@ -136,6 +139,7 @@ async def create_classification(
             CLASSIFICATIONS.labels(outcome="queue_unavailable").inc()
             raise
         CLASSIFICATIONS.labels(outcome="accepted").inc()
+        log.info("classification %s accepted", job_id, extra={"job_id": job_id})  # the workers log it too
         ACCEPT_SECONDS.observe(time.perf_counter() - t0)
         response.headers["Location"] = f"/v1/classifications/{job_id}"
         if event is not None:
@@ -181,3 +185,18 @@ async def read_classification(
         raise
     REHEDGES.labels(outcome="ok").inc()
     return job.rehedged(answer, target)
+
+
+@router.put(
+    "/{job_id}/keep", response_model=KeepPublic, responses={c: {"model": ErrorResponse} for c in (401, 404, 409, 422)},
+    summary="Keep a classification past retention (or let it expire again)",
+    description="`{\"keep\": true}`: this classification, its photo and its feedback are never deleted by the "
+    "retention sweep (deleting the key's data still deletes them). 409 once its photo has already expired.",
+)
+async def keep_classification(
+    job_id: Annotated[str, Path(max_length=64, description="The job id (a UUID).")],
+    body: KeepUpdate,
+    caller: CallerDep,
+    db: DatabaseDep,
+) -> KeepPublic:
+    return await db.run(crud.set_keep, job_id, caller, body.keep)
