@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -97,9 +99,20 @@ def test_photo_that_breaks_in_the_worker_fails_its_job_and_the_worker_lives_on(s
 
 
 def test_concurrent_photos_are_micro_batched(system):
+    """Photos waiting in the queue together share a run. The inference worker is paused (SIGSTOP)
+    while the 16 are accepted, so they wait together however slowly this machine accepts them
+    (posting them at once and hoping they overlap failed on a loaded machine)."""
     photos = [jpeg_bytes((320, 240), seed=100 + i) for i in range(16)]
-    with ThreadPoolExecutor(16) as pool:
-        bodies = list(pool.map(lambda d: post(system, d, wait=30).json(), photos))
+    worker = system.group.get("inference").popen.pid
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            accepted = list(pool.map(lambda d: post(system, d), photos))
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    assert all(r.status_code == 202 for r in accepted), [r.text for r in accepted]
+    bodies = [system.http.get(f"/v1/classifications/{r.json()['id']}", params={"wait": 30}).json()
+              for r in accepted]
     assert all(b["status"] == "done" for b in bodies), bodies
     assert max(b["timings"]["batch_size"] for b in bodies) >= 2
 
