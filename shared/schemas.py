@@ -264,6 +264,10 @@ class ApiKeyBase(BaseModel):
 class ApiKeyCreate(ApiKeyBase):
     model_config = ConfigDict(extra="forbid")
 
+    # a name is printed in lists and logs, and PostgreSQL's text refuses NUL: no control characters
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$",
+                      description="Who or what the key is for (printable: no control characters).")
+
 
 class ApiKeyPublic(ApiKeyBase):
     """A key as lists show it: never its secret (only a hash of it is stored)."""

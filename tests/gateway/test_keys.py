@@ -39,8 +39,9 @@ def test_revoking_an_unknown_key_is_404(anonymous, keys):
 
 
 def test_a_bad_key_request_is_422_naming_the_field(anonymous, keys):
-    for body, field in (({"name": "x", "role": "admin"}, "role"), ({"name": ""}, "name"),
-                        ({"name": "x", "secret": "mine"}, "secret"), ({"name": "x", "rate_limit_per_minute": -1},
-                                                                          "rate_limit_per_minute")):
+    # a NUL in the name: PostgreSQL's text refuses it (a 500 found by the schema fuzz)
+    for body, field in (({"name": "x", "role": "admin"}, "role"), ({"name": ""}, "name"), ({"name": "\x00"}, "name"),
+                        ({"name": "x", "secret": "mine"}, "secret"),
+                        ({"name": "x", "rate_limit_per_minute": -1}, "rate_limit_per_minute")):
         r = anonymous.post("/v1/keys", json=body, headers=keys.headers("operator"))
         assert r.status_code == 422 and field in r.json()["error"]["message"], (body, r.text)
