@@ -38,12 +38,15 @@ def hash_secret(token: str) -> str:
 
 
 def create_key(session: Session, name: str, role: Role, *, token: str | None = None,
-               rate_limit_per_minute: int | None = None, max_photo_bytes: int | None = None) -> NewKey:
-    """A new key; ``token`` gives a known one (WARDROBE_BOOTSTRAP_KEY), otherwise one is drawn."""
+               rate_limit_per_minute: int | None = None, max_photo_bytes: int | None = None,
+               expires_at: datetime | None = None) -> NewKey:
+    """A new key; ``token`` gives a known one (WARDROBE_BOOTSTRAP_KEY), otherwise one is drawn.
+    ``expires_at``: a browser session's key, when its cookie expires (retention reads it)."""
     key_id = secrets.token_hex(6)
     token = token or f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     row = ApiKey(id=key_id, name=name, role=role, key_hash=hash_secret(token),
-                 rate_limit_per_minute=rate_limit_per_minute, max_photo_bytes=max_photo_bytes, created_at=utcnow())
+                 rate_limit_per_minute=rate_limit_per_minute, max_photo_bytes=max_photo_bytes, created_at=utcnow(),
+                 expires_at=expires_at)
     session.add(row)
     session.flush()
     return NewKey(row, token)

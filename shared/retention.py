@@ -13,7 +13,15 @@ when the row was created:
   expires; then both go at once.
 
 A classification whose ``keep`` is true (a person asked to keep it) is never expired, nor its photo
-and feedback. Unfinished jobs are never touched (the sweeper still owes them work).
+and feedback. A garment in its owner's wardrobe (``shared.wardrobe.in_wardrobe``: finished, confirmed
+or corrected by the owner, not removed, the owner's key still usable) is not expired either while it
+stays there, nor its photo and the owner's current verdict on it (``keep_wardrobe``, the sweeper's
+``RETENTION_KEEP_WARDROBE``, on by default): a digital wardrobe lasts as long as its owner keeps it.
+Everything else about such a garment keeps its clock: verdicts by others (a trainer's, an operator's)
+and the owner's superseded ones go after ``feedback_days`` as usual. Once it leaves the wardrobe
+(removed with ``keep_for_training``, the key revoked, a browser session's cookie expired) the clocks
+apply again, counted from when each row was made, so what is past them goes on the next pass.
+Unfinished jobs are never touched (the sweeper still owes them work).
 
 Photos are content-addressed (``shared.storage``): one file may serve several rows, of one person or
 of several who sent the same bytes. A file is deleted only when no row still needs it: no job whose
@@ -31,12 +39,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
 from shared.storage import PhotoStore
 from shared.tables import ClassificationJob, Feedback, JobStatus
+from shared.wardrobe import in_wardrobe, owner_verdict
 
 __all__ = ["RetentionPolicy", "expire", "delete_client_data", "PHOTO_GRACE_S"]
 
@@ -51,14 +60,28 @@ class RetentionPolicy:
     photos_days: float = 30.0
     classifications_days: float = 90.0
     feedback_days: float = 365.0
+    keep_wardrobe: bool = True  # a garment in its owner's wardrobe is exempt from every clock (the docstring)
     batch: int = 1000  # rows per statement: a long backlog drains over several runs, in short transactions
 
     def cutoff(self, days: float, now: datetime) -> datetime | None:
         return None if not days else now - timedelta(days=days)
 
 
-def _not_kept():  # noqa: ANN202 - a SQL expression
-    return or_(ClassificationJob.keep.is_(None), ClassificationJob.keep.is_(False))
+def _exempt(policy: RetentionPolicy, now: datetime) -> ColumnElement[bool]:
+    """SQL on ClassificationJob: never expired now (kept by wish, or in its owner's wardrobe). In the row
+    and photo passes a wardrobe garment is also excluded by its verdict (``_has_feedback``); it is said
+    here anyway, so the exemption does not hang on the order of the passes."""
+    kept = ClassificationJob.keep.is_(True)
+    return or_(kept, in_wardrobe(now)) if policy.keep_wardrobe else kept
+
+
+def _exempt_feedback(policy: RetentionPolicy, now: datetime) -> ColumnElement[bool]:
+    """SQL on Feedback: never expired now. Every verdict on a kept classification; of a wardrobe
+    garment only what the wardrobe shows, the owner's current verdict."""
+    kept = ClassificationJob.keep.is_(True)
+    if policy.keep_wardrobe:
+        kept = or_(kept, owner_verdict(Feedback) & in_wardrobe(now))
+    return exists().where(ClassificationJob.id == Feedback.classification_id, kept)
 
 
 def _has_feedback():  # noqa: ANN202
@@ -71,17 +94,16 @@ def expire(database_url: str, store: PhotoStore, policy: RetentionPolicy, now: d
     candidates: set[str] = set()
     with session_scope(database_url) as session:
         if (cut := policy.cutoff(policy.feedback_days, now)) is not None:
-            kept = select(ClassificationJob.id).where(ClassificationJob.keep.is_(True))
             rows = session.execute(select(Feedback.id, Feedback.photo_key).where(
-                Feedback.created_at < cut, Feedback.classification_id.not_in(kept)).limit(policy.batch)).all()
+                Feedback.created_at < cut, ~_exempt_feedback(policy, now)).limit(policy.batch)).all()
             if rows:
                 session.execute(delete(Feedback).where(Feedback.id.in_([r.id for r in rows])))
             candidates.update(r.photo_key for r in rows)
             counts["feedback"] = len(rows)
         if (cut := policy.cutoff(policy.classifications_days, now)) is not None:
             rows = session.execute(select(ClassificationJob.id, ClassificationJob.photo_key).where(
-                ClassificationJob.created_at < cut, ClassificationJob.status.in_(FINISHED), _not_kept(),
-                ~_has_feedback()).limit(policy.batch)).all()
+                ClassificationJob.created_at < cut, ClassificationJob.status.in_(FINISHED),
+                ~_exempt(policy, now), ~_has_feedback()).limit(policy.batch)).all()
             if rows:
                 session.execute(delete(ClassificationJob).where(ClassificationJob.id.in_([r.id for r in rows]))
                                 .execution_options(synchronize_session=False))
@@ -89,7 +111,7 @@ def expire(database_url: str, store: PhotoStore, policy: RetentionPolicy, now: d
             counts["classifications"] = len(rows)
         if (cut := policy.cutoff(policy.photos_days, now)) is not None:
             rows = session.execute(select(ClassificationJob.id, ClassificationJob.photo_key).where(
-                ClassificationJob.created_at < cut, ClassificationJob.status.in_(FINISHED), _not_kept(),
+                ClassificationJob.created_at < cut, ClassificationJob.status.in_(FINISHED), ~_exempt(policy, now),
                 ClassificationJob.photo_purged_at.is_(None), ~_has_feedback()).limit(policy.batch)).all()
             if rows:
                 # a plain UPDATE, not the ORM's versioned one: the row's result does not change

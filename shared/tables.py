@@ -196,3 +196,6 @@ class ApiKey(Base):
     max_photo_bytes: Mapped[int | None] = mapped_column(Integer)  # None: the gateway's limit
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # a browser session's key: when its cookie stops working (nothing else can act as the key, so
+    # after this nobody reaches its wardrobe and retention's clocks apply again); None: no end
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,5 +1,11 @@
 """A person's wardrobe: their classifications with their current verdicts, and removing one.
 
+**In the wardrobe** (``in_wardrobe``, the one definition; retention exempts what it selects from
+every clock): a finished classification whose owner gave it a current verdict (confirmed or
+corrected it), still owned (a garment removed with ``keep_for_training`` is not), by a key the owner
+can still use (not revoked; a browser session's key not past its cookie's expiry). A verdict by
+anyone else (an operator, a trainer) does not make a garment the owner's.
+
 Removing a garment deletes its classification row and every verdict on it; its photo goes too
 unless another classification or a kept verdict still names the same bytes (the photo store is
 content-addressed: two identical uploads share one file). With ``keep_for_training`` the person
@@ -10,15 +16,16 @@ so no client sees it again, the person included) and the photo and verdicts stay
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from shared.auth import Caller
 from shared.jobs import parse_job_id
-from shared.tables import ClassificationJob, Feedback
+from shared.tables import ApiKey, ClassificationJob, Feedback, JobStatus
 
-__all__ = ["Garment", "garments", "remove", "UnknownGarment", "Removal"]
+__all__ = ["Garment", "garments", "remove", "UnknownGarment", "Removal", "owner_verdict", "in_wardrobe"]
 
 
 class UnknownGarment(LookupError):
@@ -37,16 +44,30 @@ class Removal:
     photo_key_to_delete: str | None  # the caller deletes the file after the commit
 
 
+def owner_verdict(verdict: type[Feedback] = Feedback) -> ColumnElement[bool]:
+    """SQL: ``verdict`` (Feedback or an alias of it) is the current verdict of its classification's own
+    owner. At most one row matches per classification (the partial unique index on current pairs)."""
+    return and_(verdict.classification_id == ClassificationJob.id, verdict.caller_id == ClassificationJob.owner_id,
+                verdict.is_current.is_(True))
+
+
+def in_wardrobe(now: datetime) -> ColumnElement[bool]:
+    """SQL: the classification is in its owner's wardrobe at ``now`` (the module's docstring). Correlates
+    to ``ClassificationJob`` of the query it is used in; its own Feedback is an alias, so it also nests
+    inside a query over Feedback."""
+    verdict = aliased(Feedback, name="wardrobe_verdict")
+    key_live = exists().where(ApiKey.id == ClassificationJob.owner_id, ApiKey.revoked_at.is_(None),
+                              or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+    return and_(ClassificationJob.status == JobStatus.done, ClassificationJob.owner_id.is_not(None),
+                exists().where(owner_verdict(verdict)), key_live)
+
+
 def garments(session: Session, owner_id: str, limit: int) -> list[Garment]:
     """The owner's classifications, newest first, each with the owner's current verdict."""
-    jobs = list(session.scalars(select(ClassificationJob).where(ClassificationJob.owner_id == owner_id)
-                                .order_by(ClassificationJob.created_at.desc()).limit(limit)))
-    verdicts = {}
-    if jobs:
-        rows = session.scalars(select(Feedback).where(Feedback.classification_id.in_([j.id for j in jobs]),
-                                                      Feedback.caller_id == owner_id, Feedback.is_current.is_(True)))
-        verdicts = {row.classification_id: row for row in rows}
-    return [Garment(job, verdicts.get(job.id)) for job in jobs]
+    rows = session.execute(select(ClassificationJob, Feedback).outerjoin(Feedback, owner_verdict())
+                           .where(ClassificationJob.owner_id == owner_id)
+                           .order_by(ClassificationJob.created_at.desc()).limit(limit)).all()
+    return [Garment(job, verdict) for job, verdict in rows]
 
 
 def owned_job(session: Session, job_id: str, caller: Caller, *, lock: bool = False) -> ClassificationJob:

@@ -62,9 +62,13 @@ class SessionSigner:
     def _mac(self, purpose: str, message: str) -> str:
         return _b64(hmac.new(self._secret, f"{purpose}|{message}".encode(), hashlib.sha256).digest())
 
-    def issue(self, key_id: str) -> str:
-        """A cookie value for ``key_id``, valid for ``max_age_s`` seconds from now."""
-        expires = int(self.clock()) + self.max_age_s
+    def expiry(self) -> int:
+        """Unix seconds when a cookie issued now expires (its key row records the same moment)."""
+        return int(self.clock()) + self.max_age_s
+
+    def issue(self, key_id: str, expires: int | None = None) -> str:
+        """A cookie value for ``key_id``, valid until ``expires`` (default: ``max_age_s`` seconds from now)."""
+        expires = self.expiry() if expires is None else expires
         body = f"{_VERSION}.{key_id}.{expires}"
         return f"{body}.{self._mac('session', body)}"
 

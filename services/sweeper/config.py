@@ -39,13 +39,19 @@ class SweeperSettings(CommonSettings):
         365.0, ge=0.0, description="Feedback, with the classification and photo it judged (what the trainer learns "
         "from), is deleted after this many days (0: kept forever).",
     )
+    retention_keep_wardrobe: bool = Field(
+        True, description="A garment in its owner's wardrobe (finished, confirmed or corrected by its owner, not "
+        "removed, the owner's key still usable) keeps its row, photo and the owner's verdict past every clock while "
+        "it stays there; false: the clocks apply to it like to anything else.",
+    )
     retention_interval_s: float = Field(3600.0, gt=0.0, description="How often beat runs the retention sweep.")
 
     @property
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(photos_days=self.retention_photos_days,
                                classifications_days=self.retention_classifications_days,
-                               feedback_days=self.retention_feedback_days)
+                               feedback_days=self.retention_feedback_days,
+                               keep_wardrobe=self.retention_keep_wardrobe)
 
     @property
     def policy(self) -> SweepPolicy:

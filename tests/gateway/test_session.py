@@ -3,6 +3,7 @@ session is a client key like any other (ownership, revocation, rate limits)."""
 
 from __future__ import annotations
 
+from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,9 @@ def test_starting_a_session_sets_an_http_only_strict_cookie_bound_to_a_new_clien
     with session_scope(gateway_settings.resolved_database_url) as session:
         row = session.get(ApiKey, body["client_id"])
         assert row is not None and row.role.value == "client" and row.revoked_at is None
+        # the row records when its cookie expires: retention's wardrobe exemption ends then (shared.wardrobe)
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=timezone.utc)
+        assert expires.timestamp() == body["expires_at"]
 
 
 def test_starting_a_session_needs_the_csrf_header(anonymous):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from shared.db import MIGRATIONS_DIR, get_engine
 
@@ -69,3 +70,29 @@ def test_stored_probabilities_become_a_list_in_the_cards_class_order(database_ur
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0004")
         assert stored() == [{"b.x": 0.75, "a.y": 0.25, "c.z": 0.0}] * 2
+
+
+def test_browser_session_keys_get_the_default_cookie_expiry_and_other_keys_none(database_url):
+    """0007: a session key's cookie was issued when its row was made, valid SESSION_MAX_AGE_S (180 days by
+    default); the wardrobe's retention exemption ends then. Other keys have no end."""
+    cfg = _config(database_url)
+    rows = {"s1": ("browser session", "client"), "op": ("bootstrap", "operator"), "app": ("browser session", "trainer")}
+    with get_engine(database_url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+        for key_id, (name, role) in rows.items():
+            conn.execute(text("INSERT INTO api_keys (id, name, role, key_hash, created_at) VALUES "
+                              f"('{key_id}', '{name}', '{role}', 'h-{key_id}', :at)"),
+                         {"at": datetime(2026, 1, 1, 12, tzinfo=timezone.utc)})
+    with get_engine(database_url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0007")
+        got = dict(conn.execute(text("SELECT id, expires_at FROM api_keys")).all())
+        # SQLite gives the stored text back, PostgreSQL an aware datetime
+        expires = got["s1"] if isinstance(got["s1"], datetime) else datetime.fromisoformat(got["s1"])
+        assert expires.replace(tzinfo=expires.tzinfo or timezone.utc) == datetime(2026, 6, 30, 12, tzinfo=timezone.utc)
+        assert got["op"] is None and got["app"] is None
+    with get_engine(database_url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+        assert "expires_at" not in {c["name"] for c in inspect(conn).get_columns("api_keys")}

@@ -9,7 +9,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared import jobs
+from sqlalchemy import func, select
+
+from shared import api_keys, jobs, wardrobe
+from shared.auth import Caller, Role
 from shared.db import run_migrations, session_scope
 from shared.retention import PHOTO_GRACE_S, RetentionPolicy, delete_client_data, expire
 from shared.storage import PhotoStore
@@ -143,3 +146,113 @@ def test_the_policy_cutoffs():
     now = datetime(2026, 12, 7)
     assert POLICY.cutoff(30, now) == datetime(2026, 11, 7)
     assert POLICY.cutoff(0, now) is None
+
+
+# --- a digital wardrobe lasts as long as its owner keeps it ------------------------------------------
+# Owners above are bare ids with no key row, so nothing of theirs is in a wardrobe (the owner's key must
+# be usable). Below, owners are real key rows.
+OLD = 400  # days: past every clock of POLICY
+
+
+def owner_key(db: str, *, revoked: bool = False, expires_in_days: float | None = None, role: Role = Role.client) -> str:
+    """A key row (its id is what owns classifications and signs verdicts), dated on the fake clock."""
+    with session_scope(db) as session:
+        row = api_keys.create_key(session, "browser session" if expires_in_days is not None else "app", role).row
+        row.created_at = NOW - timedelta(days=5000)
+        row.revoked_at = NOW - timedelta(days=1) if revoked else None
+        row.expires_at = None if expires_in_days is None else NOW + timedelta(days=expires_in_days)
+        return row.id
+
+
+def verdict(db: str, job_id: str, caller: str, age_days: float, *, current: bool = True,
+            node: str = "feet.shoes") -> None:
+    with session_scope(db) as session:
+        row = session.get(ClassificationJob, uuid.UUID(job_id))
+        session.add(Feedback(id=uuid.uuid4(), classification_id=row.id, caller_id=caller, photo_key=row.photo_key,
+                             model_version="v1", answer="feet.shoes", correct=node == "feet.shoes", node=node,
+                             is_current=current, created_at=NOW - timedelta(days=age_days)))
+
+
+def verdicts(db: str, job_id: str) -> list[tuple[str, str, bool]]:
+    with session_scope(db) as session:
+        return sorted((f.caller_id, f.node, f.is_current) for f in session.scalars(
+            select(Feedback).where(Feedback.classification_id == uuid.UUID(job_id))))
+
+
+def wardrobe_item(store: PhotoStore, db: str, name: str, owner: str) -> tuple[str, str]:
+    """A garment its owner corrected OLD days ago (corrected again later: the first verdict is superseded)."""
+    key = photo(store, name, OLD)
+    job_id = job(db, key, age_days=OLD, owner=owner)
+    verdict(db, job_id, owner, OLD + 1, current=False, node="feet")
+    verdict(db, job_id, owner, OLD, node="feet.boots")
+    return job_id, key
+
+
+def test_a_garment_in_its_owners_wardrobe_outlives_every_clock(db, store):
+    owner, trainer = owner_key(db), owner_key(db, role=Role.trainer)
+    job_id, key = wardrobe_item(store, db, "my boots", owner)
+    verdict(db, job_id, trainer, OLD)  # a trainer's verdict on it: the wardrobe does not show it
+    counts = expire(db, store, POLICY, NOW)
+    assert state(db, store, job_id, key)[:2] == (True, True)  # row and photo
+    assert verdicts(db, job_id) == [(owner, "feet.boots", True)]  # only what the wardrobe shows stays
+    assert counts == {"feedback": 2, "classifications": 0, "photos_purged": 0, "photo_files": 0}
+    # years later it is still there, the way its owner sees it
+    assert expire(db, store, POLICY, NOW + timedelta(days=3650))["feedback"] == 0
+    assert state(db, store, job_id, key) == (True, True, 1)
+    with session_scope(db) as session:
+        assert session.get(ClassificationJob, uuid.UUID(job_id)).photo_purged_at is None
+        [garment] = wardrobe.garments(session, owner, limit=10)
+        assert str(garment.job.id) == job_id and garment.verdict.node == "feet.boots"
+
+
+def test_what_is_not_or_no_longer_in_a_wardrobe_expires(db, store):
+    """Each garment below is OLD, with a verdict OLD days old: one pass takes all of it."""
+    owner = owner_key(db)
+    someone_elses = job(db, photo(store, "judged by a trainer", OLD), age_days=OLD, owner=owner)
+    verdict(db, someone_elses, owner_key(db, role=Role.trainer), OLD)  # a verdict, but not the owner's
+    operators = job(db, photo(store, "judged by an operator", OLD), age_days=OLD, owner=owner)
+    verdict(db, operators, owner_key(db, role=Role.operator), OLD)
+    given_away, _ = wardrobe_item(store, db, "given to training", owner)
+    with session_scope(db) as session:  # DELETE ...?keep_for_training=true: out of the wardrobe for good
+        wardrobe.remove(session, given_away, Caller(id=owner, role=Role.client), keep_for_training=True)
+    revoked, _ = wardrobe_item(store, db, "of a revoked key", owner_key(db, revoked=True))
+    ended, _ = wardrobe_item(store, db, "of an ended browser session", owner_key(db, expires_in_days=-1))
+    live, live_key = wardrobe_item(store, db, "of a live browser session", owner_key(db, expires_in_days=30))
+    expire(db, store, POLICY, NOW)
+    with session_scope(db) as session:
+        left = {str(i) for i in session.scalars(select(ClassificationJob.id))}
+        assert session.scalar(select(func.count()).select_from(Feedback)) == 1  # the live session's verdict
+    assert left == {live}
+    assert [p for p in store.root.rglob("*") if p.is_file()] == [store.path(live_key)]
+    # the live session's cookie expires in 30 days: then nobody can reach its wardrobe, and the clocks apply
+    assert expire(db, store, POLICY, NOW + timedelta(days=31))["classifications"] == 1
+    assert not store.path(live_key).is_file()
+
+
+def test_with_the_setting_off_a_wardrobe_expires_like_anything_else(db, store):
+    job_id, key = wardrobe_item(store, db, "my boots", owner_key(db))
+    off = RetentionPolicy(photos_days=30, classifications_days=90, feedback_days=365, keep_wardrobe=False)
+    assert expire(db, store, off, NOW) == {"feedback": 2, "classifications": 1, "photos_purged": 0, "photo_files": 1}
+    assert state(db, store, job_id, key) == (False, False, 0)
+
+
+def test_a_young_wardrobe_garment_keeps_its_photo_past_the_photo_clock(db, store):
+    """Confirmed within the feedback clock, as before; and its photo outlives RETENTION_PHOTOS_DAYS."""
+    owner = owner_key(db)
+    key = photo(store, "new shoes", 40)
+    job_id = job(db, key, age_days=40, owner=owner)
+    verdict(db, job_id, owner, 39)
+    expire(db, store, POLICY, NOW + timedelta(days=3650))
+    assert state(db, store, job_id, key) == (True, True, 1)
+
+
+def test_removing_a_wardrobe_garment_or_deleting_the_persons_data_still_deletes_at_once(db, store):
+    owner = owner_key(db)
+    removed, removed_key = wardrobe_item(store, db, "removed", owner)
+    with session_scope(db) as session:
+        removal = wardrobe.remove(session, removed, Caller(id=owner, role=Role.client), keep_for_training=False)
+    assert removal.photo_key_to_delete == removed_key  # the route deletes the file after the commit
+    assert state(db, store, removed, removed_key)[0::2] == (False, 0)
+    kept_items = [wardrobe_item(store, db, f"mine {i}", owner) for i in range(2)]
+    assert delete_client_data(db, store, owner) == {"classifications": 2, "feedback": 4, "photo_files": 2}
+    assert all(state(db, store, *item) == (False, False, 0) for item in kept_items)

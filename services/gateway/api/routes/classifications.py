@@ -191,7 +191,9 @@ async def read_classification(
     "/{job_id}/keep", response_model=KeepPublic, responses={c: {"model": ErrorResponse} for c in (401, 404, 409, 422)},
     summary="Keep a classification past retention (or let it expire again)",
     description="`{\"keep\": true}`: this classification, its photo and its feedback are never deleted by the "
-    "retention sweep (deleting the key's data still deletes them). 409 once its photo has already expired.",
+    "retention sweep (deleting the key's data still deletes them). 409 once its photo has already expired. "
+    "`false`: the usual retention, under which a garment its owner confirmed or corrected stays while it is in "
+    "their wardrobe (RETENTION_KEEP_WARDROBE).",
 )
 async def keep_classification(
     job_id: Annotated[str, Path(max_length=64, description="The job id (a UUID).")],

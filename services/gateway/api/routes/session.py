@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -22,9 +23,12 @@ CsrfHeader = Annotated[str | None, Header(alias=CSRF_HEADER, max_length=128,
                                           "counts: a cross-site form cannot send a header).")]
 
 
-def _new_browser_key(session) -> str:  # noqa: ANN001
-    """A client key row for one browser; its secret is never shown to anyone (only the cookie acts as it)."""
-    return api_keys.create_key(session, "browser session", Role.client).row.id
+def _new_browser_key(session, expires: int) -> str:  # noqa: ANN001
+    """A client key row for one browser; its secret is never shown to anyone (only the cookie acts as it).
+    The row records when the cookie expires: after that nobody can reach its wardrobe, so retention's clocks
+    apply to it again (shared.retention)."""
+    expires_at = datetime.fromtimestamp(expires, timezone.utc)
+    return api_keys.create_key(session, "browser session", Role.client, expires_at=expires_at).row.id
 
 
 def _public(signer: SessionSigner, key_id: str, cookie: str, created: bool) -> SessionPublic:
@@ -65,8 +69,9 @@ async def start_session(request: Request, response: Response, db: DatabaseDep, s
     retry_after = await state.rate_limiter.hit(f"new-session:{address}", settings.session_rate_limit_per_minute)
     if retry_after is not None:
         raise RateLimited(f"too many new sessions from {address}; retry in {retry_after} s", retry_after_s=retry_after)
-    key_id = await db.run(_new_browser_key)
-    cookie = signer.issue(key_id)
+    expires = signer.expiry()
+    key_id = await db.run(_new_browser_key, expires)
+    cookie = signer.issue(key_id, expires)
     response.set_cookie(COOKIE, cookie, max_age=signer.max_age_s, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")
     return _public(signer, key_id, cookie, created=True)

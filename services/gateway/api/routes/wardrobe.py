@@ -25,7 +25,9 @@ JobId = Annotated[str, Path(max_length=64, description="The classification's id 
 
 @router.get("/v1/wardrobe", response_model=WardrobePublic, responses=ERRORS, summary="The caller's garments",
             description="The caller's own classifications, newest first, each with the caller's current verdict "
-            "(confirmed or corrected) and the class that makes: what the web page's \"My wardrobe\" shows.")
+            "(confirmed or corrected) and the class that makes: what the web page's \"My wardrobe\" shows. A garment "
+            "with the caller's verdict is not expired by the retention sweep while it stays here "
+            "(RETENTION_KEEP_WARDROBE); one without loses its photo, then its row, on the usual clocks.")
 async def read_wardrobe(caller: CallerDep, db: DatabaseDep, taxonomy: TaxonomyDep,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> WardrobePublic:
     return await db.run(crud.read_wardrobe, caller, taxonomy, limit)
