@@ -99,8 +99,11 @@ def test_every_photo_is_predicted_once_by_a_model_that_never_saw_its_sender(cv_r
 def test_the_one_training_core_gives_the_out_of_fold_predictions_of_the_old_cv(cv_run):
     """``cv_golden.npz``: this run's out-of-fold logits recorded with the code before the trainer
     was reorganised (commit 59974cf: cv.py's own fine-tuning loop); the shared ``fit_on_views``
-    must reproduce them (same folds, same batches, same steps). A tolerance for float noise across
-    CPUs only; on the machine that recorded it they are bit-identical."""
+    must reproduce them (same folds, same batches, same steps). On the machine that recorded it they
+    are bit-identical; another CPU's kernels (AMD EPYC with AVX-512 here) drift through the training
+    steps: max |Δlogit| 0.17, mean 0.03. A real change of the loop moves them 35× more: another
+    seed, batch size 8 or a second epoch gave max 6.4-22, mean 1.1-8.1
+    (``bench/cv_golden_drift.py``, 2026-12-07). So the bound sits between the two: max 1, mean 0.25."""
     from pathlib import Path
 
     _, _, out, _ = cv_run
@@ -108,7 +111,8 @@ def test_the_one_training_core_gives_the_out_of_fold_predictions_of_the_old_cv(c
     oof = load_oof(out)
     assert np.array_equal(oof["ids"], golden["ids"]) and np.array_equal(oof["folds"], golden["folds"])
     for key in ("logits_0", "logits_30"):
-        assert np.allclose(oof[key], golden[key], atol=1e-3), np.abs(oof[key] - golden[key]).max()
+        drift = np.abs(oof[key] - golden[key])
+        assert drift.max() < 1.0 and drift.mean() < 0.25, (drift.max(), drift.mean())
         assert (oof[key].argmax(1) == golden[key].argmax(1)).mean() > 0.95
 
 
