@@ -15,6 +15,15 @@ from shared.hedging.calibration import CRC_UNITS
 __all__ = ["add_parsers"]
 
 
+SMALL_HELP = ("a sender with at most N photos is a small sender in the report's audiences "
+              "(default: evaluation.audience.SMALL_SENDER_MAX_PHOTOS, 150)")
+
+
+def _small(args: argparse.Namespace) -> dict:
+    """cv_report's ``small_max`` when the command names one (else the report's default)."""
+    return {"small_max": args.small_sender_max} if args.small_sender_max is not None else {}
+
+
 def _data_dir(arg: str | None) -> Path:
     path = Path(arg) if arg else get_settings().dataset_dir
     if path is None:
@@ -78,7 +87,7 @@ def _find_label_issues(args: argparse.Namespace) -> int:
 def _cv(args: argparse.Namespace) -> int:
     import shlex
 
-    from services.trainer.pipelines.cv import cross_validate, load_oof, ship
+    from services.trainer.pipelines.cv import cross_validate, load_oof, ship, with_kids
     from services.trainer.evaluation.crossval import cv_report
     from shared.recipe import Recipe
     from shared.taxonomy import load_taxonomy
@@ -90,7 +99,8 @@ def _cv(args: argparse.Namespace) -> int:
                          final=not args.no_final, max_photos=args.max_photos,
                          train_on_served=args.train_on_served, cache_dir=Path(args.cache) if args.cache else None)
     command = "wardrobe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report = cv_report(load_oof(out), taxonomy, out / "report", command=command)
+    report = cv_report(with_kids(load_oof(out), _data_dir(args.data), taxonomy), taxonomy, out / "report",
+                       command=command, **_small(args))
     keys = ("top1", "top3", "top1_top10", "top1_10way", "ece")
     print(json.dumps({"n": report["n"], "senders": report["senders"], "oof_ece": report["oof_ece"],
                       **{k: report["spread"][k] for k in keys}}, indent=1))
@@ -100,7 +110,8 @@ def _cv(args: argparse.Namespace) -> int:
             sys.exit("error: --version needs the network on all photos (drop --no-final)")
         model_dir = ship(out, taxonomy, Path(args.models_dir) if args.models_dir else _new_versions_dir(),
                          args.version, crc_unit=args.crc_unit, data_dir=_data_dir(args.data))
-        cv_report(load_oof(out), taxonomy, model_dir / "eval", command=command)  # the CV next to the model
+        cv_report(with_kids(load_oof(out), _data_dir(args.data), taxonomy), taxonomy, model_dir / "eval",
+                  command=command, **_small(args))  # the CV next to the model
         print(f"model {args.version} written to {model_dir} (calibration cross-fitted, crc per {args.crc_unit})")
     return 0
 
@@ -108,6 +119,7 @@ def _cv(args: argparse.Namespace) -> int:
 def _ensemble(args: argparse.Namespace) -> int:
     import shlex
 
+    from services.trainer.pipelines.cv import with_kids
     from services.trainer.pipelines.ensemble import combine_oof, ship_ensemble
     from services.trainer.evaluation.crossval import cv_report
     from shared.taxonomy import load_taxonomy
@@ -115,7 +127,9 @@ def _ensemble(args: argparse.Namespace) -> int:
     taxonomy = load_taxonomy(args.taxonomy)
     runs = [Path(r) for r in args.runs]
     command = "wardrobe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report = cv_report(combine_oof(runs), taxonomy, Path(args.out), command=command)
+    data = Path(args.data) if args.data else get_settings().dataset_dir
+    oof = with_kids(combine_oof(runs), data, taxonomy)
+    report = cv_report(oof, taxonomy, Path(args.out), command=command, **_small(args))
     keys = ("top1", "top3", "top1_top10", "top1_10way", "ece")
     print(json.dumps({"n": report["n"], "senders": report["senders"], "oof_ece": report["oof_ece"],
                       **{k: report["spread"][k] for k in keys}}, indent=1))
@@ -123,9 +137,41 @@ def _ensemble(args: argparse.Namespace) -> int:
     if args.version:
         model_dir = ship_ensemble(runs, taxonomy, Path(args.models_dir) if args.models_dir else _new_versions_dir(),
                                   args.version, crc_unit=args.crc_unit, data_dir=_data_dir(args.data))
-        cv_report(combine_oof(runs), taxonomy, model_dir / "eval", command=command)
+        cv_report(oof, taxonomy, model_dir / "eval", command=command, **_small(args))
         print(f"model {args.version} written to {model_dir} (one ONNX graph, calibration cross-fitted, "
               f"crc per {args.crc_unit})")
+    return 0
+
+
+def _cv_report(args: argparse.Namespace) -> int:
+    """Rewrite a CV report (cv.json, cv.md, PNGs) from stored out-of-fold predictions, with the
+    report's current figures (the audiences among them), without training anything."""
+    import shlex
+
+    from services.trainer.evaluation.crossval import cv_report
+    from services.trainer.pipelines.cv import load_oof, with_kids
+    from services.trainer.pipelines.ensemble import combine_oof
+    from shared.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy(args.taxonomy)
+    out = Path(args.report)
+    runs = [Path(r) for r in args.runs] if args.runs else [out]
+    oof = combine_oof(runs) if len(runs) > 1 else load_oof(runs[0])
+    data = Path(args.data) if args.data else get_settings().dataset_dir
+    oof = with_kids(oof, data, taxonomy)
+    before = out / "cv.json"
+    command = json.loads(before.read_text()).get("command", "") if before.is_file() else ""
+    words = ["cv-report", args.report, *(["--runs", *args.runs] if args.runs else []),
+             *(["--data", args.data] if args.data else []), *(["--taxonomy", args.taxonomy] if args.taxonomy else []),
+             *(["--small-sender-max", str(args.small_sender_max)] if args.small_sender_max is not None else [])]
+    recomputed = "wardrobe " + " ".join(shlex.quote(w) for w in words)  # what was asked, however it was called
+    report = cv_report(oof, taxonomy, out, command=command or recomputed, **_small(args),
+                       recomputed_by=recomputed if command else "")
+    small = report["audience"]["audiences"].get("small", {})
+    print(json.dumps({"n": report["n"], "senders": report["senders"], "top1": report["mean"]["top1"],
+                      "small_top1": {w: small[w]["folds"]["top1"]["mean"] for w in ("photos", "people") if small},
+                      "audience_checks": {k: v["met"] for k, v in report["audience"]["must_reach"].items()}}, indent=1))
+    print(f"report: {out / 'cv.md'}")
     return 0
 
 
@@ -207,6 +253,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "1 point of the target in 98 %% of groups; the default), 'sender' (a new person on "
                         "average) or 'photo' (a new photo of the people seen)")
     v.add_argument("--no-final", action="store_true", help="folds only: no network on all photos")
+    v.add_argument("--small-sender-max", type=int, metavar="N",
+                   help=SMALL_HELP)
     v.add_argument("--max-photos", type=int, help=argparse.SUPPRESS)
     v.set_defaults(func=_cv)
 
@@ -221,7 +269,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--models-dir", help="where --version goes (default: DATA_DIR/models)")
     n.add_argument("--crc-unit", choices=list(CRC_UNITS), default="group",
                    help="what the shipped crc table promises (as for wardrobe cv; default: group)")
+    n.add_argument("--small-sender-max", type=int, metavar="N",
+                   help=SMALL_HELP)
     n.set_defaults(func=_ensemble)
+
+    r = sub.add_parser("cv-report", help="rewrite a CV report (cv.json, cv.md, PNGs) from stored out-of-fold "
+                                         "predictions (oof.npz), e.g. after the report gained figures; trains nothing")
+    r.add_argument("report", help="report directory (cv.json is rewritten there; its oof.npz is read unless --runs)")
+    r.add_argument("--runs", nargs="+", help="read oof.npz from these run or report directories instead; several: "
+                                              "their averaged predictions, as wardrobe ensemble reports them")
+    r.add_argument("--data", help="dataset directory, for the kids flag of runs that did not save it; "
+                                  "default $DATASET_DIR")
+    r.add_argument("--taxonomy", help="taxonomy YAML (default: the bundled one)")
+    r.add_argument("--small-sender-max", type=int, metavar="N",
+                   help=SMALL_HELP)
+    r.set_defaults(func=_cv_report)
 
     e = sub.add_parser("evaluate", help="evaluate a model version on a dataset directory")
     e.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")

@@ -36,6 +36,7 @@ class Sample:
     sender: str
     label: str  # the dataset's label as written
     leaf: str | None  # taxonomy leaf, None for ignored labels ('Not sure', 'Other', 'Skip')
+    kids: bool | None = None  # images.csv's ``kids`` (children's clothes); None without the column
 
 
 @dataclass
@@ -65,6 +66,13 @@ def _check_image(path: Path) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "unusable"
         return f"unreadable image {path}: {exc}"
     return None
+
+
+def _kids(cell: str | None) -> bool | None:
+    """The ``kids`` column: 'True'/'False' (any case, or 1/0); None when absent or empty. Children's
+    clothes are reported apart ([J2]: right far less often than adults' on new people)."""
+    value = (cell or "").strip().lower()
+    return {"true": True, "1": True, "false": False, "0": False}.get(value) if value else None
 
 
 def load_dataset(
@@ -106,7 +114,7 @@ def load_dataset(
                     raise DatasetError(f"{csv_path}:{row_no}: {problem}")
                 skipped.append((image_id, problem))
                 continue
-            samples.append(Sample(image_id, path, str(row["sender_id"]).strip(), label, leaf))
+            samples.append(Sample(image_id, path, str(row["sender_id"]).strip(), label, leaf, _kids(row.get("kids"))))
     for image_id, reason in skipped:
         log.warning("skipped %s: %s", image_id, reason)
     if skipped:

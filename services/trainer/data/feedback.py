@@ -33,6 +33,7 @@ class LabelledPhoto:
     leaf: str  # a leaf; from ``feedback_photos(partial=True)`` possibly an inner node (a partial label)
     person: str
     source: str = "dataset"  # "dataset" | "feedback"
+    kids: bool | None = None  # children's clothes (the dataset's ``kids`` column; None for feedback)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def dataset_parts(data_dir: Path, taxonomy: Taxonomy, split_file: Path) -> dict[
     dataset = load_dataset(data_dir, taxonomy, on_error="skip", verify_images=False)
     split = load_or_create_split(dataset.samples, Path(split_file))
     by_id = {s.image_id: s for s in dataset.classified}
-    return {name: [LabelledPhoto(PhotoRef.of(by_id[i].path), by_id[i].leaf, by_id[i].sender)
+    return {name: [LabelledPhoto(PhotoRef.of(by_id[i].path), by_id[i].leaf, by_id[i].sender, kids=by_id[i].kids)
                    for i in ids if i in by_id] for name, ids in split.items()}
 
 

@@ -12,6 +12,10 @@ exactly as the shipped model's calibration is fitted on all of them (cross-fitti
 So each fold's hedged accuracy is what a new group of people would get from a calibration that
 never saw them. The back-off baseline's information gain is read off the same photos at equal
 realised accuracy (``compare_darts_backoff``).
+
+Every figure is also given per audience (``evaluation.audience``: small and big senders, children's
+and adults' clothes, each photo-weighted and person-weighted; the hedged promise on each fold's
+small senders), with [J2]'s bars for them (``evaluation.audience_report``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from services.trainer.model.calibrate import expected_calibration_error, fit_temperature, softmax
-from services.trainer.evaluation import plots
+from services.trainer.evaluation import audience_report, plots
+from services.trainer.evaluation.audience import SMALL_SENDER_MAX_PHOTOS, Audiences, accuracy_figures, hedged_figures
 from services.trainer.evaluation.comparison import compare_darts_backoff
 from services.trainer.evaluation.evaluate import classification_metrics
 from services.trainer.evaluation.report import REPORT_TARGETS, hedged_summary
@@ -63,9 +68,10 @@ def _per_sender_mean(values: np.ndarray, senders: np.ndarray) -> float:
 
 def fold_summary(logits: dict[int, np.ndarray], y: np.ndarray, senders: np.ndarray, held: np.ndarray,
                  classes: list[str], taxonomy: Taxonomy,
-                 group_confidence: float = GROUP_CONFIDENCE) -> tuple[dict, dict]:
+                 group_confidence: float = GROUP_CONFIDENCE, audiences: Audiences | None = None) -> tuple[dict, dict]:
     """Every figure for the photos ``held`` (one fold of people), with temperature and λ tables
-    fitted on the other photos' OOF predictions only (the group promise at ``group_confidence``).
+    fitted on the other photos' OOF predictions only (the group promise at ``group_confidence``),
+    also per audience (``audiences`` of all photos; default: senders' photo counts, no kids flag).
     Returns (summary, arrays for plots)."""
     rest = ~held
     temperature = fit_temperature(logits[0][rest], y[rest])
@@ -75,27 +81,33 @@ def fold_summary(logits: dict[int, np.ndarray], y: np.ndarray, senders: np.ndarr
             for unit in UNITS}
     probs = softmax(logits[0][held], temperature)
     yk, sk = y[held], senders[held]
+    aud = (audiences or Audiences.of(senders)).subset(held)
     metrics, matrix, bins = classification_metrics(probs, yk, classes, taxonomy)
     # a class nobody in this fold photographed has no recall here (not a recall of 0)
     metrics["per_class"] = {c: v for c, v in metrics["per_class"].items() if v["support"]}
     summary: dict[str, Any] = {"n": int(held.sum()), "senders": int(len(np.unique(sk))), **metrics,
                                "temperature": temperature, "rotation": {}, "rotation_true_prob": {}}
+    rotated = {}
     for angle in sorted(logits):
-        p = softmax(logits[angle][held], temperature)
+        p = rotated[angle] = softmax(logits[angle][held], temperature)
         summary["rotation"][str(angle)] = float((p.argmax(1) == yk).mean())
         summary["rotation_true_prob"][str(angle)] = float(p[np.arange(len(yk)), yk].mean())
     summary["hedged"] = {}
+    summary["audience"] = accuracy_figures(probs, yk, aud, classes, taxonomy, rotated)
+    summary["audience_hedged"] = {}
     for unit, cal in cals.items():
         table = hedged_summary(probs, yk, taxonomy, cal)
+        rights = {}
         for key in REPORT_TARGETS:
-            right = hedged_correct(probs, yk, taxonomy, cal, float(key))
+            right = rights[key] = hedged_correct(probs, yk, taxonomy, cal, float(key))
             table["crc"][key]["accuracy_per_sender"] = _per_sender_mean(right, sk)
             table["crc"][key]["shortfall_ok"] = bool(table["crc"][key]["accuracy"] >= float(key) - SHORTFALL_TOLERANCE)
         summary["hedged"][unit] = {"crc": table["crc"], "darts": table["darts"], "n_calibration": int(rest.sum()),
                                    "n_calibration_senders": int(len(np.unique(senders[rest])))}
+        summary["audience_hedged"][unit] = hedged_figures(rights, aud)
     cmp = compare_darts_backoff(probs, yk, taxonomy, cals["photo"])
     summary["hedged"]["backoff"] = {k: {"darts": v["darts"], "backoff": v["backoff"]} for k, v in cmp["at_targets"].items()}
-    return summary, {"probs": probs, "matrix": matrix, "bins": bins}
+    return summary, {"probs": probs, "matrix": matrix, "bins": bins, "rotated": rotated}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, float]:
@@ -136,22 +148,29 @@ def _must_reach(agg: dict, folds: list[dict], oof_ece: float) -> dict[str, Any]:
 
 
 def cv_report(oof: dict, taxonomy: Taxonomy, out_dir: Path, command: str = "",
-              group_confidence: float = GROUP_CONFIDENCE) -> dict:
+              group_confidence: float = GROUP_CONFIDENCE, small_max: int = SMALL_SENDER_MAX_PHOTOS,
+              recomputed_by: str = "") -> dict:
     """Write ``cv.json``, ``cv.md`` and PNG plots into ``out_dir``; return the JSON.
     ``group_confidence``: the share of groups the group promise is calibrated for
-    (``bench/group_promise.py`` compares settings)."""
+    (``bench/group_promise.py`` compares settings). ``small_max``: the most photos of a small sender
+    (the audiences; children's clothes when ``oof`` has ``kids``). ``recomputed_by``: the command that
+    rewrote the report from a stored ``oof.npz`` (``command`` stays the one that made the predictions)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = [str(c) for c in oof["classes"]]
     y, senders, fold_of = oof["labels"], oof["senders"].astype(str), oof["folds"]
     logits = {int(k.split("_", 1)[1]): v for k, v in oof.items() if k.startswith("logits_")}
+    audiences = Audiences.of(senders, oof.get("kids"), small_max)
     folds, oof_probs = [], np.zeros_like(logits[0])
+    oof_rotated = {a: np.zeros_like(v, dtype=np.float64) for a, v in logits.items()}
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for k in range(int(fold_of.max()) + 1):
         held = fold_of == k
-        summary, arrays = fold_summary(logits, y, senders, held, classes, taxonomy, group_confidence)
+        summary, arrays = fold_summary(logits, y, senders, held, classes, taxonomy, group_confidence, audiences)
         folds.append(summary)
         oof_probs[held] = arrays["probs"]
+        for a, p in arrays["rotated"].items():
+            oof_rotated[a][held] = p
         matrix += arrays["matrix"]
         log.info("fold %d: top-1 %.3f, ECE %.3f", k, summary["top1"], summary["ece"])
     agg = aggregate(folds)
@@ -165,8 +184,13 @@ def cv_report(oof: dict, taxonomy: Taxonomy, out_dir: Path, command: str = "",
     }
     report["must_reach"] = _must_reach(agg, folds, pooled["ece"])
     report["hedging_cost"] = _hedging_cost(agg)
+    report["audience"] = audience_report.summary(audiences, agg, folds, accuracy_figures(
+        oof_probs, y, audiences, classes, taxonomy, oof_rotated), REPORT_TARGETS, UNITS)
+    if recomputed_by:
+        report["recomputed_by"] = recomputed_by
     (out_dir / "cv.json").write_text(json.dumps(report, indent=1) + "\n")
     images = _plots(report, oof_probs, y, matrix, bins, classes, out_dir)
+    images["audience"] = audience_report.plot(report["audience"], out_dir / "cv_audience.png")
     (out_dir / "cv.md").write_text(_markdown(report, images, classes))
     return report
 
@@ -249,8 +273,10 @@ def _markdown(r: dict, images: dict[str, Path], classes: list[str]) -> str:
              f"{r['n']} labelled photos of {r['senders']} senders; folds of {r['fold_sizes']} photos "
              f"({r['fold_senders']} senders). No sender is in two folds; each fold is predicted by a model trained "
              "on the others, with temperature and λ tables fitted on the other folds' out-of-fold predictions.", "",
-             f"Command: `{r['command']}`", "",
-             "| metric | mean ± sd over folds (min–max) |", "|---|---|"]
+             f"Command: `{r['command']}`", ""]
+    if r.get("recomputed_by"):
+        lines += [f"Report recomputed from the stored out-of-fold predictions by: `{r['recomputed_by']}`", ""]
+    lines += ["| metric | mean ± sd over folds (min–max) |", "|---|---|"]
     for key, name in [("top1", "top-1 (17 classes)"), ("top3", "top-3"), ("top1_top10", "top-1 on the ten common classes"),
                       ("top1_10way", "top-1, ten-way"), ("ece", "ECE (15 bins)"),
                       ("rotation.-30", "top-1 rotated −30°"), ("rotation.0", "top-1 upright"), ("rotation.30", "top-1 rotated +30°")]:
@@ -263,7 +289,8 @@ def _markdown(r: dict, images: dict[str, Path], classes: list[str]) -> str:
         shown = f"{100 * value:.1f}" if value is not None else ", ".join(
             f"{k}: {100 * v:+.1f}" for k, v in c["worst_margin"].items())
         lines.append(f"| {name} | {shown} | {'yes' if c['met'] else '**no**'} |")
-    lines += ["", "## Hedged answers, calibration fitted without the fold's people", "",
+    lines += [""] + audience_report.markdown(r["audience"])
+    lines += ["## Hedged answers, calibration fitted without the fold's people", "",
               "Realised accuracy of the crc answer per held-out fold (min over folds), and mean information gain "
               "(bits, 0 for a wrong answer); back-off's gain read at DARTS's realised accuracy.", "",
               "| target | per photo: mean realised (min) | gain | per sender: mean realised (min) | per-person accuracy | gain | "

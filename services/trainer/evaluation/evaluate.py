@@ -26,7 +26,7 @@ from shared.model_contract import load_model
 from shared.preprocessing import preprocess
 from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["evaluate", "classification_metrics", "write_report", "hedging_section", "TOP10_LABELS", "ROTATION_ANGLES"]
+__all__ = ["evaluate", "classification_metrics", "ten_way", "write_report", "hedging_section", "TOP10_LABELS", "ROTATION_ANGLES"]
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,21 @@ def _per_class(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> tuple[dic
     return per, matrix
 
 
+def ten_way(probs: np.ndarray, classes: list[str], taxonomy: Taxonomy, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(is the true class one of the ten common ones, the prediction restricted to those ten): what
+    ``top1_top10`` and ``top1_10way`` are read from."""
+    index = {c: i for i, c in enumerate(classes)}
+    top10_idx = np.array([index[taxonomy.label_to_leaf[label]] for label in TOP10_LABELS])
+    return np.isin(y, top10_idx), top10_idx[probs[:, top10_idx].argmax(1)]
+
+
 def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str], taxonomy: Taxonomy
                            ) -> tuple[dict, np.ndarray, list[dict]]:
     """The evaluation JSON's accuracy and calibration figures for any probabilities (an exported
     model's, or out-of-fold predictions in ``wardrobe cv``); also the confusion matrix and ECE bins."""
-    index = {c: i for i, c in enumerate(classes)}
     pred = probs.argmax(1)
     top3 = np.argsort(-probs, axis=1)[:, :3]
-    top10_idx = np.array([index[taxonomy.label_to_leaf[label]] for label in TOP10_LABELS])
-    in_top10 = np.isin(y, top10_idx)
-    restricted_pred = top10_idx[probs[:, top10_idx].argmax(1)]
+    in_top10, restricted_pred = ten_way(probs, classes, taxonomy, y)
     per_class, matrix = _per_class(y, pred, classes)
     ece, bins = expected_calibration_error(probs, y, bins=15)
     metrics = {

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.trainer.evaluation.audience import WEIGHTINGS, Audiences, hedged_figures
 from services.trainer.evaluation.evaluate import ModelRunner
 from services.trainer.data.dataset import PhotoRef, load_photo
 from services.trainer.data.feedback import LabelledPhoto, current_feedback_items, dataset_parts, feedback_photos, split_by_person
@@ -44,7 +45,7 @@ from shared.schemas import GateDecision
 from shared.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["GATE_TARGETS", "ProbabilityCache", "card_taxonomy", "hedged_scores", "score", "compare", "gate_sets",
-           "decide", "judge", "per_person", "top1_hits"]
+           "decide", "judge", "per_person", "top1_hits", "audience_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, 
                     - top1_hits(cache.probabilities(active_dir, [p.photo for p in photos]), truth,
                                 ModelCard.load(active_dir).classes))
             cand[name]["per_person"] = per_person(diff, [p.person for p in photos])
+    record_audiences(cand, act, sets, candidate_dir, active_dir, cache)
     promote, reason = compare(cand, act, tolerance, decisive)
     if saw_eval and sets.get("eval"):
         reason += f" (reported, not decisive: eval, which {' and '.join(saw_eval)} learned from)"
@@ -247,6 +249,40 @@ def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, 
         reason += f" (reported, not decisive: feedback: fewer than {min_feedback} photos or {min_people} people)"
     return GateDecision(promote=promote, reason=reason, candidate=cand, active=act, active_version=active_version,
                         tolerance=tolerance)
+
+
+def audience_scores(model_dir: Path, photos: Sequence[LabelledPhoto], cache: ProbabilityCache,
+                    targets: Sequence[float] = GATE_TARGETS) -> dict:
+    """[J2]'s evidence, recorded beside the decision (not deciding): top-1 and hedged realised
+    accuracy per audience (``evaluation.audience``: small and big senders, children's and adults'
+    clothes where the photos say), each photo-weighted and person-weighted, answers judged by name
+    as in :func:`score` (an answer a partial label cannot judge is left out)."""
+    if not photos:
+        return {}
+    card = ModelCard.load(model_dir)
+    probs = cache.probabilities(model_dir, [p.photo for p in photos])
+    truth = [p.leaf for p in photos]
+    aud = Audiences.of([p.person for p in photos], [p.kids for p in photos])
+    hits = top1_hits(probs, truth, card.classes)
+    out = {name: {**aud.head(name), **{w: {"top1": aud.rate(hits, name, w)} for w in WEIGHTINGS}}
+           for name, mask in aud.masks.items() if mask.any()}
+    if card.calibration:
+        taxonomy = card_taxonomy(card)
+        hedger, names = Hedger(taxonomy, card.calibration, classes=card.classes), taxonomy.node_names
+        right = {str(t): np.array([_judged(names[v], node) for v, node in zip(hedger.choose_batch(probs, t), truth)])
+                 for t in targets}
+        for key, by_audience in hedged_figures(right, aud).items():
+            for name, realised in by_audience.items():
+                out[name].setdefault("hedged", {})[key] = realised
+    return out
+
+
+def record_audiences(candidate: dict[str, dict], active: dict[str, dict], sets: dict[str, list[LabelledPhoto]],
+                     candidate_dir: Path, active_dir: Path, cache: ProbabilityCache) -> None:
+    """Add ``audience`` (:func:`audience_scores`) to both versions' scores on every set."""
+    for name, photos in sets.items():
+        candidate[name]["audience"] = audience_scores(candidate_dir, photos, cache)
+        active[name]["audience"] = audience_scores(active_dir, photos, cache)
 
 
 def decide(ctx: JobContext, candidate_dir: Path) -> GateDecision:

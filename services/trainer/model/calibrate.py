@@ -32,18 +32,29 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(log_t.exp())
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
-    """ECE over equal-width confidence bins, and the bins for a reliability diagram."""
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15,
+                               weights: np.ndarray | None = None) -> tuple[float, list[dict]]:
+    """ECE over equal-width confidence bins, and the bins for a reliability diagram.
+
+    ``weights`` (one per photo, ≥ 0; 0 leaves a photo out) weigh photos in every bin and in the
+    total, e.g. 1/(the person's photos) so that each person counts once (``evaluation.audience``)."""
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece, table = 0.0, []
+    total = float(np.sum(weights)) if weights is not None else float(len(conf))
     for lo, hi in zip(edges[:-1], edges[1:]):
         mask = (conf > lo) & (conf <= hi)
+        if weights is not None:
+            mask &= weights > 0
         n = int(mask.sum())
-        if n:
+        if n and weights is None:
             acc, avg_conf = float(correct[mask].mean()), float(conf[mask].mean())
             ece += n / len(conf) * abs(acc - avg_conf)
+        elif n:
+            w = weights[mask]
+            acc, avg_conf = float(np.dot(w, correct[mask]) / w.sum()), float(np.dot(w, conf[mask]) / w.sum())
+            ece += float(w.sum()) / total * abs(acc - avg_conf)
         else:
             acc = avg_conf = float("nan")
         table.append({"lo": float(lo), "hi": float(hi), "n": n, "accuracy": acc, "confidence": avg_conf})

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from shared.hedging.calibration import Calibration
 
 __all__ = ["assign_folds", "ViewCache", "build_cache", "cross_validate", "CVRun",
-           "CV_ANGLES", "load_oof", "ship", "CALIBRATION_SOURCE"]
+           "CV_ANGLES", "load_oof", "with_kids", "ship", "CALIBRATION_SOURCE"]
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,10 @@ def cross_validate(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, recipe: Re
         for a in angles:
             oof[a][saved["idx"]] = saved[f"logits_{a}"]
         fold_seconds.append(float(saved["seconds"]))
+    # children's clothes are reported apart (evaluation.audience), when the dataset says which they are
+    kids = {"kids": np.array([bool(s.kids) for s in samples])} if all(s.kids is not None for s in samples) else {}
     np.savez(out_dir / "oof.npz", ids=np.array([s.image_id for s in samples]), senders=np.array(senders),
-             labels=y, folds=fold_of, classes=np.array(classes),
+             labels=y, folds=fold_of, classes=np.array(classes), **kids,
              **{f"logits_{a}": v for a, v in oof.items()})
 
     final_checkpoint = None
@@ -322,9 +324,26 @@ def cross_validate(data_dir: Path, taxonomy: Taxonomy, out_dir: Path, recipe: Re
 
 
 def load_oof(out_dir: Path) -> dict:
-    """``oof.npz`` as a dict (ids, senders, labels, folds, classes, logits_<angle>)."""
+    """``oof.npz`` as a dict (ids, senders, labels, folds, classes, logits_<angle>; kids when the
+    dataset has the column: :func:`with_kids` adds it to a run made before)."""
     with np.load(Path(out_dir) / "oof.npz") as f:
         return {k: f[k] for k in f.files}
+
+
+def with_kids(oof: dict, data_dir: Path | None, taxonomy: Taxonomy) -> dict:
+    """``oof`` with a ``kids`` flag per photo read from ``data_dir``'s images.csv when it has none
+    (runs made before the flag was saved); unchanged without a dataset or when a photo is missing
+    from it or has no flag."""
+    if "kids" in oof or not data_dir:
+        return oof
+    dataset = load_dataset(data_dir, taxonomy, verify_images=False)
+    flags = {s.image_id: s.kids for s in dataset.samples}
+    kids = [flags.get(str(i)) for i in oof["ids"]]
+    if any(k is None for k in kids):
+        log.warning("%d of %d photos have no kids flag in %s: children's clothes not reported apart",
+                    sum(k is None for k in kids), len(kids), data_dir)
+        return oof
+    return {**oof, "kids": np.array(kids, dtype=bool)}
 
 
 # --- 4. cross-fitting: the shipped model ------------------------------------------------------------

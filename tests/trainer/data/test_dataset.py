@@ -69,3 +69,15 @@ def test_split_file_is_written_and_reused(tiny_dataset, taxonomy, tmp_path):
     first = load_or_create_split(samples, path, seed=0)
     assert json.loads(path.read_text()) == first
     assert load_or_create_split(samples, path, seed=99) == first  # the file wins over the seed
+
+
+def test_the_kids_column_is_read_and_its_absence_is_none(tiny_dataset, taxonomy, tmp_path):
+    rows = list(csv.reader((tiny_dataset / "images.csv").open()))
+    rows[1][3] = "True"  # the first photo is children's clothes
+    with (tiny_dataset / "images.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    flags = {s.image_id: s.kids for s in load_dataset(tiny_dataset, taxonomy).samples}
+    assert flags[rows[1][0]] is True and sum(flags.values()) == 1 and None not in flags.values()
+    with (tiny_dataset / "images.csv").open("w", newline="") as f:  # a dataset without the column
+        csv.writer(f).writerows(r[:3] for r in rows)
+    assert {s.kids for s in load_dataset(tiny_dataset, taxonomy).samples} == {None}

@@ -179,3 +179,26 @@ def test_a_yes_to_a_hedged_answer_counts_in_the_gates_set(models, photos, tmp_pa
     scored = score(active, parents, cache)
     assert scored["n"] == 20 and scored["partial_labels"] == 20 and scored["top1"] == 1.0
     assert all(0.0 <= v <= 1.0 for v in scored["hedged"].values())
+
+
+def test_the_gates_evidence_records_figures_per_audience(models, photos, tmp_path):
+    """[J2]: beside the decision, top-1 and hedged accuracy for children's and adults' clothes and for
+    small senders, photo- and person-weighted; a photo the active version gets wrong moves only its
+    own audience."""
+    active, other = models
+    cache = ProbabilityCache(tmp_path / "p")
+    right = _labelled_as_predicted(active, photos, cache)
+    card = ModelCard.load(active)
+    labelled = []
+    for i, p in enumerate(right[:40]):  # photos 0-9 are children's clothes, labelled wrongly
+        kids = i < 10
+        leaf = card.classes[(card.classes.index(p.leaf) + 1) % len(card.classes)] if kids else p.leaf
+        labelled.append(LabelledPhoto(p.photo, leaf, p.person, kids=kids))
+    decision = judge(other, ("active", active), {"eval": labelled}, cache, tolerance=0.01, min_feedback=1)
+    seen = decision.active["eval"]["audience"]
+    assert seen["kids"]["n"] == 10 and seen["kids"]["photos"]["top1"] == 0.0
+    assert seen["adults"]["photos"]["top1"] == 1.0 and seen["adults"]["people"]["top1"] == pytest.approx(1.0)
+    assert seen["all"]["photos"]["top1"] == pytest.approx(decision.active["eval"]["top1"]) == 0.75
+    assert seen["small"]["n"] == 40 and "big" not in seen  # 12 people, none above the threshold
+    assert set(seen["adults"]["hedged"]) == {"0.8", "0.9", "0.95", "0.98", "0.99"}
+    assert set(decision.candidate["eval"]["audience"]) == set(seen)

@@ -79,6 +79,7 @@ def test_every_photo_is_predicted_once_by_a_model_that_never_saw_its_sender(cv_r
     _, _, out, run = cv_run
     oof = load_oof(out)
     assert len(oof["ids"]) == 36 and set(oof["folds"].tolist()) == {0, 1, 2}
+    assert oof["kids"].dtype == bool and not oof["kids"].any()  # images.csv's kids column, for the audiences
     seen = np.zeros(len(oof["ids"]), dtype=int)
     for k in range(3):
         fold = np.load(out / "folds" / f"fold{k}.npz")
