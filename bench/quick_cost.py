@@ -232,6 +232,9 @@ def main() -> None:
         "estimate": estimate({**metrics, "seconds": wall}, trained, real, cpu / wall),
     }
     (out / "quick_cost.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if result["features_computed"]:
+        log.warning("%s front arrays were computed: the cache was not warm (run --warm first), so the time "
+                    "includes them", result["features_computed"])
     est = result["estimate"]
     line = (f"| {trained} | {facts['feedback_photos']} ({facts['feedback_people']} people) | {wall:.0f} s "
             f"| {cpu:.0f} s | {result['features_computed']} | ≤ {est['upper_bound_quiet_2_cores_seconds'] / 60:.1f} min "
