@@ -245,9 +245,17 @@ def main() -> None:
              real, est["upper_bound_quiet_2_cores_seconds"] / 60)
     print(line)
     if args.doc:
-        text = args.doc.read_text()
-        if DOC_MARKER in text:
-            args.doc.write_text(text.replace(DOC_MARKER, f"{line}\n{DOC_MARKER}", 1))
+        add_row(args.doc, line)
+
+
+def add_row(doc: Path, line: str) -> bool:
+    """Put ``line`` into ``doc``'s table, just before ``DOC_MARKER``; False when there is no marker."""
+    text = doc.read_text()
+    if DOC_MARKER not in text:
+        log.warning("%s has no '%s': the row is only printed", doc, DOC_MARKER)
+        return False
+    doc.write_text(text.replace(DOC_MARKER, f"{line}\n{DOC_MARKER}", 1))
+    return True
 
 
 if __name__ == "__main__":
