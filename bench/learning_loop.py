@@ -31,15 +31,11 @@ cannot be judged on a split it learned).
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import logging
 import random
-import shutil
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -47,28 +43,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.trainer.config import TrainerSettings  # noqa: E402
+from bench._feedback_people import (  # noqa: E402
+    bench_settings, choose_people, dataset_subset, draw_verdict, give_verdict, person_order)
 from services.trainer.data.dataset import PhotoRef, load_dataset  # noqa: E402
 from services.trainer.data.feedback import LabelledPhoto  # noqa: E402
 from services.trainer.jobs import runner as jobs_runner  # noqa: E402
-from services.trainer.jobs.gate import ProbabilityCache, top1_hits  # noqa: E402
+from services.trainer.jobs.gate import GATE_MIN_PEOPLE, ProbabilityCache, top1_hits  # noqa: E402
 from services.trainer.pipelines.crossfit import fit_model_recipe  # noqa: E402
 from shared import registry  # noqa: E402
 from shared import training_jobs as tj  # noqa: E402
-from shared.auth import Caller, Role  # noqa: E402
-from shared.bootstrap import prepare_database  # noqa: E402
 from shared.db import session_scope  # noqa: E402
-from shared.feedback import give  # noqa: E402
 from shared.model_card import ModelCard  # noqa: E402
 from shared.model_store import open_model_store  # noqa: E402
 from shared.recipe import CalibrationRecipe, ModelRecipe, Recipe  # noqa: E402
 from shared.registry import RELEASE_FILE  # noqa: E402
 from shared.storage import PhotoStore  # noqa: E402
-from shared.tables import ClassificationJob, JobStatus  # noqa: E402
 from shared.taxonomy import load_taxonomy  # noqa: E402
 
 log = logging.getLogger("learning_loop")
-
 
 
 def reduced(input_size: int, epochs: int) -> ModelRecipe:
@@ -79,45 +71,6 @@ def reduced(input_size: int, epochs: int) -> ModelRecipe:
                                resize_size=round(input_size * 256 / 224), split_block=13, views=1, epochs=epochs,
                                threads=2)],
                        calibration=CalibrationRecipe("cross-fitted", folds=3, crc_unit="sender"), train_on_served=True)
-
-
-def _order(person: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}:{person}".encode()).hexdigest()
-
-
-def choose_people(photos: list[LabelledPhoto], seed: int, n_stream: int, n_judge: int, max_sender_photos: int,
-                  max_start_photos: int) -> tuple[list, list, list]:
-    """(start, stream, judge) photos; whole people in each, small senders for stream and judge."""
-    count = Counter(p.person for p in photos)
-    people = sorted(count, key=lambda s: _order(s, seed))
-    small = [s for s in people if count[s] <= max_sender_photos]
-    judge, stream = set(small[:n_judge]), set(small[n_judge:n_judge + n_stream])
-    start, n = set(), 0
-    for s in (s for s in people if s not in judge | stream):
-        if n + count[s] > max_start_photos:
-            continue
-        start.add(s)
-        n += count[s]
-    pick = lambda group: [p for p in photos if p.person in group]  # noqa: E731
-    return pick(start), pick(stream), pick(judge)
-
-
-def start_people_dataset(data: Path, ids: set[str], out: Path) -> Path:
-    """The jobs' DATASET_DIR: the dataset's layout (``images.csv`` + ``images/``) holding only the
-    start people's rows, so a job learns from them and the feedback, never from the judge people."""
-    out.mkdir(parents=True, exist_ok=True)
-    with (data / "images.csv").open(newline="") as f:
-        reader = csv.DictReader(f)
-        rows = [r for r in reader if r["image"] in ids]
-        fields = reader.fieldnames
-    with (out / "images.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    link = out / "images"
-    if not link.exists():
-        link.symlink_to((data / "images").resolve(), target_is_directory=True)
-    return out
 
 
 def judge_version(model_dir: Path, photos: list[LabelledPhoto], cache: ProbabilityCache) -> dict:
@@ -149,7 +102,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.10, help="share of verdicts naming a wrong leaf")
     ap.add_argument("--partial", type=float, default=0.15, help="share of verdicts that are a Yes to the parent")
     ap.add_argument("--holdout", type=float, default=0.2, help="share of stream people held back for the gate")
-    ap.add_argument("--min-people", type=int, default=5, help="GATE_MIN_PEOPLE")
+    ap.add_argument("--min-people", type=int, default=GATE_MIN_PEOPLE, help="GATE_MIN_PEOPLE (the trainer's default)")
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--no-full", action="store_true", help="skip the final full job")
     ap.add_argument("--seed", type=int, default=0)
@@ -174,7 +127,8 @@ def main() -> None:
     n_people = lambda ps: len({p.person for p in ps})  # noqa: E731
     log.info("people: start %d (%d photos), stream %d (%d photos), judge %d (%d photos)", n_people(start),
              len(start), n_people(stream), len(stream), n_people(judge), len(judge))
-    job_data = start_people_dataset(args.data, {p.photo.path.stem for p in start}, out / "dataset")
+    # the jobs' DATASET_DIR: only the start people, so a job never learns from the judge people
+    job_data = dataset_subset(args.data, {p.photo.path.stem for p in start}, out / "dataset")
     split_file = out / "split.json"  # made by the first job over the start people's dataset
     split_file.unlink(missing_ok=True)
     cache = ProbabilityCache(cache_root / "probabilities")
@@ -192,16 +146,8 @@ def main() -> None:
     versions = {"start": judge_version(start_dir, judge, cache), "reference": judge_version(reference_dir, judge, cache)}
     log.info("judge people: start %s, reference %s", versions["start"], versions["reference"])
 
-    db = out / "db.sqlite3"
-    db.unlink(missing_ok=True)
-    shutil.rmtree(out / "store", ignore_errors=True)
-    shutil.rmtree(out / "var", ignore_errors=True)
-    settings = TrainerSettings(
-        database_url=f"sqlite:///{db}", data_dir=out / "var", model_dir=out / "bundled", model_store=str(out / "store"),
-        dataset_dir=job_data, split_file=split_file, feedback_holdout_share=args.holdout,
-        gate_tolerance=args.tolerance, gate_min_people=args.min_people, gate_min_feedback=30, cache_dir=cache_root,
-        heartbeat_interval_s=5.0, training_heartbeat_timeout_s=3600.0)
-    prepare_database(settings.resolved_database_url, settings.model_dir, model_store=settings.model_store)
+    settings = bench_settings(out, out / "bundled", job_data, split_file, cache_root, holdout=args.holdout,
+                              tolerance=args.tolerance, min_people=args.min_people)
     store = open_model_store(settings.model_store)
     curve = [{"feedback_items": 0, "active": "start", **versions["start"]}]
     jobs = []
@@ -230,25 +176,12 @@ def main() -> None:
 
     # 3. the stream -------------------------------------------------------------------------------
     photos = PhotoStore(settings.resolved_photo_dir)
-    order = sorted(stream, key=lambda p: (_order(p.person, args.seed + 1), p.photo.sha256))
-    wrong = partial = 0
+    order = sorted(stream, key=lambda p: (person_order(p.person, args.seed + 1), p.photo.sha256))
+    drawn: Counter = Counter()
     for k, p in enumerate(order, start=1):
-        node = p.leaf
-        draw = rng.random()
-        if draw < args.noise:
-            node = rng.choice([x for x in taxonomy.leaves if x != p.leaf])
-            wrong += 1
-        elif draw < args.noise + args.partial and taxonomy.nodes[p.leaf].parent:
-            node = taxonomy.nodes[p.leaf].parent
-            partial += 1
-        caller = Caller(id=f"sender-{p.person}", role=Role.client)
-        with session_scope(settings.resolved_database_url) as session:
-            job = ClassificationJob(id=uuid.uuid4(), status=JobStatus.done, photo_key=photos.put(p.photo.path.read_bytes()),
-                                    accuracy_target=0.9, model_version=None, owner_id=caller.id,
-                                    result={"answer": {"node": {"name": ""}}})
-            session.add(job)
-            session.flush()
-            give(session, str(job.id), caller, taxonomy, node=node)
+        node, what = draw_verdict(p.leaf, taxonomy, rng, args.noise, args.partial)
+        drawn[what] += 1
+        give_verdict(settings.resolved_database_url, photos, p, node, taxonomy)
         if k % args.every == 0 or k == len(order):
             run_job("quick", k)
     if not args.no_full:
@@ -260,7 +193,8 @@ def main() -> None:
         "command": " ".join(sys.argv), "recipe": kind.to_dict(), "scale": args.recipe,
         "people": {"start": n_people(start), "stream": n_people(stream), "judge": n_people(judge)},
         "photos": {"start": len(start), "stream": len(stream), "judge": len(judge)},
-        "noise": args.noise, "wrong_verdicts": wrong, "partial": args.partial, "partial_verdicts": partial,
+        "noise": args.noise, "wrong_verdicts": drawn["wrong"], "partial": args.partial,
+        "partial_verdicts": drawn["partial"],
         "every": args.every, "holdout_share": args.holdout, "tolerance": args.tolerance,
         "offline_seconds": {"start": round(start_s, 1), "reference": round(reference_s, 1)},
         "versions": versions, "curve": curve, "jobs": jobs,

@@ -36,7 +36,8 @@ class TrainerSettings(CommonSettings):
     gate_min_feedback: int = Field(
         30, ge=1, description="Held-back feedback photos below which that set is reported but not decisive.")
     gate_min_people: int = Field(
-        5, ge=1, description="People a gate set needs to decide (fewer: insufficient evidence, the active version stays).")
+        20, ge=1, description="People a gate set needs to decide (fewer: insufficient evidence, the active version "
+        "stays); jobs.gate.GATE_MIN_PEOPLE, chosen by bench/gate_min_people.py (docs/learning.md).")
     recalibration_min_photos: int = Field(
         100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
     recalibration_crc_unit: Literal["photo", "sender", "group"] = Field(

@@ -16,6 +16,19 @@ Two methods, both exact on the calibration set (no λ grid, no binary search):
   exchangeable with the calibration photos, ``P(error) ≤ ε``. When ``ε(n+1) < 1`` no λ below
   the cap qualifies and the table says λ_max (always the root).
 
+**Partial labels.** A "Yes" to a hedged answer says only that the truth is one of a node's leaves.
+Every fit here takes labels as leaf indices (N,) or as the set of leaves the truth may be (N, L)
+bool (``node_leaf_sets``). An answer at node M is then *known right* when the label's leaves ⊆
+leaves(M), *known wrong* when they are disjoint, and *unknown* otherwise (M strictly below the
+labelled node: the verdict does not say). Along the nested path a photo is known wrong for
+λ < lo_i, unknown on [lo_i, hi_i), known right from hi_i on (``crc_bounds``; a leaf label has
+lo = hi = τ). Unknown photos are **excluded** at the λ where they are unknown: the risk at λ is
+(known wrong)/(known), with n the known photos, and λ̂ is the smallest λ from which the crc
+inequality holds at every larger λ (the exclusions make the ratio non-monotone in λ, so the
+envelope keeps the choice on the safe side). With leaf labels only this is the plain rule above,
+bit for bit. The exclusion is a selection: photos whose answer is finer than their verdict are
+left out exactly where they would count, so the bound is about the photos whose outcome is known.
+
 Targets between grid points use the λ of the next *higher* grid target. Both tables are
 non-decreasing in the target (by construction, and re-checked on load), so that λ is ≥ the
 exact λ for the requested target, hence its calibration accuracy (darts) or its risk bound
@@ -62,6 +75,9 @@ __all__ = [
     "crc_lambda",
     "darts_lambda",
     "crc_thresholds",
+    "crc_bounds",
+    "node_leaf_sets",
+    "leaf_sets",
     "darts_accuracy_steps",
     "validate_target",
 ]
@@ -136,6 +152,8 @@ class Calibration(BaseModel):
     n_senders: int | None = Field(None, ge=1, description="Calibration senders (crc_unit 'sender' or 'group').")
     group_promise: dict[str, float] | None = Field(
         None, description="crc_unit='group': size, slack, confidence and draws of the group promise.")
+    n_partial: int | None = Field(
+        None, ge=1, description="Calibration photos labelled only by an inner node (a Yes to a hedged answer).")
 
     @model_validator(mode="after")
     def _check(self) -> "Calibration":
@@ -179,24 +197,86 @@ class Calibration(BaseModel):
             )
 
 
+def leaf_sets(labels: np.ndarray, n_leaves: int) -> np.ndarray:
+    """Labels as the (N, L) bool sets of leaves the truth may be: leaf indices (N,) become one-hot
+    rows, sets pass through (checked)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        if labels.shape[1] != n_leaves or labels.dtype != bool:
+            raise ValueError(f"label sets must be (N, {n_leaves}) bool, got {labels.shape} {labels.dtype}")
+        if not labels.any(axis=1).all():
+            raise ValueError("every label set needs at least one leaf")
+        return labels
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be (N,) leaf indices or (N, {n_leaves}) bool leaf sets, got {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_leaves):
+        raise ValueError("leaf indices out of range")
+    out = np.zeros((len(labels), n_leaves), dtype=bool)
+    out[np.arange(len(labels)), labels] = True
+    return out
+
+
+def node_leaf_sets(nodes: list[str], taxonomy: Taxonomy) -> np.ndarray:
+    """(N, L) bool: the leaves under each named node (a leaf: itself; an inner node, a "Yes" to a
+    hedged answer: every leaf below it), in model output order."""
+    index = {n: i for i, n in enumerate(taxonomy.node_names)}
+    missing = [n for n in nodes if n not in index]
+    if missing:
+        raise ValueError(f"{missing[0]!r} is not a node of taxonomy {taxonomy.version}")
+    return tree_arrays(taxonomy).leaf_mask[[index[n] for n in nodes]].copy()
+
+
+def _outcomes(nodes: np.ndarray, sets: np.ndarray, leaf_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(known right, known wrong) of each answer node against each photo's label set: right when
+    the set ⊆ leaves(node), wrong when they are disjoint; (N, S) each."""
+    under = leaf_mask[nodes]  # (N, S, L)
+    inside = sets[:, None, :]
+    return ~(inside & ~under).any(axis=2), ~(inside & under).any(axis=2)
+
+
+def crc_bounds(path: DartsPath, labels: np.ndarray, leaf_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per photo along the nested answer N(λ): known wrong for λ < lo, unknown on
+    [lo, hi), known right from hi on. A leaf label has lo = hi = τ, the λ at which N(λ) covers it."""
+    right, wrong = _outcomes(path.nested, leaf_sets(labels, leaf_mask.shape[1]), leaf_mask)
+    rows = np.arange(right.shape[0])
+    first_right = np.argmax(right, axis=1)
+    if not right[rows, first_right].all():  # cannot happen: the path ends at the root
+        raise CalibrationError("a DARTS path never reached the root")
+    return path.breaks[rows, np.argmax(~wrong, axis=1)], path.breaks[rows, first_right]
+
+
 def crc_thresholds(path: DartsPath, true_leaf: np.ndarray, leaf_mask: np.ndarray) -> np.ndarray:
     """τ_i: the smallest λ at which the nested answer N(λ) contains photo i's true leaf."""
-    covered = leaf_mask[path.nested, np.asarray(true_leaf)[:, None]]
-    first = np.argmax(covered, axis=1)
-    if not covered[np.arange(len(first)), first].all():  # cannot happen: the path ends at the root
-        raise CalibrationError("a DARTS path never reached the root")
-    return path.breaks[np.arange(len(first)), first]
+    return crc_bounds(path, np.asarray(true_leaf), leaf_mask)[1]
 
 
-def crc_lambda(tau: np.ndarray, target: float, lam_max: float) -> float:
-    """Smallest λ with ``(n/(n+1))·mean(τ > λ) + 1/(n+1) ≤ 1 − target`` (conformal risk control)."""
-    n = len(tau)
-    allowed = math.floor((1.0 - target) * (n + 1) - 1.0 + 1e-9)  # max #errors on the calibration set
-    if allowed < 0:
+def _known_counts(tau: np.ndarray, lo: np.ndarray | None, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(known wrong, known) photos at each candidate λ: wrong while λ < lo, right from τ (= hi) on."""
+    lo = tau if lo is None else np.asarray(lo, dtype=np.float64)
+    wrong = len(lo) - np.searchsorted(np.sort(lo), candidates, side="right")
+    right = np.searchsorted(np.sort(tau), candidates, side="right")
+    return wrong, wrong + right
+
+
+def _first_from_which(ok: np.ndarray, candidates: np.ndarray, lam_max: float) -> float:
+    """The smallest candidate from which ``ok`` holds at every larger candidate (λ_max if none)."""
+    suffix = np.flip(np.logical_and.accumulate(np.flip(ok)))
+    if not suffix.any():
         return float(lam_max)
-    if allowed >= n:
-        return 0.0
-    return _nudge(float(np.sort(tau)[::-1][allowed]), lam_max)
+    return _nudge(float(candidates[np.argmax(suffix)]), lam_max)
+
+
+def crc_lambda(tau: np.ndarray, target: float, lam_max: float, lo: np.ndarray | None = None) -> float:
+    """Smallest λ with ``(n/(n+1))·mean(τ > λ) + 1/(n+1) ≤ 1 − target`` (conformal risk control).
+
+    ``lo`` (partial labels, ``crc_bounds``): photo i is known wrong below lo_i, unknown on
+    [lo_i, τ_i) and excluded there; n and the errors are the known photos' at each λ, and λ̂ the
+    smallest λ from which the inequality holds at every larger λ. Without it, the plain rule."""
+    tau = np.asarray(tau, dtype=np.float64)
+    candidates = np.unique(np.concatenate([[0.0], tau, [] if lo is None else np.asarray(lo, np.float64)]))
+    wrong, known = _known_counts(tau, lo, candidates)
+    allowed = np.floor((1.0 - target) * (known + 1) - 1.0 + 1e-9)  # max #errors among the known photos
+    return _first_from_which(wrong <= allowed, candidates, lam_max)
 
 
 def _nudge(lam: float, lam_max: float) -> float:
@@ -216,17 +296,18 @@ def darts_accuracy_steps(path: DartsPath, true_leaf: np.ndarray, leaf_mask: np.n
     """The calibration accuracy of plain DARTS as an exact step function of λ.
 
     Returns ``(lams, acc)``: accuracy is ``acc[k]`` on ``[lams[k], lams[k+1])``; ``lams[0] = 0``.
+    With label sets (partial labels) it is (known right)/(known) at each λ: unknown answers are
+    excluded (module docstring).
     """
-    correct = leaf_mask[path.nodes, np.asarray(true_leaf)[:, None]].astype(np.int64)
-    n = correct.shape[0]
-    delta = np.diff(correct, axis=1)
+    right, wrong = _outcomes(path.nodes, leaf_sets(np.asarray(true_leaf), leaf_mask.shape[1]), leaf_mask)
+    right, known = right.astype(np.int64), (right | wrong).astype(np.int64)
+    d_right, d_known = np.diff(right, axis=1), np.diff(known, axis=1)
     at = path.breaks[:, 1:]
-    keep = np.isfinite(at) & (delta != 0)
-    ev_lam, ev_delta = at[keep], delta[keep]
-    lams, inverse = np.unique(np.concatenate([[0.0], ev_lam]), return_inverse=True)
-    change = np.bincount(inverse[1:], weights=ev_delta, minlength=len(lams))
-    acc = (correct[:, 0].sum() + np.cumsum(change)) / n
-    return lams, acc
+    keep = np.isfinite(at) & ((d_right != 0) | (d_known != 0))
+    lams, inverse = np.unique(np.concatenate([[0.0], at[keep]]), return_inverse=True)
+    n_right = right[:, 0].sum() + np.cumsum(np.bincount(inverse[1:], weights=d_right[keep], minlength=len(lams)))
+    n_known = known[:, 0].sum() + np.cumsum(np.bincount(inverse[1:], weights=d_known[keep], minlength=len(lams)))
+    return lams, n_right / np.maximum(n_known, 1)
 
 
 def darts_lambda(lams: np.ndarray, acc: np.ndarray, target: float, lam_max: float) -> tuple[float, float]:
@@ -251,18 +332,23 @@ def calibrate(
 ) -> Calibration:
     """Compute both λ(ε) tables on held-out (calibration-split) predictions.
 
-    ``leaf_probs``: (N, L) in model output order; ``true_leaf``: (N,) leaf indices.
-    ``reward="prior"`` needs ``class_counts`` (training photos per leaf).
+    ``leaf_probs``: (N, L) in model output order; ``true_leaf``: (N,) leaf indices, or (N, L) bool
+    sets of the leaves the truth may be (partial labels: unknown answers are excluded, module
+    docstring). ``reward="prior"`` needs ``class_counts`` (training photos per leaf).
     """
     probs = np.asarray(leaf_probs, dtype=np.float64)
     y = np.asarray(true_leaf)
     arrays = tree_arrays(taxonomy)
     if probs.ndim != 2 or probs.shape[1] != arrays.n_leaves:
         raise ValueError(f"leaf_probs must be (N, {arrays.n_leaves}), got {probs.shape}")
-    if y.shape != (probs.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"true_leaf must be ({probs.shape[0]},) integer leaf indices, got {y.shape} {y.dtype}")
-    if probs.shape[0] == 0 or y.min() < 0 or y.max() >= arrays.n_leaves:
+    leaf_indices = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+    if y.ndim not in (1, 2) or len(y) != probs.shape[0] or (y.ndim == 1 and not leaf_indices):
+        raise ValueError(f"true_leaf must be ({probs.shape[0]},) integer leaf indices or ({probs.shape[0]}, "
+                         f"{arrays.n_leaves}) bool leaf sets, got {y.shape} {y.dtype}")
+    if probs.shape[0] == 0 or (leaf_indices and (y.min() < 0 or y.max() >= arrays.n_leaves)):
         raise ValueError("need at least one photo and leaf indices in range")
+    sets = leaf_sets(y, arrays.n_leaves)
+    n_partial = int((sets.sum(axis=1) > 1).sum())
     if not np.all(np.isfinite(probs)):
         raise ValueError("leaf_probs contain NaN or inf")
     targets = [float(t) for t in targets]
@@ -281,11 +367,11 @@ def calibrate(
     path = darts_path(node_probabilities(probs, arrays.leaf_matrix), rewards, arrays.lca, lam_max)
     n = len(y)
 
-    tau = crc_thresholds(path, y, arrays.leaf_mask)
-    crc_lam = [crc_lambda(tau, t, lam_max) for t in targets]
-    crc_acc = [float(np.mean(tau <= lam)) for lam in crc_lam]
+    lo, tau = crc_bounds(path, sets, arrays.leaf_mask)
+    crc_lam = [crc_lambda(tau, t, lam_max, lo) for t in targets]
+    crc_acc = [_known_accuracy(lo, tau, lam) for lam in crc_lam]
 
-    lams, acc = darts_accuracy_steps(path, y, arrays.leaf_mask)
+    lams, acc = darts_accuracy_steps(path, sets, arrays.leaf_mask)
     darts = [darts_lambda(lams, acc, t, lam_max) for t in targets]
 
     # monotone in the target by construction; accumulate anyway so the invariant can't drift
@@ -302,10 +388,30 @@ def calibrate(
             "darts": list(np.maximum.accumulate([d[0] for d in darts]).tolist()),
         },
         calib_accuracy={"crc": crc_acc, "darts": [d[1] for d in darts]},
+        n_partial=n_partial or None,
     )
 
 
-def crc_lambda_by_sender(tau: np.ndarray, senders: np.ndarray | list, target: float, lam_max: float) -> float:
+def _known_accuracy(lo: np.ndarray, tau: np.ndarray, lam: float) -> float:
+    """The nested answer's accuracy at λ over the photos whose outcome is known there."""
+    wrong, known = _known_counts(tau, lo, np.array([lam]))
+    return float(1.0 - wrong[0] / known[0]) if known[0] else 1.0
+
+
+def _per_unit(tau: np.ndarray, lo: np.ndarray | None, idx: np.ndarray, n_units: int,
+              candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(known wrong, known) photos of each unit (sender) at each candidate λ: (units, candidates)."""
+    lo = tau if lo is None else np.asarray(lo, dtype=np.float64)
+    wrong = np.empty((n_units, len(candidates)))
+    known = np.empty((n_units, len(candidates)))
+    for j in range(n_units):
+        mine = idx == j
+        wrong[j], known[j] = _known_counts(tau[mine], lo[mine], candidates)
+    return wrong, known
+
+
+def crc_lambda_by_sender(tau: np.ndarray, senders: np.ndarray | list, target: float, lam_max: float,
+                         lo: np.ndarray | None = None) -> float:
     """Conformal risk control with the **sender** as the exchangeable unit.
 
     Photos of one person are not exchangeable with other people's (same floor, light, camera,
@@ -315,31 +421,25 @@ def crc_lambda_by_sender(tau: np.ndarray, senders: np.ndarray | list, target: fl
     λ̂ is the smallest λ with ``(m/(m+1))·mean_j L_j(λ) + 1/(m+1) ≤ ε``; guarantee: for a new
     sender exchangeable with the calibration senders, ``E[L_new(λ̂)] ≤ ε`` (their expected share of
     wrong answers). The slack 1/(m+1) is per person, so above 1 − 1/(m+1) every answer is the root.
+
+    ``lo`` (partial labels): a sender's loss at λ is over their photos known right or wrong there,
+    a sender with none is left out of m, and λ̂ is the smallest λ from which the inequality holds
+    at every larger λ (as ``crc_lambda``).
     """
     tau = np.asarray(tau, dtype=np.float64)
-    _, sender_idx, counts = np.unique(np.asarray(senders), return_inverse=True, return_counts=True)
-    m = len(counts)
-    allowed = (1.0 - target) * (m + 1) - 1.0  # m·R̂(λ) may be at most this
-    if allowed < -1e-9:
-        return float(lam_max)
-    weight = 1.0 / counts[sender_idx]  # each photo's share of its sender's loss: m·R̂ = Σ w·1[τ > λ]
-    order = np.argsort(tau, kind="stable")
-    values, first = np.unique(tau[order], return_index=True)
-    # m·R̂ at λ = values[k]: the weight of photos with τ > values[k] (all photos of larger value)
-    above = np.concatenate([np.cumsum(weight[order][::-1])[::-1], [0.0]])
-    at_value = above[np.append(first[1:], len(tau))]
-    if weight[tau > 0].sum() <= allowed + 1e-9:
-        return 0.0
-    ok = np.flatnonzero(at_value <= allowed + 1e-9)
-    if len(ok) == 0:  # cannot happen: at the largest τ nobody is above it
-        return float(lam_max)
-    return _nudge(float(values[ok[0]]), lam_max)
+    _, idx, counts = np.unique(np.asarray(senders), return_inverse=True, return_counts=True)
+    candidates = np.unique(np.concatenate([[0.0], tau, [] if lo is None else np.asarray(lo, np.float64)]))
+    wrong, known = _per_unit(tau, lo, idx, len(counts), candidates)
+    seen = known > 0
+    m = seen.sum(axis=0)
+    loss = (np.where(seen, wrong, 0.0) / np.maximum(known, 1)).sum(axis=0)  # m·R̂ at each candidate
+    return _first_from_which(loss <= (1.0 - target) * (m + 1) - 1.0 + 1e-9, candidates, lam_max)
 
 
 def _sender_taus(cal: Calibration, leaf_probs: np.ndarray, true_leaf: np.ndarray, senders: np.ndarray | list,
-                 taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray]:
-    """Each calibration photo's crc threshold τ (its nested answer is right iff λ ≥ τ), and the
-    senders as an array checked against the photos."""
+                 taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each calibration photo's crc bounds (lo, τ): known wrong below lo, right from τ on
+    (``crc_bounds``), and the senders as an array checked against the photos."""
     senders = np.asarray(senders)
     if senders.shape != (cal.n,):
         raise ValueError(f"senders must be ({cal.n},), one per photo, got {senders.shape}")
@@ -348,14 +448,15 @@ def _sender_taus(cal: Calibration, leaf_probs: np.ndarray, true_leaf: np.ndarray
     probs = probs / probs.sum(axis=1, keepdims=True)
     path = darts_path(node_probabilities(probs, arrays.leaf_matrix), np.asarray(cal.rewards), arrays.lca,
                       cal.lam_max)
-    return crc_thresholds(path, np.asarray(true_leaf), arrays.leaf_mask), senders
+    lo, tau = crc_bounds(path, np.asarray(true_leaf), arrays.leaf_mask)
+    return lo, tau, senders
 
 
-def _with_crc_table(cal: Calibration, tau: np.ndarray, lam: np.ndarray, **update: Any) -> Calibration:
+def _with_crc_table(cal: Calibration, lo: np.ndarray, tau: np.ndarray, lam: np.ndarray, **update: Any) -> Calibration:
     lam = np.maximum.accumulate(lam)  # the safe lookup needs a non-decreasing table
     return cal.model_copy(update={
         "lam": {**cal.lam, "crc": lam.tolist()},
-        "calib_accuracy": {**cal.calib_accuracy, "crc": [float(np.mean(tau <= x)) for x in lam]},
+        "calib_accuracy": {**cal.calib_accuracy, "crc": [_known_accuracy(lo, tau, x) for x in lam]},
         **update,
     })
 
@@ -371,43 +472,40 @@ def calibrate_by_sender(
     instead of photos: a promise that holds for a new person rather than a new photo of the
     people already seen. The darts table is unchanged; ``crc_unit='sender'`` records the choice."""
     cal = calibrate(leaf_probs, true_leaf, taxonomy, **kwargs)
-    tau, senders = _sender_taus(cal, leaf_probs, true_leaf, senders, taxonomy)
-    lam = np.array([crc_lambda_by_sender(tau, senders, t, cal.lam_max) for t in cal.targets])
-    return _with_crc_table(cal, tau, lam, crc_unit="sender", n_senders=int(len(np.unique(senders))))
+    lo, tau, senders = _sender_taus(cal, leaf_probs, true_leaf, senders, taxonomy)
+    lam = np.array([crc_lambda_by_sender(tau, senders, t, cal.lam_max, lo) for t in cal.targets])
+    return _with_crc_table(cal, lo, tau, lam, crc_unit="sender", n_senders=int(len(np.unique(senders))))
 
 
 def group_lambda_curve(tau: np.ndarray, senders: np.ndarray, lam_max: float, group_size: int = GROUP_SIZE,
                        confidence: float = GROUP_CONFIDENCE, draws: int = GROUP_DRAWS,
-                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int = 0, lo: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(λ candidates, the ``confidence`` quantile of a group's share of wrong answers at each).
 
     A group is ``group_size`` people drawn with replacement from the calibration senders (a
     bootstrap of "the next group of new people"); its share of wrong answers at λ is its photos'
     pooled ``mean 1[τ > λ]``, what one held-out fold of people measures. Every group's share is
-    non-increasing in λ, so the quantile is too."""
+    non-increasing in λ, so the quantile is too. ``lo`` (partial labels): the share is over the
+    group's photos known right or wrong at λ (then it need not be monotone; ``group_lambdas``
+    takes the smallest λ from which it stays below)."""
     tau = np.minimum(np.asarray(tau, dtype=np.float64), lam_max)
+    lo = None if lo is None else np.minimum(np.asarray(lo, dtype=np.float64), lam_max)
     _, idx, counts = np.unique(np.asarray(senders), return_inverse=True, return_counts=True)
-    candidates = np.unique(np.concatenate([[0.0], tau]))
-    misses = np.empty((len(counts), len(candidates)))
-    for j in range(len(counts)):
-        mine = np.sort(tau[idx == j])
-        misses[j] = len(mine) - np.searchsorted(mine, candidates, side="right")
+    candidates = np.unique(np.concatenate([[0.0], tau, [] if lo is None else lo]))
+    misses, known = _per_unit(tau, lo, idx, len(counts), candidates)
     picks = np.random.default_rng(seed).multinomial(group_size, np.full(len(counts), 1.0 / len(counts)), size=draws)
-    share = (picks @ misses) / (picks @ counts)[:, None]
+    share = (picks @ misses) / np.maximum(picks @ known, 1)
     return candidates, np.quantile(share, confidence, axis=0)
 
 
 def group_lambdas(tau: np.ndarray, senders: np.ndarray, targets: list[float], lam_max: float,
                   group_size: int = GROUP_SIZE, slack: float = GROUP_SLACK, confidence: float = GROUP_CONFIDENCE,
-                  draws: int = GROUP_DRAWS) -> np.ndarray:
-    """The group rule alone: per target, the smallest λ whose ``confidence`` quantile of a group's
-    share of wrong answers is at most ``1 − target + slack`` (``group_lambda_curve``)."""
-    candidates, quantile = group_lambda_curve(tau, senders, lam_max, group_size, confidence, draws)
-    out = []
-    for target in targets:
-        ok = np.flatnonzero(quantile <= (1.0 - target) + slack + 1e-12)
-        out.append(_nudge(float(candidates[ok[0]]), lam_max) if len(ok) else float(lam_max))
-    return np.array(out)
+                  draws: int = GROUP_DRAWS, lo: np.ndarray | None = None) -> np.ndarray:
+    """The group rule alone: per target, the smallest λ from which the ``confidence`` quantile of a
+    group's share of wrong answers stays at most ``1 − target + slack`` (``group_lambda_curve``)."""
+    candidates, quantile = group_lambda_curve(tau, senders, lam_max, group_size, confidence, draws, lo=lo)
+    return np.array([_first_from_which(quantile <= (1.0 - target) + slack + 1e-12, candidates, lam_max)
+                     for target in targets])
 
 
 def calibrate_by_group(
@@ -430,10 +528,10 @@ def calibrate_by_group(
     bootstrapping the calibration senders; an estimate, not a finite-sample bound, so the table
     is the larger of the two λs at every target and keeps crc's guarantee for a single person."""
     cal = calibrate(leaf_probs, true_leaf, taxonomy, **kwargs)
-    tau, senders = _sender_taus(cal, leaf_probs, true_leaf, senders, taxonomy)
-    group = group_lambdas(tau, senders, cal.targets, cal.lam_max, group_size, slack, confidence, draws)
-    lam = [max(g, crc_lambda_by_sender(tau, senders, t, cal.lam_max)) for g, t in zip(group, cal.targets)]
-    return _with_crc_table(cal, tau, np.array(lam), crc_unit="group", n_senders=int(len(np.unique(senders))),
+    lo, tau, senders = _sender_taus(cal, leaf_probs, true_leaf, senders, taxonomy)
+    group = group_lambdas(tau, senders, cal.targets, cal.lam_max, group_size, slack, confidence, draws, lo=lo)
+    lam = [max(g, crc_lambda_by_sender(tau, senders, t, cal.lam_max, lo)) for g, t in zip(group, cal.targets)]
+    return _with_crc_table(cal, lo, tau, np.array(lam), crc_unit="group", n_senders=int(len(np.unique(senders))),
                            group_promise={"size": group_size, "slack": slack, "confidence": confidence,
                                           "draws": draws})
 

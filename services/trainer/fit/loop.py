@@ -270,7 +270,8 @@ def new_net(recipe: Recipe, n_classes: int) -> GarmentNet:
 def fit_on_views(net: GarmentNet, views: np.ndarray, train_idx: np.ndarray, y: np.ndarray, recipe: Recipe,
                  curve_acts: np.ndarray, y_curve: np.ndarray, start: float | None = None,
                  targets: torch.Tensor | None = None, checkpoint=None, progress=None,  # noqa: ANN001
-                 device: torch.device | None = None, partial: torch.Tensor | None = None) -> list[dict]:
+                 device: torch.device | None = None, partial: torch.Tensor | None = None,
+                 views_per_epoch: int | None = None) -> list[dict]:
     """Fine-tune back + head on cached front activations: the CPU recipe's loop, for every pipeline.
 
     ``views``: (V, N, C, h, w) activations, V views of N photos (augmented views, served crops);
@@ -278,7 +279,9 @@ def fit_on_views(net: GarmentNet, views: np.ndarray, train_idx: np.ndarray, y: n
     ``curve_acts``/``y_curve``: photos scored at each validation point, for the curves only
     (nothing is selected on them). ``progress(fraction)`` is called every step (it may raise to
     cancel). ``partial``: masks of partial labels (``label_targets``). Batches draw (view, photo)
-    pairs view-major, so a run is the same whichever pipeline calls it."""
+    pairs view-major, so a run is the same whichever pipeline calls it. ``views_per_epoch`` (k < V,
+    a quick job's trim): each epoch every photo is trained on k of its V views, drawn afresh (seeded)
+    each epoch, so the epochs together still see every kind of view at 1/… of the cost."""
     device = device or torch.device("cpu")
     start = time.time() if start is None else start
     net.freeze_front()
@@ -286,7 +289,8 @@ def fit_on_views(net: GarmentNet, views: np.ndarray, train_idx: np.ndarray, y: n
     net.back.to(memory_format=torch.channels_last)
     n_views = views.shape[0]
     assert n_views > 0, "no training views: set views ≥ 1 or train on the served crops"
-    pairs = len(train_idx) * n_views  # (view, photo) pairs: each a cached training example
+    per_photo = min(views_per_epoch or n_views, n_views)  # views of each photo trained on per epoch
+    pairs = len(train_idx) * per_photo  # (view, photo) pairs: each a cached training example
     steps_per_epoch = math.ceil(pairs / recipe.batch_size)
     tuner = FineTuner(
         net, net.forward_from_front,
@@ -298,11 +302,15 @@ def fit_on_views(net: GarmentNet, views: np.ndarray, train_idx: np.ndarray, y: n
 
     def batches(epoch: int):
         order = tuner.rng.permutation(pairs)
+        # which views each photo is trained on this epoch (all of them, in order, unless trimmed)
+        drawn = (np.argsort(tuner.rng.random((len(train_idx), n_views)), axis=1)[:, :per_photo]
+                 if per_photo < n_views else None)
         for b in range(steps_per_epoch):
             if progress:
                 progress((epoch * steps_per_epoch + b) / (recipe.epochs * steps_per_epoch))
             flat = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            view, photo = flat // len(train_idx), train_idx[flat % len(train_idx)]
+            pos, k = flat % len(train_idx), flat // len(train_idx)
+            view, photo = (k if drawn is None else drawn[pos, k]), train_idx[pos]
             yield torch.from_numpy(views[view, photo]), torch.from_numpy(y[photo])
 
     return tuner.run(batches)

@@ -44,8 +44,8 @@ from shared.model_card import card_taxonomy as shared_card_taxonomy
 from shared.schemas import GateDecision
 from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["GATE_TARGETS", "ProbabilityCache", "card_taxonomy", "hedged_scores", "score", "compare", "gate_sets",
-           "decide", "judge", "per_person", "top1_hits", "audience_scores"]
+__all__ = ["GATE_TARGETS", "GATE_MIN_PEOPLE", "ProbabilityCache", "card_taxonomy", "hedged_scores", "score",
+           "compare", "gate_sets", "decide", "judge", "per_person", "top1_hits", "audience_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ LEVEL = 0.9  # two-sided: the candidate is promoted when the lower end is within
 # errors ((1 − target)·n): on 30 photos one miss is 3.3 points, more than any tolerance, so a
 # shortfall at 0.99 there is noise, not evidence (measured: docs/learning.md).
 MIN_ALLOWED_ERRORS = 5
+# People a set needs before it may decide (GATE_MIN_PEOPLE; the trainer's setting defaults to it).
+# With fewer the per-person bootstrap interval is too narrow: resampling people from recorded CV runs
+# (bench/gate_min_people.py, docs/learning.md), a candidate worse by more than the tolerance is
+# promoted in 15 % of held-back sets of 7 people (up to 33 % for the hardest pair), 4 % of sets of 20
+GATE_MIN_PEOPLE = 20
 
 
 def card_taxonomy(card: ModelCard, fallback: Taxonomy | None = None) -> Taxonomy:
@@ -211,7 +216,8 @@ def learned_from_every_photo(model_dir: Path) -> bool:
 
 
 def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, list[LabelledPhoto]],
-          cache: ProbabilityCache, tolerance: float, min_feedback: int, min_people: int = 5) -> GateDecision:
+          cache: ProbabilityCache, tolerance: float, min_feedback: int,
+          min_people: int = GATE_MIN_PEOPLE) -> GateDecision:
     """Score both versions on ``sets`` and decide. A set decides only with at least ``min_people``
     people (and, for feedback, ``min_feedback`` photos); without a decisive set, or when the
     per-person interval cannot rule out a loss beyond the tolerance, the evidence is insufficient

@@ -25,15 +25,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from services.trainer.data.feedback import current_feedback_items, dataset_parts, feedback_photos, split_by_person
+from services.trainer.config import TrainerSettings
 from services.trainer.errors import RefitError
 from services.trainer.jobs.context import JobContext, JobOutcome
 from services.trainer.pipelines.crossfit import fit_model_recipe
 from services.trainer.pipelines.refit import full_retrain, quick_refit
 from shared.model_card import ModelCard
 from shared.recipe import ModelRecipe, Recipe
-from shared.taxonomy import load_taxonomy
+from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["run_quick", "run_full", "job_recipe", "quick_recipe"]
+__all__ = ["run_quick", "run_full", "job_recipe", "quick_recipe", "training_photos", "learning_feedback"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ log = logging.getLogger(__name__)
 _QUICK_STAGES = {"features": (0.02, 0.3), "fine-tune": (0.3, 0.8), "calibrate": (0.8, 0.84),
                  "export": (0.84, 0.88), "done": (0.88, 0.88)}
 QUICK_MAX_FOLDS = 3  # quick cross-fitting: 3 person-disjoint folds (4 fits per member instead of 6)
+# quick on the served pair must fit 15 minutes on 2 cores with ~1,000 feedback photos
+# (bench/quick_cost.py, docs/learning.md): each photo is trained on one of its training views per
+# epoch (drawn afresh each epoch: the served crops upright, −30°, +30° all still teach) instead of all
+# three, a third of the fine-tuning; the training curves score 64 photos instead of 256
+QUICK_VIEWS_PER_EPOCH = 1
+QUICK_CURVE_PHOTOS = 64
 
 
 def job_recipe(ctx: JobContext, mode: str) -> ModelRecipe:
@@ -60,29 +67,40 @@ def quick_recipe(kind: ModelRecipe) -> ModelRecipe:
     """``quick`` on a cross-fitted recipe: the same members (architecture, split, input size: the
     trainable part is the same), trained on the cached served crops only (upright, ±30°) when the
     recipe trains on them, else on one augmented view, for 2 epochs, with at most
-    ``QUICK_MAX_FOLDS`` folds for the cross-fitting."""
+    ``QUICK_MAX_FOLDS`` folds for the cross-fitting (the crc unit and angles as the recipe says).
+    The job also trains each photo on ``QUICK_VIEWS_PER_EPOCH`` of those views per epoch."""
     members = [replace(m, views=0 if kind.train_on_served else 1, epochs=min(m.epochs, 2)) for m in kind.members]
     calibration = replace(kind.calibration, folds=min(kind.calibration.folds, QUICK_MAX_FOLDS))
     return replace(kind, members=members, calibration=calibration)
 
 
-def _all_photos(ctx: JobContext, taxonomy, learn: list) -> list:  # noqa: ANN001
-    parts = dataset_parts(Path(ctx.settings.dataset_dir), taxonomy, ctx.settings.split_file)
+def training_photos(settings: TrainerSettings, taxonomy: Taxonomy, learn: list) -> list:
+    """What a cross-fitted job trains on: every labelled dataset photo (all splits) + ``learn``."""
+    parts = dataset_parts(Path(settings.dataset_dir), taxonomy, settings.split_file)
     return [p for name in ("train", "val", "cal", "test") for p in parts.get(name, [])] + list(learn)
+
+
+def learning_feedback(settings: TrainerSettings, taxonomy: Taxonomy) -> tuple[list, list]:
+    """(feedback photos to learn from, those of the people held back for the gate): every current
+    verdict, an inner node kept as a partial label."""
+    labelled, _ = feedback_photos(current_feedback_items(settings.resolved_database_url,
+                                                         settings.resolved_photo_dir), taxonomy, partial=True)
+    return split_by_person(labelled, settings.feedback_holdout_share)
 
 
 def _cross_fitted(ctx: JobContext, kind: ModelRecipe, mode: str, taxonomy, learn: list, facts: dict) -> JobOutcome:  # noqa: ANN001
     """``kind`` run (trimmed by :func:`quick_recipe` for quick) on the dataset + feedback photos;
     the card records ``kind`` itself, so the next job relearns the same kind."""
-    photos = _all_photos(ctx, taxonomy, learn)
+    photos = training_photos(ctx.settings, taxonomy, learn)
     run = quick_recipe(kind) if mode == "quick" else kind
 
     def report(stage: str, fraction: float, message: str | None) -> None:
         ctx.progress(stage, 0.03 + 0.85 * fraction, message)
         ctx.check_cancelled()
 
+    trims = {"views_per_epoch": QUICK_VIEWS_PER_EPOCH, "curve_photos": QUICK_CURVE_PHOTOS} if mode == "quick" else {}
     card = fit_model_recipe(run, photos, taxonomy, ctx.settings.resolved_cache_dir / "features", ctx.work_dir,
-                            ctx.version, report, data={"mode": mode}, recorded=kind)
+                            ctx.version, report, data={"mode": mode}, recorded=kind, **trims)
     metrics = {k: v for k, v in card.metrics.items() if k != "history"}
     ctx.progress("trained", 0.88, f"{mode} candidate {ctx.version} in {metrics['train_seconds']:.0f} s")
     return JobOutcome(ctx.work_dir / ctx.version, {**facts, **metrics, "members": len(run.members),
@@ -93,9 +111,7 @@ def _feedback(ctx: JobContext, taxonomy) -> tuple[list, dict]:  # noqa: ANN001
     s = ctx.settings
     if s.dataset_dir is None:
         raise RefitError("the trainer has no DATASET_DIR: a retrain needs the training photos")
-    labelled, _ = feedback_photos(current_feedback_items(ctx.database_url, s.resolved_photo_dir), taxonomy,
-                                  partial=True)
-    learn, held = split_by_person(labelled, s.feedback_holdout_share)
+    learn, held = learning_feedback(s, taxonomy)
     partial = sum(not taxonomy.nodes[p.leaf].is_leaf for p in learn)
     facts = {"feedback_photos_learned": len(learn), "feedback_photos_held_back": len(held),
              "feedback_people_learned": len({p.person for p in learn}),

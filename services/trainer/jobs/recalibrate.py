@@ -14,8 +14,10 @@ of stored answers with the card of the version that made them), and rolling back
 calibration is the same command as rolling back a bad model. The cost is one more copy of the
 ONNX file in the store (a hard link where the filesystem allows it).
 
-Feedback photos whose leaf the model does not have (a class added since) cannot calibrate it and
-are skipped; inner-node verdicts are skipped as in ``data.feedback.feedback_label``.
+Feedback photos whose node the model's tree does not have (a class added since) cannot calibrate it
+and are skipped. A "Yes" to a hedged answer (an inner node) calibrates as a partial label: an
+answer is known right when all the node's leaves are under it, known wrong when none is, and
+excluded where unknown (``shared.hedging.calibration``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from services.trainer.jobs.context import JobContext, JobOutcome
 from services.trainer.jobs.gate import ProbabilityCache, card_taxonomy
 from services.trainer.data.feedback import LabelledPhoto, current_feedback_items, feedback_photos, split_by_person
 from services.trainer.errors import RefitError
-from shared.hedging.calibration import Calibration, calibrate_for_unit
+from shared.hedging.calibration import Calibration, calibrate_for_unit, node_leaf_sets
 from shared.model_card import CARD_FILENAME, ModelCard
 
 __all__ = ["recalibrated_calibration", "write_recalibrated_version", "run_recalibrate"]
@@ -49,18 +51,21 @@ def recalibrated_calibration(model_dir: Path, photos: Sequence[LabelledPhoto], c
     ``"sender"`` a new person on average, ``"group"`` every group of new people within a slack."""
     card = ModelCard.load(model_dir)
     taxonomy = card_taxonomy(card)
-    index = {leaf: i for i, leaf in enumerate(card.classes)}
-    usable = [p for p in photos if p.leaf in index]
+    if list(taxonomy.leaves) != list(card.classes):
+        raise RefitError(f"{card.version}'s classes are not its taxonomy's leaves")
+    usable = [p for p in photos if p.leaf in taxonomy.nodes]  # a leaf, or an inner node: a partial label
     if len(usable) < min_photos:
-        raise RefitError(f"recalibration needs at least {min_photos} leaf-labelled feedback photos of people "
-                         f"not held back; there are {len(usable)}")
+        raise RefitError(f"recalibration needs at least {min_photos} feedback photos of people not held back "
+                         f"whose node the model knows; there are {len(usable)}")
     probs = cache.probabilities(model_dir, [p.photo for p in usable])
-    y = np.array([index[p.leaf] for p in usable], dtype=np.int64)
+    sets = node_leaf_sets([p.leaf for p in usable], taxonomy)
+    exact = sets.sum(axis=1) == 1
     kwargs = {"targets": card.calibration.targets} if card.calibration else {}
-    cal = calibrate_for_unit(probs, y, np.array([p.person for p in usable]), taxonomy, unit, **kwargs)
+    cal = calibrate_for_unit(probs, sets, np.array([p.person for p in usable]), taxonomy, unit, **kwargs)
     facts = {"crc_unit": unit, "photos": len(usable), "people": len({p.person for p in usable}),
-             "skipped_unknown_leaf": len(photos) - len(usable),
-             "top1_on_feedback": float((probs.argmax(1) == y).mean())}
+             "partial_label_photos": int((~exact).sum()), "skipped_unknown_node": len(photos) - len(usable),
+             "top1_on_feedback": float((probs[exact].argmax(1) == sets[exact].argmax(1)).mean()) if exact.any()
+             else None}
     return cal, facts
 
 
@@ -97,15 +102,14 @@ def run_recalibrate(ctx: JobContext) -> JobOutcome:
     version, model_dir = active
     ctx.progress("feedback", 0.05, f"recalibrating {version} from feedback")
     taxonomy = card_taxonomy(ModelCard.load(model_dir))
-    labelled, skipped_inner = feedback_photos(current_feedback_items(ctx.database_url, s.resolved_photo_dir),
-                                              taxonomy)
+    labelled, _ = feedback_photos(current_feedback_items(ctx.database_url, s.resolved_photo_dir), taxonomy,
+                                  partial=True)
     learn, held = split_by_person(labelled, s.feedback_holdout_share)
     ctx.check_cancelled()
     ctx.progress("calibrate", 0.2, f"{len(learn)} feedback photos to calibrate on, {len(held)} held back")
     cache = ProbabilityCache(s.resolved_cache_dir / "probabilities")
     calibration, facts = recalibrated_calibration(model_dir, learn, cache, s.recalibration_min_photos,
                                                   s.recalibration_crc_unit)
-    facts["skipped_inner_node"] = skipped_inner
     ctx.check_cancelled()
     out = write_recalibrated_version(model_dir, ctx.work_dir, ctx.version, calibration, facts)
     ctx.progress("calibrated", 0.9, f"candidate {ctx.version} shares {version}'s ONNX file")

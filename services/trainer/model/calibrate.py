@@ -1,4 +1,4 @@
-"""Temperature scaling (Guo et al., 2017) and expected calibration error."""
+"""Temperature scaling (Guo et al., 2017), also on partial labels, and expected calibration error."""
 
 from __future__ import annotations
 
@@ -16,15 +16,31 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 minimising validation NLL of softmax(logits / T); optimised in log T."""
+    """The T > 0 minimising validation NLL of softmax(logits / T); optimised in log T.
+
+    ``labels``: (N,) leaf indices, or (N, L) bool sets of the leaves the truth may be (a "Yes" to
+    a hedged answer: ``shared.hedging.calibration.node_leaf_sets``); a set's NLL is that of the
+    probability mass on its leaves, −log Σ_{leaves in the set} p, which a one-leaf set reduces to."""
     x = torch.as_tensor(logits, dtype=torch.float64)
-    y = torch.as_tensor(labels, dtype=torch.long)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        sets = torch.as_tensor(labels, dtype=torch.bool)
+
+        def nll(z: torch.Tensor) -> torch.Tensor:
+            inside = torch.logsumexp(z.masked_fill(~sets, float("-inf")), dim=1)
+            return (torch.logsumexp(z, dim=1) - inside).mean()
+    else:
+        y = torch.as_tensor(labels, dtype=torch.long)
+
+        def nll(z: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(z, y)
+
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        loss = nll(x / log_t.exp())
         loss.backward()
         return loss
 

@@ -13,8 +13,9 @@ served kind (``jobs.modes``), composed of the core.
        final networks written as one version (``model.export.write_version``)
 
 Labels are node names: a leaf, or an inner node for a "Yes" to a hedged answer, trained with the
-partial-label loss (``fit.loop.label_targets``). Calibration needs a leaf, so partial labels train
-but do not (yet) calibrate. Progress is reported per member and fold, weighted by the fine-tuning
+partial-label loss (``fit.loop.label_targets``), and calibrate as such: temperature by the NLL of the
+mass on the node's leaves, λ with answers known right / known wrong / unknown (excluded), see
+``shared.hedging.calibration``. Progress is reported per member and fold, weighted by the fine-tuning
 steps each fit takes, so the job's ETA (extrapolated from progress) is right from the first fold.
 """
 
@@ -28,18 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.trainer.data.dataset import load_photo
+from services.trainer.data.dataset import PhotoRef, load_photo
 from services.trainer.data.feedback import LabelledPhoto
 from services.trainer.fit.front_cache import FeatureStore
 from services.trainer.fit.loop import eval_logits, fit_on_views, label_targets, new_net, seed_everything
 from services.trainer.pipelines.version import write_version
 from services.trainer.pipelines.cv import CURVE_PHOTOS, assign_folds, cross_fit
 from services.trainer.pipelines.ensemble import Ensemble
+from shared.hedging.calibration import node_leaf_sets
 from shared.model_card import TRAINED_ON_ALL, ModelCard, PreprocessConfig
 from shared.recipe import ModelRecipe
 from shared.taxonomy import Taxonomy
 
-__all__ = ["fit_model_recipe", "Report"]
+__all__ = ["fit_model_recipe", "member_fronts", "Report"]
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,39 @@ log = logging.getLogger(__name__)
 Report = Callable[[str, float, str | None], None]
 
 
+def member_fronts(kind: ModelRecipe, i: int, refs: Sequence[PhotoRef], cache_root: Path, n_classes: int,
+                  progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Member ``i``'s training views (V, N, C, h, w: its augmented views, then the served crops when
+    the recipe trains on them), its plain served crops (N, C, h, w) and how many arrays had to be
+    computed, all through the one front cache. Also what ``bench/quick_cost.py --warm`` calls to
+    fill the cache for exactly what a job will read."""
+    member = kind.members[i]
+    progress = progress or (lambda f: None)
+    seed_everything(member.seed)
+    torch.set_num_threads(member.threads)
+    first = kind.members[0]  # the served preprocessing (one for the whole version)
+    cfg = PreprocessConfig(input_size=first.input_size, resize_size=first.resize_size)
+    store = FeatureStore(Path(cache_root), new_net(member, n_classes), member, cfg)
+    served = store.served(refs, kind.calibration.angles, lambda f: progress(0.5 * f))
+    parts = [served.swapaxes(0, 1)] if kind.train_on_served else []
+    if member.views:  # (N, V, C, h, w) → (V, N, C, h, w), before the served crops
+        parts.insert(0, store.augmented(refs, member.views, lambda f: progress(0.5 + 0.5 * f)).swapaxes(0, 1))
+    views = np.ascontiguousarray(np.concatenate(parts))
+    plain = np.ascontiguousarray(served[:, 0])
+    return views, plain, store.computed
+
+
 def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonomy: Taxonomy, cache_root: Path,
                      out_root: Path, version: str, report: Report | None = None,
-                     data: dict | None = None, recorded: ModelRecipe | None = None) -> ModelCard:
+                     data: dict | None = None, recorded: ModelRecipe | None = None,
+                     views_per_epoch: int | None = None, curve_photos: int = CURVE_PHOTOS) -> ModelCard:
     """Run the cross-fitted recipe ``kind`` on ``photos`` and write ``out_root/<version>/``.
 
     ``recorded``: the recipe the card names when ``kind`` is a trimmed run of it (a quick job):
     the next job runs the recorded one again, never a trim of a trim (``data.fitted_with`` says
-    what ran)."""
+    what ran). ``views_per_epoch`` and ``curve_photos``: a quick job's further trims (each photo
+    trained on that many of its views per epoch, drawn afresh each epoch; fewer photos scored for
+    the training curves)."""
     if not kind.cross_fitted:
         raise ValueError("fit_model_recipe runs cross-fitted recipes; a split recipe is pipelines.train / refit")
     report = report or (lambda stage, fraction, message: None)
@@ -67,10 +94,9 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
     k = kind.calibration.folds
     folds = assign_folds(list(persons), np.where(leaf, y, len(classes)), k, seed=kind.members[0].seed)
     angles = kind.calibration.angles
-    cfg = PreprocessConfig(input_size=kind.members[0].input_size, resize_size=kind.members[0].resize_size)
 
     # progress: the front is ~10 %, the fits share the rest by their fine-tuning steps
-    steps = {(i, f): m.epochs * (m.views + (len(angles) if kind.train_on_served else 0))
+    steps = {(i, f): m.epochs * min(views_per_epoch or 10 ** 6, m.views + (len(angles) if kind.train_on_served else 0))
              * int((folds != f).sum() if f is not None else len(photos))
              for i, m in enumerate(kind.members) for f in [*range(k), None]}
     total = float(sum(steps.values()))
@@ -81,37 +107,34 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
     finals: list[torch.nn.Module] = []
     histories: list[list[dict]] = []
     computed = 0
+    stage_seconds: dict[str, float] = {}  # fronts per member, each fit, calibration, export: where a job's time goes
+    fits: list[dict] = []  # per fit: photos, views, epochs, wall and process CPU seconds (cost per photo·view·epoch)
     for i, member in enumerate(kind.members):
         name = f"member {i + 1}/{len(kind.members)} {member.architecture}"
-        seed_everything(member.seed)
-        torch.set_num_threads(member.threads)
-        store = FeatureStore(Path(cache_root), new_net(member, len(classes)), member, cfg)
         lo, span = pos, front_share / len(kind.members)
         pos += span
         report(f"{name}: fronts", lo, f"{name}: front activations of {len(refs)} photos")
-        served = store.served(refs, angles, lambda f: report(f"{name}: fronts", lo + span * 0.5 * f, None))
-        parts = [served.swapaxes(0, 1)] if kind.train_on_served else []
-        if member.views:  # (N, V, C, h, w) → (V, N, C, h, w), before the served crops
-            parts.insert(0, store.augmented(refs, member.views, lambda f: report(
-                f"{name}: fronts", lo + span * (0.5 + 0.5 * f), None)).swapaxes(0, 1))
-        computed += store.computed
-        views = np.ascontiguousarray(np.concatenate(parts))  # (V, N, C, h, w)
-        plain = np.ascontiguousarray(served[:, 0])
-        del parts
+        t = time.time()
+        views, plain, n = member_fronts(kind, i, refs, cache_root, len(classes),
+                                        lambda f: report(f"{name}: fronts", lo + span * f, None))
+        stage_seconds[f"{name}: fronts"] = round(time.time() - t, 2)
+        computed += n
 
         for fold in [*range(k), None]:
             held = np.flatnonzero(folds == fold) if fold is not None else np.zeros(0, np.int64)
             train_idx = np.flatnonzero(folds != fold) if fold is not None else np.arange(len(photos))
             curve = (held if fold is not None else train_idx)
-            curve = curve[leaf[curve]][:CURVE_PHOTOS]
+            curve = curve[leaf[curve]][:curve_photos]
             what = f"{name}, fold {fold + 1}/{k}" if fold is not None else f"{name}, final network"
             base, share = pos, 0.97 * (1 - front_share) * steps[(i, fold)] / total
             pos += share
             report(what, base, f"{what}: fine-tuning on {len(train_idx)} photos")
+            t, cpu = time.time(), time.process_time()
             seed_everything(member.seed + (fold if fold is not None else 0))
             net = new_net(member, len(classes))
             history = fit_on_views(net, views, train_idx, y, member, plain[curve], y[curve], partial=partial,
-                                   progress=lambda f, b=base, s=share, w=what: report(w, b + s * f, None))
+                                   progress=lambda f, b=base, s=share, w=what: report(w, b + s * f, None),
+                                   views_per_epoch=views_per_epoch)
             if fold is not None:
                 logits = eval_logits(net, net.forward_from_front, plain[held])
                 oof_log_probs[i, held] = torch.log_softmax(torch.from_numpy(logits).double(), 1).numpy()
@@ -120,17 +143,27 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
             else:
                 finals.append(net.eval())
                 histories.append(history)
+            stage_seconds[what] = round(time.time() - t, 2)
+            fits.append({"member": i, "fold": fold, "photos": int(len(train_idx)),
+                         "views": int(min(views_per_epoch or views.shape[0], views.shape[0])),
+                         "epochs": member.epochs, "seconds": stage_seconds[what],
+                         "cpu_seconds": round(time.process_time() - cpu, 2)})
 
-    # cross-fitting on the leaf-labelled photos' averaged out-of-fold log-probabilities
+    # cross-fitting on every photo's averaged out-of-fold log-probabilities; a partial label (a "Yes"
+    # to a hedged answer) is calibration evidence too (cv.cross_fit: its leaves as the label set)
     report("calibrate", 0.97, "cross-fitting temperature and λ tables on out-of-fold predictions")
+    t = time.time()
     combined = oof_log_probs.mean(0).astype(np.float32)
-    oof = {"labels": y[leaf], "senders": persons[leaf], "folds": folds[leaf], "logits_0": combined[leaf]}
+    sets = node_leaf_sets([p.leaf for p in photos], taxonomy)
+    oof = {"labels": sets.argmax(1), "senders": persons, "folds": folds, "logits_0": combined, "label_sets": sets}
     fit = cross_fit(oof, taxonomy, kind.calibration.crc_unit,
                     "temperature and λ tables fitted on the members' averaged out-of-fold predictions "
                     "(person-disjoint fold models, training job); every member's shipped network was trained "
                     "on all photos")
     oof_top1 = float((combined[leaf].argmax(1) == y[leaf]).mean())
+    stage_seconds["calibrate"] = round(time.time() - t, 2)
     report("export", 0.98, "exporting the candidate")
+    t = time.time()
     net = finals[0] if len(finals) == 1 else Ensemble(finals)
     n_feedback = sum(p.source == "feedback" for p in photos)
     card = write_version(
@@ -140,11 +173,16 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
         data={**(data or {}), "photos": len(photos), "senders": int(len(set(persons.tolist()))),
               "feedback_photos": n_feedback, "partial_label_photos": int((~leaf).sum()),
               "trained_on": TRAINED_ON_ALL, "calibration_source": fit.source,
-              **({"fitted_with": kind.to_dict()} if recorded is not None and recorded != kind else {})},
+              **({"fitted_with": {**kind.to_dict(), "views_per_epoch": views_per_epoch,
+                                  "curve_photos": curve_photos}}
+                 if recorded is not None and recorded != kind else {})},
         metrics={"history": histories[0], "oof_top1": oof_top1, "oof_ece_before": fit.ece_before,
                  "oof_ece_after": fit.ece_after, "train_seconds": time.time() - start,
-                 "features_computed": computed, "train_device": "cpu"},
+                 "features_computed": computed, "train_device": "cpu", "stage_seconds": stage_seconds,
+                 "fits": fits},
     )
+    # the export's own time is known only after the card is written: the job's metrics get it (not the card file)
+    card.metrics["stage_seconds"] = {**stage_seconds, "export": round(time.time() - t, 2)}
     log.info("cross-fitted %s from %d photos (%d feedback) in %.0f s, OOF top-1 %.3f", version, len(photos),
              n_feedback, time.time() - start, oof_top1)
     return card

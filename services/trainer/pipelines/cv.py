@@ -371,15 +371,26 @@ def cross_fit(oof: dict, taxonomy: Taxonomy, crc_unit: str, what: str) -> CrossF
     if crc_unit not in CRC_UNITS:
         raise ValueError(f"crc_unit must be one of {', '.join(CRC_UNITS)}, got {crc_unit!r}")
     y, senders, logits = oof["labels"], oof["senders"].astype(str), oof["logits_0"]
-    temperature = fit_temperature(logits, y)
+    # partial labels (a "Yes" to a hedged answer): ``label_sets`` (N, L) bool, the leaves the truth
+    # may be; temperature and λ are fitted on them too, the ECE (top-1 right or wrong) on leaves only
+    sets = oof.get("label_sets")
+    labels = y if sets is None else sets
+    exact = np.ones(len(y), bool) if sets is None else sets.sum(axis=1) == 1
+    y_exact = y[exact] if sets is None else sets[exact].argmax(axis=1)
+    temperature = fit_temperature(logits, labels)
     probs = softmax(logits, temperature)
-    ece_before, _ = expected_calibration_error(softmax(logits), y)
-    ece_after, _ = expected_calibration_error(probs, y)
-    cal = calibrate_for_unit(probs, y, senders, taxonomy, crc_unit)
-    log.info("cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s on %d photos of %d senders",
-             temperature, ece_before, ece_after, crc_unit, len(y), len(np.unique(senders)))
+    ece_before, _ = expected_calibration_error(softmax(logits[exact]), y_exact)
+    ece_after, _ = expected_calibration_error(probs[exact], y_exact)
+    cal = calibrate_for_unit(probs, labels, senders, taxonomy, crc_unit)
+    log.info("cross-fitted temperature %.3f (OOF ECE %.4f → %.4f), crc per %s on %d photos (%d partial labels) "
+             "of %d senders", temperature, ece_before, ece_after, crc_unit, len(y), int((~exact).sum()),
+             len(np.unique(senders)))
     source = {"kind": CALIBRATION_SOURCE, "folds": int(oof["folds"].max()) + 1, "photos": int(len(y)),
-              "senders": int(len(np.unique(senders))), "crc_unit": crc_unit, "what": what}
+              "senders": int(len(np.unique(senders))), "crc_unit": crc_unit, "what": what,
+              **({"partial_label_photos": int((~exact).sum()),
+                  "partial_labels": "temperature: NLL of the mass on the node's leaves; λ: an answer is known right "
+                                    "when the node's leaves are all under it, known wrong when none is, and excluded "
+                                    "where unknown"} if (~exact).any() else {})}
     return CrossFit(temperature, cal, ece_before, ece_after, source)
 
 

@@ -67,13 +67,13 @@ def test_the_gate_keeps_a_worse_candidate_and_promotes_an_equal_one(models, phot
     cache = ProbabilityCache(tmp_path / "p")
     labelled = _labelled_as_predicted(active, photos, cache)
     sets = {"eval": labelled[:40], "feedback": labelled[40:]}
-    worse = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=30)
+    worse = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=30, min_people=5)
     assert not worse.promote and "top-1 on eval" in worse.reason and "not decisive: feedback" in worse.reason
     assert worse.active["eval"]["top1"] == 1.0 and worse.candidate["eval"]["top1"] < 0.9
     assert set(worse.active["eval"]["hedged"]) == {"0.8", "0.9", "0.95", "0.98", "0.99"}
     # 40 photos allow 5 errors only at 0.8 (8) and 0.9 (4 < 5: not judged): one miss is not evidence
     assert worse.active["eval"]["shortfall_targets"] == [0.8]
-    same = judge(active, ("active", active), sets, cache, tolerance=0.0, min_feedback=10)
+    same = judge(active, ("active", active), sets, cache, tolerance=0.0, min_feedback=10, min_people=5)
     assert same.promote and "feedback" in same.reason
     assert {k: {f: v for f, v in d.items() if f != "per_person"} for k, d in same.candidate.items()} == same.active
     assert same.candidate["eval"]["per_person"]["people"] == 12 and same.candidate["eval"]["per_person"]["lo"] == 0
@@ -111,6 +111,26 @@ def test_recalibration_writes_a_version_sharing_the_onnx_file(models, photos, tm
         recalibrated_calibration(active, labelled, cache, min_photos=100)
 
 
+def test_recalibration_counts_a_yes_to_a_hedged_answer_as_a_partial_label(models, photos, tmp_path):
+    """Feedback naming the parent of the model's own top-1 (the truth is under it): calibration
+    evidence too, counted as partial labels; a node the model's tree lacks is skipped."""
+    from dataclasses import replace
+
+    from services.trainer.jobs.gate import card_taxonomy
+
+    active, _ = models
+    cache = ProbabilityCache(tmp_path / "p")
+    labelled = _labelled_as_predicted(active, photos, cache)
+    taxonomy = card_taxonomy(ModelCard.load(active))
+    partial = [replace(p, leaf=taxonomy.nodes[p.leaf].parent) if i % 3 == 0 and taxonomy.nodes[p.leaf].parent
+               else p for i, p in enumerate(labelled)]
+    partial.append(replace(labelled[0], leaf="body.cape"))
+    calibration, facts = recalibrated_calibration(active, partial, cache, min_photos=20)
+    n_inner = sum(not taxonomy.nodes[p.leaf].is_leaf for p in partial if p.leaf in taxonomy.nodes)
+    assert n_inner > 0 and facts["partial_label_photos"] == calibration.n_partial == n_inner
+    assert calibration.n == 60 and facts["skipped_unknown_node"] == 1
+
+
 def test_a_version_trained_on_every_photo_is_not_judged_on_the_split_it_learned_from(models, photos, tmp_path):
     """The shipped model of ``wardrobe cv|ensemble`` learned from the evaluation split too, so its
     score there is no yardstick: only the held-back people's feedback may decide."""
@@ -126,14 +146,14 @@ def test_a_version_trained_on_every_photo_is_not_judged_on_the_split_it_learned_
     sets = {"eval": labelled[:40], "feedback": labelled[40:]}  # 20 feedback photos
 
     # the candidate is worse on eval, but eval cannot decide, and 20 < 30 feedback photos
-    blocked = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=30)
+    blocked = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=30, min_people=5)
     assert not blocked.promote and "not decisive (pair learned from it)" in blocked.reason
     # with enough held-back feedback, feedback alone decides; eval is still reported
-    decided = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=10)
+    decided = judge(other, ("pair", everything), sets, cache, tolerance=0.01, min_feedback=10, min_people=5)
     assert not decided.promote and "top-1 on feedback" in decided.reason and "top-1 on eval" not in decided.reason
     assert "eval, which pair learned from" in decided.reason and decided.active["eval"]["top1"] == 1.0
     # the same candidate against an active version that held the split out is judged on it
-    held_out = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=10)
+    held_out = judge(other, ("active", active), sets, cache, tolerance=0.01, min_feedback=10, min_people=5)
     assert "top-1 on eval" in held_out.reason
 
 
@@ -168,6 +188,12 @@ def test_the_gate_needs_enough_people_before_anything_decides(models, photos, tm
     decision = judge(other, ("active", active), {"eval": labelled}, cache, tolerance=0.01, min_feedback=1)
     assert not decision.promote and decision.reason.startswith("insufficient evidence")
     assert judge(other, ("active", active), {"eval": labelled}, cache, 0.01, 1, min_people=3).candidate
+    twelve = _labelled_as_predicted(active, photos, cache)  # 12 people: below the default minimum
+    assert judge(other, ("active", active), {"eval": twelve}, cache, 0.01, 1).reason.startswith("insufficient")
+    from services.trainer.config import TrainerSettings
+    from services.trainer.jobs.gate import GATE_MIN_PEOPLE
+
+    assert TrainerSettings.model_fields["gate_min_people"].default == GATE_MIN_PEOPLE > 12
 
 
 def test_a_yes_to_a_hedged_answer_counts_in_the_gates_set(models, photos, tmp_path):

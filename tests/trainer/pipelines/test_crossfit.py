@@ -60,7 +60,8 @@ def test_the_candidate_is_the_recipes_kind_cross_fitted_on_out_of_fold_predictio
     assert card.architecture == "efficientnet-lite0+efficientnet-lite0"
     source = card.data["calibration_source"]
     assert source["kind"] == "cross-fitted" and source["folds"] == 3 and source["crc_unit"] == "sender"
-    assert source["photos"] == len(labelled) - 2, "partial labels train but do not calibrate"
+    assert source["photos"] == len(labelled) and source["partial_label_photos"] == 2, "partial labels calibrate too"
+    assert card.calibration.n_partial == 2
     assert card.data["partial_label_photos"] == 2 and card.data["feedback_photos"] == 2
     assert card.data["trained_on"] == TRAINED_ON_ALL and card.calibration.crc_unit == "sender"
     model = load_model(root / "models" / "pair-1")
@@ -85,10 +86,20 @@ def test_a_quick_run_reads_every_front_from_the_cache_and_records_the_untrimmed_
 
     taxonomy, labelled, root, card, _ = candidate
     quick = quick_recipe(PAIR)
-    again = fit_model_recipe(quick, labelled, taxonomy, root / "cache", tmp_path, "pair-2", recorded=PAIR)
+    again = fit_model_recipe(quick, labelled, taxonomy, root / "cache", tmp_path, "pair-2", recorded=PAIR,
+                             views_per_epoch=1, curve_photos=8)
     assert card.metrics["features_computed"] > 0 and again.metrics["features_computed"] == 0
     assert again.model_recipe == PAIR, "the next job relearns the kind, not a trim of a trim"
     assert again.data["fitted_with"]["members"][0]["views"] == 0
+    assert again.data["fitted_with"]["views_per_epoch"] == 1
+    # where the time went: fronts per member, every fit (per member and fold), calibration, export
+    fits = again.metrics["fits"]
+    assert [(f["member"], f["fold"]) for f in fits] == [(m, f) for m in (0, 1) for f in (0, 1, 2, None)]
+    assert all(f["views"] == 1 and f["seconds"] >= 0 for f in fits)
+    assert {f["photos"] for f in fits if f["fold"] is None} == {len(labelled)}
+    stages = again.metrics["stage_seconds"]
+    assert {"calibrate", "export"} <= stages.keys() and sum("fronts" in k for k in stages) == 2
+    assert sum("fold" in k for k in stages) == 6
 
 
 def test_a_job_runs_the_active_versions_recipe_again(candidate):
