@@ -220,7 +220,7 @@ def test_the_gates_evidence_records_figures_per_audience(models, photos, tmp_pat
         kids = i < 10
         leaf = card.classes[(card.classes.index(p.leaf) + 1) % len(card.classes)] if kids else p.leaf
         labelled.append(LabelledPhoto(p.photo, leaf, p.person, kids=kids))
-    decision = judge(other, ("active", active), {"eval": labelled}, cache, tolerance=0.01, min_feedback=1)
+    decision = judge(other, ("active", active), {"eval": labelled}, cache, tolerance=0.01, min_feedback=1, min_people=5)
     seen = decision.active["eval"]["audience"]
     assert seen["kids"]["n"] == 10 and seen["kids"]["photos"]["top1"] == 0.0
     assert seen["adults"]["photos"]["top1"] == 1.0 and seen["adults"]["people"]["top1"] == pytest.approx(1.0)
