@@ -11,6 +11,7 @@ from pathlib import Path
 from services.trainer.config import get_settings
 from shared.recipe import PRESETS
 from shared.hedging.calibration import CRC_UNITS
+from services.trainer.model.quantize import CALIBRATION_METHODS
 
 __all__ = ["add_parsers"]
 
@@ -157,6 +158,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    from services.trainer.errors import RefitError
+    from services.trainer.pipelines.quantize import quantize_version
+
+    source = Path(args.source)
+    if not (source / "card.json").is_file():
+        source = get_settings().model_dir / args.source  # a bundled version by name
+    out = Path(args.out) if args.out else _new_versions_dir()
+    try:
+        result = quantize_version(source, _data_dir(args.data), out, args.version, photos=args.photos,
+                                  method=args.method, seed=args.seed, check_photos=args.check_photos,
+                                  min_top1_agreement=args.min_agreement)
+    except RefitError as exc:
+        sys.exit(f"error: {exc}")
+    a = result.card.quantization.agreement  # type: ignore[union-attr]
+    m = result.card.metrics
+    print(f"model {result.card.version} written to {result.model_dir}: INT8 ({args.method}, {args.photos} photos); "
+          f"top-1 agrees with float on {a['top1_agreement']:.3f} of {a['photos']} photos, max |Δp| "
+          f"{a['max_abs_dp']:.3f}; ONNX Runtime CPU {m['ort_cpu_latency_ms_batch1']:.1f} ms at batch 1")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune the garment model and export a new model version")
     p.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
@@ -222,6 +245,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--crc-unit", choices=list(CRC_UNITS), default="group",
                    help="what the shipped crc table promises (as for wardrobe cv; default: group)")
     n.set_defaults(func=_ensemble)
+
+    q = sub.add_parser("quantize", help="a model version's network as static INT8 (QDQ, per-channel weights), "
+                                        "calibrated on its training photos: a new version for CPU serving")
+    q.add_argument("source", help="model version directory, or the name of a bundled version")
+    q.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
+    q.add_argument("--out", help="where the new version goes (default: DATA_DIR/models)")
+    q.add_argument("--version", help="its name (default: <source>-int8)")
+    q.add_argument("--photos", type=int, default=300, help="calibration photos (a seeded sample of the training photos)")
+    q.add_argument("--method", choices=list(CALIBRATION_METHODS), default="minmax",
+                   help="how activation ranges are fixed from them (docs/model.md#cheaper-serving)")
+    q.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    q.add_argument("--check-photos", type=int, default=200,
+                   help="further photos on which INT8 is compared with float (recorded on the card)")
+    q.add_argument("--min-agreement", type=float, default=0.97,
+                   help="refuse when INT8 and float pick the same class on fewer of the check photos than this")
+    q.set_defaults(func=_quantize)
 
     e = sub.add_parser("evaluate", help="evaluate a model version on a dataset directory")
     e.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
