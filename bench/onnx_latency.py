@@ -10,7 +10,7 @@ its baseline see the same background load, and the ratio between them holds on a
 even when the absolute figures do not. The load average before and after is printed and
 recorded: on a shared machine, rerun it when the load is near 0 for the absolute figures.
 Inputs are real-sized random tensors: the network's cost does not depend on pixel values.
-Without ``--model``: the newest bundled version, as before.
+Without ``--model``: the bundled release (``models/RELEASE``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import onnxruntime as ort
 from shared.config import BUNDLED_MODELS_DIR
 from shared.model_card import ModelCard
 from shared.model_contract import load_model
+from shared.registry import release_version
 
 
 def torch_eager_ms_per_photo(card: ModelCard, threads: int, batch: int = 32) -> float:
@@ -68,7 +69,7 @@ def describe(card: ModelCard, path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, action="append",
-                    help="model version dir; repeat to compare (default: newest bundled)")
+                    help="model version dir; repeat to compare, the first is the baseline (default: the bundled release)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30, help="batch-1 runs per round (batch 32: a quarter, ≥ 3)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models")
@@ -76,7 +77,8 @@ def main() -> None:
     ap.add_argument("--compare-torch", action="store_true",
                     help="also time the same network in eager PyTorch (batch 32, needs the trainer extra)")
     args = ap.parse_args()
-    dirs = args.model or [sorted(BUNDLED_MODELS_DIR.glob("*/card.json"))[-1].parent]
+    dirs = args.model or [BUNDLED_MODELS_DIR / (release_version(BUNDLED_MODELS_DIR)
+                                                or sorted(BUNDLED_MODELS_DIR.glob("*/card.json"))[-1].parent.name)]
     models = [load_model(d, prefer_gpu=False, intra_op_threads=args.threads) for d in dirs]
     rng = np.random.default_rng(0)
     inputs = {b: {m.version: rng.standard_normal((b, 3, m.card.preprocess.input_size, m.card.preprocess.input_size)

@@ -131,7 +131,8 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 
 def _active_model_dir() -> Path:
-    """The registry's active version if a database is reachable, else the newest bundled model."""
+    """The registry's active version if a database is reachable, else the bundled release (else the
+    newest bundled model)."""
     settings = get_settings()
     try:
         from shared.registry import active_model_dir
@@ -140,7 +141,12 @@ def _active_model_dir() -> Path:
         if found:
             return Path(found)
     except Exception as exc:  # noqa: BLE001 - no database is fine for offline evaluation
-        logging.getLogger(__name__).info("no registry (%s); using the newest bundled model", exc)
+        logging.getLogger(__name__).info("no registry (%s); using the bundled release", exc)
+    from shared.registry import release_version
+
+    released = release_version(settings.model_dir)  # not merely the newest: an INT8 copy may be bundled beside it
+    if released and (Path(settings.model_dir) / released / "card.json").is_file():
+        return Path(settings.model_dir) / released
     cards = sorted(Path(settings.model_dir).glob("*/card.json"))
     if not cards:
         sys.exit(f"error: no model in {settings.model_dir}; pass --model PATH")

@@ -66,21 +66,33 @@ def choose_calibration_photos(ids_and_paths: Sequence[tuple[str, Path]], count: 
 
 class ServedPhotoReader:
     """onnxruntime.quantization's CalibrationDataReader over photo files, batch by batch (the
-    inputs are made when asked for, so a few hundred photos never sit in memory at once)."""
+    inputs are made when asked for). ``__len__`` and ``set_range`` let ``quantize_static`` collect
+    one batch at a time (its ``CalibStridedMinMax``, which despite the name serves every method):
+    otherwise it keeps every activation of every calibration photo in memory before reducing
+    them, gigabytes for the served pair at 260 px (an entropy calibration was killed for it)."""
 
-    def __init__(self, paths: Sequence[Path], cfg: PreprocessConfig, input_name: str, batch: int = 16) -> None:
+    def __init__(self, paths: Sequence[Path], cfg: PreprocessConfig, input_name: str, batch: int = 8) -> None:
         self.paths, self.cfg, self.input_name, self.batch = list(paths), cfg, input_name, batch
-        self._it: Iterator[dict[str, np.ndarray]] = self._batches()
+        self.set_range(0, len(self))
 
-    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        for start in range(0, len(self.paths), self.batch):
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Batches ``start_index`` to ``end_index`` (exclusive) next."""
+        self._range = (start_index, end_index)
+        self._it: Iterator[dict[str, np.ndarray]] = self._batches(start_index, end_index)
+
+    def _batches(self, first: int, end: int) -> Iterator[dict[str, np.ndarray]]:
+        for b in range(first, min(end, len(self))):
+            start = b * self.batch
             yield {self.input_name: served_inputs(self.paths[start:start + self.batch], self.cfg)}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
 
     def rewind(self) -> None:
-        self._it = self._batches()
+        self.set_range(*self._range)
 
 
 def float_tail(model: onnx.ModelProto) -> list[str]:
@@ -111,7 +123,9 @@ def quantize_graph(src: Path, dst: Path, reader: ServedPhotoReader, method: str 
         quant_pre_process(str(src), str(prepped), skip_symbolic_shape=False)
         model = onnx.load(str(prepped))
         exclude = float_tail(model) if keep_tail_float else []
-        extra = {"CalibPercentile": percentile} if method == "percentile" else {}
+        extra: dict = {"CalibStridedMinMax": 1}  # one batch at a time: see ServedPhotoReader
+        if method == "percentile":
+            extra["CalibPercentile"] = percentile
         quantize_static(str(prepped), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=exclude, calibrate_method=calibrate_method,
