@@ -9,9 +9,9 @@ fast, so a GPU deployment keeps the float version.
 
 Calibration photos go through exactly the path a served photo takes (``decode_photo`` with the
 serving ``min_side``, then ``preprocess``), so the fixed ranges are the ranges serving sees.
-The graph's tail (per-member log-softmax, the members' mean, the temperature, the softmax) stays
-float: it is a few hundred numbers per photo, costs nothing, and is where 8-bit steps would show
-up directly in the probabilities the hedger reads.
+The graph's tail (each member's classifier layer and everything after it: log-softmax, the
+members' mean, the temperature, the softmax) stays float: it is a few thousand multiply-adds per
+photo, and it is where 8-bit steps would show up directly in the probabilities the hedger reads.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ __all__ = ["CALIBRATION_METHODS", "served_inputs", "ServedPhotoReader", "float_t
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-# ops after the last network layer (the classifier's Gemm) that stay float, see the module docstring
-_TAIL_OPS = {"LogSoftmax", "Softmax", "Unsqueeze", "Concat", "ReduceMean", "Mul", "Gemm"}
 
 
 def served_input(data: bytes, cfg: PreprocessConfig) -> np.ndarray:
@@ -96,11 +94,15 @@ class ServedPhotoReader:
 
 
 def float_tail(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes from the first classifier ``Gemm`` onwards whose op is one of the tail's
-    (the float part: see the module docstring)."""
-    nodes = list(model.graph.node)
-    first_gemm = next((i for i, n in enumerate(nodes) if n.op_type == "Gemm"), len(nodes))
-    return [n.name for n in nodes[first_gemm:] if n.op_type in _TAIL_OPS]
+    """Names of the classifier ``Gemm`` nodes and every node downstream of them (the float part:
+    see the module docstring). By data flow, not node order: an ensemble's members interleave."""
+    produced_by_tail: set[str] = set()
+    names = []
+    for node in model.graph.node:  # ONNX nodes are topologically sorted
+        if node.op_type == "Gemm" or any(i in produced_by_tail for i in node.input):
+            names.append(node.name)
+            produced_by_tail.update(node.output)
+    return names
 
 
 def quantize_graph(src: Path, dst: Path, reader: ServedPhotoReader, method: str = "minmax",
