@@ -1,7 +1,7 @@
 """ONNX Runtime latency of model versions at batch 1 and batch 32, compared in one run (not a test).
 
     .venv/bin/python bench/onnx_latency.py [--model models/<version> ...] [--threads 2] [--repeats 30]
-        [--rounds 3] [--json out.json] [--compare-torch]
+        [--rounds 3] [--clock wall|cpu] [--json out.json] [--compare-torch]
 
 Several ``--model`` (float and INT8 versions alike, each opened by the model contract as the
 inference worker opens it) are timed **interleaved**: each round times every model once, batch 1
@@ -49,14 +49,14 @@ def torch_eager_ms_per_photo(card: ModelCard, threads: int, batch: int = 32) -> 
     return (time.perf_counter() - t) / 3 / batch * 1000
 
 
-def time_runs(run, x: np.ndarray, repeats: int) -> list[float]:  # noqa: ANN001 - LoadedModel.run
-    """``repeats`` timed calls (milliseconds) after one untimed one."""
+def time_runs(run, x: np.ndarray, repeats: int, clock=time.perf_counter) -> list[float]:  # noqa: ANN001
+    """``repeats`` timed calls of ``run`` (``LoadedModel.run``; milliseconds of ``clock``) after one untimed one."""
     run(x)
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         run(x)
-        times.append((time.perf_counter() - t) * 1000)
+        times.append((clock() - t) * 1000)
     return times
 
 
@@ -73,13 +73,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30, help="batch-1 runs per round (batch 32: a quarter, ≥ 3)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all models")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: elapsed time (spinning threads, ONNX Runtime's default); cpu: this process's CPU "
+                         "time with spinning off, i.e. the work per run, which a busy machine inflates far less "
+                         "(on a quiet one, wall ≈ cpu ÷ threads when the threads stay busy)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--compare-torch", action="store_true",
                     help="also time the same network in eager PyTorch (batch 32, needs the trainer extra)")
     args = ap.parse_args()
     dirs = args.model or [BUNDLED_MODELS_DIR / (release_version(BUNDLED_MODELS_DIR)
                                                 or sorted(BUNDLED_MODELS_DIR.glob("*/card.json"))[-1].parent.name)]
-    models = [load_model(d, prefer_gpu=False, intra_op_threads=args.threads) for d in dirs]
+    cpu = args.clock == "cpu"
+    clock = time.process_time if cpu else time.perf_counter
+    models = [load_model(d, prefer_gpu=False, intra_op_threads=args.threads, spinning=not cpu) for d in dirs]
     rng = np.random.default_rng(0)
     inputs = {b: {m.version: rng.standard_normal((b, 3, m.card.preprocess.input_size, m.card.preprocess.input_size)
                                                  ).astype(np.float32) for m in models} for b in (1, 32)}
@@ -89,7 +95,7 @@ def main() -> None:
         for m in models:
             for b in (1, 32):
                 times[(m.version, b)] += time_runs(m.run, inputs[b][m.version],
-                                                   args.repeats if b == 1 else max(3, args.repeats // 4))
+                                                   args.repeats if b == 1 else max(3, args.repeats // 4), clock)
     load_after = os.getloadavg()
     rows = []
     for m, d in zip(models, dirs):
@@ -100,10 +106,11 @@ def main() -> None:
                                 "ms_per_photo": float(np.median(t) / b), "photos_per_s": float(b * 1000 / np.median(t))}
         rows.append(row)
     base = rows[0]
-    result = {"threads": args.threads, "processor": platform.processor() or platform.machine(),
+    result = {"clock": args.clock, "threads": args.threads, "processor": platform.processor() or platform.machine(),
               "cpu_count": os.cpu_count(), "onnxruntime": ort.__version__, "rounds": args.rounds,
               "loadavg_before": load_before, "loadavg_after": load_after, "results": rows}
-    print(f"ONNX Runtime {ort.__version__} CPU, {args.threads} threads, {args.rounds} interleaved rounds; "
+    print(f"ONNX Runtime {ort.__version__} CPU, {args.threads} threads, {args.rounds} interleaved rounds, "
+          f"{'CPU time (ms of CPU, photos per CPU-second)' if cpu else 'wall clock'}; "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (on {os.cpu_count()} CPUs)")
     print("| model | what | batch 1 ms/photo (p95) | batch 32 photos/s | speed-up vs first (b1 / b32) |")
     print("|---|---|---|---|---|")
