@@ -66,8 +66,11 @@ def main() -> None:
     from shared.config import BUNDLED_MODELS_DIR
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from shared.registry import release_version
+
+    released = BUNDLED_MODELS_DIR / (release_version(BUNDLED_MODELS_DIR) or "")  # the served float version
     newest = sorted(p for p in BUNDLED_MODELS_DIR.iterdir() if (p / "card.json").is_file())[-1]
-    ap.add_argument("--model-dir", type=Path, default=newest)
+    ap.add_argument("--model-dir", type=Path, default=released if (released / "card.json").is_file() else newest)
     ap.add_argument("--runs", type=int, default=25)
     ap.add_argument("--config", choices=CONFIGS, help="(internal) run one configuration in this process")
     args = ap.parse_args()

@@ -16,7 +16,7 @@ from shared.hedging.calibration import Calibration
 from shared.recipe import ModelRecipe
 from shared.taxonomy import Taxonomy, TaxonomyError
 
-__all__ = ["card_taxonomy", "PreprocessConfig", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME",
+__all__ = ["card_taxonomy", "PreprocessConfig", "Quantization", "ModelCard", "sha256_file", "CARD_FILENAME", "ONNX_FILENAME",
            "TRAINED_ON_ALL", "INPUT_NAME", "OUTPUT_NAME"]
 
 CARD_FILENAME = "card.json"
@@ -38,6 +38,26 @@ class PreprocessConfig(BaseModel):
     interpolation: str = "bilinear"  # PIL resampling name
     mean: tuple[float, float, float] = (0.498, 0.498, 0.498)  # EfficientNet-Lite: (x - 127) / 128
     std: tuple[float, float, float] = (0.502, 0.502, 0.502)
+
+
+class Quantization(BaseModel):
+    """How an INT8 version was made from a float one (``wardrobe quantize``). The network, its
+    temperature and the hedger's λ tables are the source version's; only the arithmetic changed,
+    so the card says which float version it is and how close it stays to it."""
+
+    source_version: str
+    source_onnx_sha256: str
+    format: str = "QDQ"  # QuantizeLinear/DequantizeLinear pairs (ONNX Runtime fuses them per provider)
+    weights: str = "int8, per channel"
+    activations: str = "uint8, per tensor"
+    calibration_method: str  # minmax | entropy | percentile
+    calibration_photos: int
+    calibration_selection: str  # which photos, by rule (so they can be chosen again)
+    calibration_seed: int = 0  # the rule's seed
+    float_nodes: list[str] = Field(default_factory=list)  # left in float on purpose
+    provider: str = "CPUExecutionProvider"  # where its int8 kernels are fast (load_model uses it alone)
+    # measured against the source version on photos the calibration did not use
+    agreement: dict[str, Any] = Field(default_factory=dict)
 
 
 class ModelCard(BaseModel):
@@ -65,6 +85,8 @@ class ModelCard(BaseModel):
     # a card written before cards carried it gets the one derived from ``recipe`` and ``data``
     model_recipe: ModelRecipe | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # an INT8 version's making (None: the float network as exported)
+    quantization: Quantization | None = None
     hashes: dict[str, str] = Field(default_factory=dict)  # file name -> sha256
 
     @field_validator("calibration", mode="before")

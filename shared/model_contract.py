@@ -83,6 +83,9 @@ def load_model(path: str | Path, prefer_gpu: bool = True, intra_op_threads: int 
     """The model version in directory ``path`` (its card and ONNX file), ready to run."""
     path = Path(path)
     card = ModelCard.load(path)
+    # an INT8 (QDQ) version is for the CPU provider: ONNX Runtime's CUDA provider does not run its
+    # convolutions as int8 kernels, so there it would be slower than the float version it came from
+    prefer_gpu = prefer_gpu and card.quantization is None
     session = open_session(path / card.onnx_file, intra_op_threads, prefer_gpu, spinning, cpu_arena)
     provider = session.get_providers()[0]
     log.info("loaded model %s from %s on %s", card.version, path, provider)

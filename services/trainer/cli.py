@@ -11,6 +11,7 @@ from pathlib import Path
 from services.trainer.config import get_settings
 from shared.recipe import PRESETS
 from shared.hedging.calibration import CRC_UNITS
+from services.trainer.model.quantize import CALIBRATION_METHODS
 
 __all__ = ["add_parsers"]
 
@@ -176,7 +177,8 @@ def _cv_report(args: argparse.Namespace) -> int:
 
 
 def _active_model_dir() -> Path:
-    """The registry's active version if a database is reachable, else the newest bundled model."""
+    """The registry's active version if a database is reachable, else the bundled release (else the
+    newest bundled model)."""
     settings = get_settings()
     try:
         from shared.registry import active_model_dir
@@ -185,7 +187,12 @@ def _active_model_dir() -> Path:
         if found:
             return Path(found)
     except Exception as exc:  # noqa: BLE001 - no database is fine for offline evaluation
-        logging.getLogger(__name__).info("no registry (%s); using the newest bundled model", exc)
+        logging.getLogger(__name__).info("no registry (%s); using the bundled release", exc)
+    from shared.registry import release_version
+
+    released = release_version(settings.model_dir)  # not merely the newest: an INT8 copy may be bundled beside it
+    if released and (Path(settings.model_dir) / released / "card.json").is_file():
+        return Path(settings.model_dir) / released
     cards = sorted(Path(settings.model_dir).glob("*/card.json"))
     if not cards:
         sys.exit(f"error: no model in {settings.model_dir}; pass --model PATH")
@@ -200,6 +207,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     keys = ("n", "top1", "top3", "top1_top10", "top1_10way", "ece", "rotation")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=1))
     print(f"report: {Path(args.json).with_suffix('.md')}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from services.trainer.errors import RefitError
+    from services.trainer.pipelines.quantize import quantize_version
+
+    source = Path(args.source)
+    if not (source / "card.json").is_file():
+        source = get_settings().model_dir / args.source  # a bundled version by name
+    out = Path(args.out) if args.out else _new_versions_dir()
+    try:
+        result = quantize_version(source, _data_dir(args.data), out, args.version, photos=args.photos,
+                                  method=args.method, seed=args.seed, check_photos=args.check_photos,
+                                  min_top1_agreement=args.min_agreement)
+    except RefitError as exc:
+        sys.exit(f"error: {exc}")
+    a = result.card.quantization.agreement  # type: ignore[union-attr]
+    m = result.card.metrics
+    print(f"model {result.card.version} written to {result.model_dir}: INT8 ({args.method}, {args.photos} photos); "
+          f"top-1 agrees with float on {a['top1_agreement']:.3f} of {a['photos']} photos, max |Δp| "
+          f"{a['max_abs_dp']:.3f}; ONNX Runtime CPU {m['ort_cpu_latency_ms_batch1']:.1f} ms at batch 1")
     return 0
 
 
@@ -284,6 +313,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--small-sender-max", type=int, metavar="N",
                    help=SMALL_HELP)
     r.set_defaults(func=_cv_report)
+    q = sub.add_parser("quantize", help="a model version's network as static INT8 (QDQ, per-channel weights), "
+                                        "calibrated on its training photos: a new version for CPU serving")
+    q.add_argument("source", help="model version directory, or the name of a bundled version")
+    q.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
+    q.add_argument("--out", help="where the new version goes (default: DATA_DIR/models)")
+    q.add_argument("--version", help="its name (default: <source>-int8)")
+    q.add_argument("--photos", type=int, default=300, help="calibration photos (a seeded sample of the training photos)")
+    q.add_argument("--method", choices=list(CALIBRATION_METHODS), default="minmax",
+                   help="how activation ranges are fixed from them (docs/model.md#cheaper-serving)")
+    q.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    q.add_argument("--check-photos", type=int, default=200,
+                   help="further photos on which INT8 is compared with float (recorded on the card)")
+    q.add_argument("--min-agreement", type=float, default=0.97,
+                   help="refuse when INT8 and float pick the same class on fewer of the check photos than this")
+    q.set_defaults(func=_quantize)
 
     e = sub.add_parser("evaluate", help="evaluate a model version on a dataset directory")
     e.add_argument("--data", help="dataset directory (images.csv + images/); default $DATASET_DIR")
