@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import random
 import shutil
 import uuid
@@ -36,6 +37,16 @@ from shared.taxonomy import Taxonomy
 
 __all__ = ["person_order", "choose_people", "dataset_subset", "draw_verdict", "give_verdict", "bench_settings"]
 
+
+
+def start_run(out: Path) -> Path:
+    """The benches' logging (INFO, image/plot libraries quiet) and their output folder, made."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 def person_order(person: str, seed: int) -> str:
     """A person's place in a seeded shuffle (sort by it)."""

@@ -44,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._feedback_people import (  # noqa: E402
-    bench_settings, choose_people, dataset_subset, draw_verdict, give_verdict, person_order)
+    bench_settings, choose_people, dataset_subset, draw_verdict, give_verdict, person_order, start_run)
 from services.trainer.data.dataset import PhotoRef, load_dataset  # noqa: E402
 from services.trainer.data.feedback import LabelledPhoto  # noqa: E402
 from services.trainer.jobs import runner as jobs_runner  # noqa: E402
@@ -107,11 +107,7 @@ def main() -> None:
     ap.add_argument("--no-full", action="store_true", help="skip the final full job")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(args.out)
     cache_root = args.cache.resolve()
     taxonomy = load_taxonomy()
     rng = random.Random(args.seed)

@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._feedback_people import (  # noqa: E402
-    bench_settings, choose_people, dataset_subset, draw_verdict, give_verdict, person_order)
+    bench_settings, choose_people, dataset_subset, draw_verdict, give_verdict, person_order, start_run)
 from services.trainer.data.dataset import PhotoRef, load_dataset  # noqa: E402
 from services.trainer.data.feedback import LabelledPhoto  # noqa: E402
 from services.trainer.jobs import runner as jobs_runner  # noqa: E402
@@ -181,11 +181,7 @@ def main() -> None:
                     help="recompute the estimate of OUT/quick_cost.json with this code (no job)")
     ap.add_argument("--doc", type=Path, help=f"add a row to this markdown file's table (before '{DOC_MARKER}')")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(args.out)
     if args.reestimate:
         saved = json.loads((out / "quick_cost.json").read_text())
         real = args.estimate_photos

@@ -313,6 +313,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--small-sender-max", type=int, metavar="N",
                    help=SMALL_HELP)
     r.set_defaults(func=_cv_report)
+
     q = sub.add_parser("quantize", help="a model version's network as static INT8 (QDQ, per-channel weights), "
                                         "calibrated on its training photos: a new version for CPU serving")
     q.add_argument("source", help="model version directory, or the name of a bundled version")
