@@ -307,7 +307,15 @@ def test_a_session_lost_while_the_page_is_open_is_said_with_a_way_on(browser, we
         banner = page.locator("#banner")
         banner.wait_for()
         assert "session has ended" in banner.inner_text()
+        # the new session's request is held: until it is answered the banner stays, so a photo chosen
+        # the moment the banner goes always travels with the new cookie (it once went out in between)
+        held = []
+        page.route("**/v1/session", lambda r: held.append(r) if r.request.method == "POST" else r.continue_())
         page.get_by_role("button", name="Start a new session").click()
+        while not held:
+            page.wait_for_timeout(20)
+        assert banner.is_visible() and page.get_by_role("button", name="Start a new session").is_disabled()
+        held[0].continue_()
         banner.wait_for(state="hidden")
         _classify(page, _photo(tmp_path, "tee2", kind="tee", seed=5))  # works again, in a new wardrobe
 

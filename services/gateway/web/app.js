@@ -116,7 +116,14 @@ function hideBanner() { $("banner").hidden = true; }
 function handle(err, where) {
   if (err.status === 401) {
     showBanner(explain(err) + " Start a new session to carry on with an empty wardrobe.",
-               "Start a new session", async () => { hideBanner(); await ensureSession(true); await loadWardrobe(); });
+               "Start a new session", async () => {
+                 // the banner goes only once the new session exists: a photo chosen the moment it is
+                 // gone is then sent with the new cookie and CSRF token, never in between
+                 $("banner-action").disabled = true;
+                 try { await ensureSession(true); } catch (e) { handle(e); return; } finally { $("banner-action").disabled = false; }
+                 hideBanner();
+                 await loadWardrobe();
+               });
     return;
   }
   if (where === "work") setStatus(explain(err), true);
