@@ -71,6 +71,13 @@ class JobContext:
             found = (row.version, row.key) if row else None
         return (found[0], self.store.fetch(found[1])) if found else None
 
+    def version_dir(self, version: str) -> Path | None:
+        """The local directory of a registered version (None when the registry has no such version)."""
+        with session_scope(self.database_url) as session:
+            row = registry.get_version(session, version)
+            key = row.key if row else None
+        return self.store.fetch(key) if key else None
+
 
 # a job mode: the context in, the candidate (or nothing) out
 Mode = Callable[[JobContext], JobOutcome]

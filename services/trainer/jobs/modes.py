@@ -10,7 +10,9 @@ node) trains as a partial label.
 * a **cross-fitted** recipe (the served pair): ``pipelines.crossfit.fit_model_recipe`` on every
   labelled photo plus the feedback photos: folds by person, per member the fold networks and the
   final one, temperature and λ cross-fitted as the recipe says. ``quick`` trims it to fit minutes
-  on cached fronts (:func:`quick_recipe`); ``full`` runs it as recorded.
+  on cached fronts (:func:`quick_recipe`) and **continues the active version** (:func:`warm_start_of`:
+  every network starts from the served weights, calibration is refitted on the new people only);
+  ``full`` runs it as recorded, from ImageNet: a rebuild that owes nothing to earlier versions.
 * a **split** recipe (``wardrobe train``): ``quick`` refits on cached fronts (``refit.quick_refit``,
   the quick preset unless the active recipe says otherwise), ``full`` is ``train`` with the
   feedback photos added to the training split.
@@ -28,13 +30,14 @@ from services.trainer.data.feedback import current_feedback_items, dataset_parts
 from services.trainer.config import TrainerSettings
 from services.trainer.errors import RefitError
 from services.trainer.jobs.context import JobContext, JobOutcome
-from services.trainer.pipelines.crossfit import fit_model_recipe
+from services.trainer.pipelines.crossfit import WarmStart, fit_model_recipe
 from services.trainer.pipelines.refit import full_retrain, quick_refit
 from shared.model_card import ModelCard
 from shared.recipe import ModelRecipe, Recipe
 from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["run_quick", "run_full", "job_recipe", "quick_recipe", "training_photos", "learning_feedback"]
+__all__ = ["run_quick", "run_full", "job_recipe", "quick_recipe", "training_photos", "learning_feedback",
+           "warm_start_of", "QUICK_LR_SCALE"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,10 @@ QUICK_MAX_FOLDS = 3  # quick cross-fitting: 3 person-disjoint folds (4 fits per 
 # three, a third of the fine-tuning; the training curves score 64 photos instead of 256
 QUICK_VIEWS_PER_EPOCH = 1
 QUICK_CURVE_PHOTOS = 64
+# a quick job continues the served networks at this fraction of the recipe's learning rate: they are
+# near a minimum already, and the recipe's rate (tuned for a new head on ImageNet features) would
+# first undo part of what they know (docs/learning.md, "quick continues the served version")
+QUICK_LR_SCALE = 0.3
 
 
 def job_recipe(ctx: JobContext, mode: str) -> ModelRecipe:
@@ -72,6 +79,30 @@ def quick_recipe(kind: ModelRecipe) -> ModelRecipe:
     members = [replace(m, views=0 if kind.train_on_served else 1, epochs=min(m.epochs, 2)) for m in kind.members]
     calibration = replace(kind.calibration, folds=min(kind.calibration.folds, QUICK_MAX_FOLDS))
     return replace(kind, members=members, calibration=calibration)
+
+
+def warm_start_of(ctx: JobContext, kind: ModelRecipe) -> WarmStart | None:
+    """Where a quick job's networks start: the active version when it is of ``kind`` (same members'
+    architecture, split and input size: its back is the job's trainable part); an INT8 version is
+    continued through the float version it was made from. None (from ImageNet) otherwise."""
+    active = ctx.active_model()
+    if active is None:
+        return None
+    version, path = active
+    card = ModelCard.load(path)
+    if card.quantization is not None:
+        path = ctx.version_dir(card.quantization.source_version)
+        if path is None:
+            log.warning("the active version %s is INT8 and its float source %s is not registered: the quick job "
+                        "starts from ImageNet", version, card.quantization.source_version)
+            return None
+        card = ModelCard.load(path)
+    served = card.model_recipe
+    shape = lambda r: [(m.architecture, m.split_block, m.input_size) for m in r.members]  # noqa: E731
+    if served is None or shape(served) != shape(kind):
+        log.info("the active version %s is not of the job's recipe: the quick job starts from ImageNet", version)
+        return None
+    return WarmStart(Path(path), QUICK_LR_SCALE)
 
 
 def training_photos(settings: TrainerSettings, taxonomy: Taxonomy, learn: list) -> list:
@@ -99,12 +130,14 @@ def _cross_fitted(ctx: JobContext, kind: ModelRecipe, mode: str, taxonomy, learn
         ctx.check_cancelled()
 
     trims = {"views_per_epoch": QUICK_VIEWS_PER_EPOCH, "curve_photos": QUICK_CURVE_PHOTOS} if mode == "quick" else {}
+    start = warm_start_of(ctx, kind) if mode == "quick" else None
     card = fit_model_recipe(run, photos, taxonomy, ctx.settings.resolved_cache_dir / "features", ctx.work_dir,
-                            ctx.version, report, data={"mode": mode}, recorded=kind, **trims)
+                            ctx.version, report, data={"mode": mode}, recorded=kind, start=start, **trims)
     metrics = {k: v for k, v in card.metrics.items() if k != "history"}
     ctx.progress("trained", 0.88, f"{mode} candidate {ctx.version} in {metrics['train_seconds']:.0f} s")
     return JobOutcome(ctx.work_dir / ctx.version, {**facts, **metrics, "members": len(run.members),
-                                                   "folds": run.calibration.folds})
+                                                   "folds": run.calibration.folds,
+                                                   "warm_start": card.data.get("warm_start")})
 
 
 def _feedback(ctx: JobContext, taxonomy) -> tuple[list, dict]:  # noqa: ANN001

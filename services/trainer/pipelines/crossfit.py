@@ -12,6 +12,16 @@ served kind (``jobs.modes``), composed of the core.
        and λ tables cross-fitted on them (``cv.cross_fit``, the recipe's crc unit), the members'
        final networks written as one version (``model.export.write_version``)
 
+A job that continues the served version (``start``: a :class:`WarmStart`, what ``quick`` passes)
+starts every member's fold and final networks from that version's weights
+(``model.warm_start``) at a fraction of the recipe's learning rate: 2 passes over the photos are
+then a fine-tune of the served network, not a fit from ImageNet (which leaves a quick candidate at
+~56 % out-of-fold, docs/learning.md). The start version has learned the dataset photos (and the
+feedback its own start learned: the card's ``data.learned_feedback``), so out-of-fold predictions
+of those are not honest; temperature and λ are cross-fitted on the photos it never saw (the new
+feedback people) only, and kept from the start version when they are fewer than
+``MIN_CALIBRATION_PEOPLE`` people.
+
 Labels are node names: a leaf, or an inner node for a "Yes" to a hedged answer, trained with the
 partial-label loss (``fit.loop.label_targets``), and calibrate as such: temperature by the NLL of the
 mass on the node's leaves, λ with answers known right / known wrong / unknown (excluded), see
@@ -24,6 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +44,41 @@ from services.trainer.data.dataset import PhotoRef, load_photo
 from services.trainer.data.feedback import LabelledPhoto
 from services.trainer.fit.front_cache import FeatureStore
 from services.trainer.fit.loop import eval_logits, fit_on_views, label_targets, new_net, seed_everything
+from services.trainer.model.warm_start import warm_start
 from services.trainer.pipelines.version import write_version
-from services.trainer.pipelines.cv import CURVE_PHOTOS, assign_folds, cross_fit
+from services.trainer.pipelines.cv import CURVE_PHOTOS, CrossFit, assign_folds, cross_fit
 from services.trainer.pipelines.ensemble import Ensemble
 from shared.hedging.calibration import node_leaf_sets
 from shared.model_card import TRAINED_ON_ALL, ModelCard, PreprocessConfig
 from shared.recipe import ModelRecipe
 from shared.taxonomy import Taxonomy
 
-__all__ = ["fit_model_recipe", "member_fronts", "Report"]
+__all__ = ["fit_model_recipe", "member_fronts", "Report", "WarmStart", "MIN_CALIBRATION_PEOPLE", "photo_key"]
 
 log = logging.getLogger(__name__)
 
 # report(stage, fraction of the whole pipeline, message or None); it may raise to cancel
 Report = Callable[[str, float, str | None], None]
+
+# fewer new people than this and a warm-started job keeps the start version's temperature and λ
+# tables: the gate asks as many held-back people (``jobs.gate.GATE_MIN_PEOPLE``) before it trusts a
+# comparison, and a promise fitted on fewer groups of people is no promise
+MIN_CALIBRATION_PEOPLE = 20
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where a job's networks start: a served version (its directory, with ``model.onnx`` and the
+    card), continued at ``lr_scale`` × the recipe's learning rate."""
+
+    version_dir: Path
+    lr_scale: float
+
+
+def photo_key(photo: LabelledPhoto) -> str:
+    """How a card names a feedback photo it learned (``data.learned_feedback``): its content hash's
+    first 16 hex digits (enough to tell 10⁹ photos apart, a tenth of the card's size)."""
+    return photo.photo.sha256[:16]
 
 
 def member_fronts(kind: ModelRecipe, i: int, refs: Sequence[PhotoRef], cache_root: Path, n_classes: int,
@@ -74,7 +106,8 @@ def member_fronts(kind: ModelRecipe, i: int, refs: Sequence[PhotoRef], cache_roo
 def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonomy: Taxonomy, cache_root: Path,
                      out_root: Path, version: str, report: Report | None = None,
                      data: dict | None = None, recorded: ModelRecipe | None = None,
-                     views_per_epoch: int | None = None, curve_photos: int = CURVE_PHOTOS) -> ModelCard:
+                     views_per_epoch: int | None = None, curve_photos: int = CURVE_PHOTOS,
+                     start: WarmStart | None = None) -> ModelCard:
     """Run the cross-fitted recipe ``kind`` on ``photos`` and write ``out_root/<version>/``.
 
     ``recorded``: the recipe the card names when ``kind`` is a trimmed run of it (a quick job):
@@ -85,7 +118,7 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
     if not kind.cross_fitted:
         raise ValueError("fit_model_recipe runs cross-fitted recipes; a split recipe is pipelines.train / refit")
     report = report or (lambda stage, fraction, message: None)
-    start = time.time()
+    began = time.time()
     classes = taxonomy.leaves
     refs = [p.photo for p in photos]
     y, partial = label_targets([p.leaf for p in photos], taxonomy)
@@ -94,6 +127,12 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
     k = kind.calibration.folds
     folds = assign_folds(list(persons), np.where(leaf, y, len(classes)), k, seed=kind.members[0].seed)
     angles = kind.calibration.angles
+    start_card = ModelCard.load(start.version_dir) if start else None
+    learned_before = set(start_card.data.get("learned_feedback") or []) if start_card else set()
+    # the photos whose out-of-fold predictions are honest: all of them from ImageNet; from a start
+    # version, the feedback photos it never learned
+    fresh = np.array([start is None or (p.source == "feedback" and photo_key(p) not in learned_before)
+                      for p in photos])
 
     # progress: the front is ~10 %, the fits share the rest by their fine-tuning steps
     steps = {(i, f): m.epochs * min(views_per_epoch or 10 ** 6, m.views + (len(angles) if kind.train_on_served else 0))
@@ -132,7 +171,12 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
             t, cpu = time.time(), time.process_time()
             seed_everything(member.seed + (fold if fold is not None else 0))
             net = new_net(member, len(classes))
-            history = fit_on_views(net, views, train_idx, y, member, plain[curve], y[curve], partial=partial,
+            fit_recipe = member
+            if start is not None:
+                warm_start(net, start.version_dir / start_card.onnx_file, i if len(kind.members) > 1 else None,
+                           classes_match=list(start_card.classes) == classes)
+                fit_recipe = replace(member, lr=member.lr * start.lr_scale)
+            history = fit_on_views(net, views, train_idx, y, fit_recipe, plain[curve], y[curve], partial=partial,
                                    progress=lambda f, b=base, s=share, w=what: report(w, b + s * f, None),
                                    views_per_epoch=views_per_epoch)
             if fold is not None:
@@ -155,12 +199,9 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
     t = time.time()
     combined = oof_log_probs.mean(0).astype(np.float32)
     sets = node_leaf_sets([p.leaf for p in photos], taxonomy)
-    oof = {"labels": sets.argmax(1), "senders": persons, "folds": folds, "logits_0": combined, "label_sets": sets}
-    fit = cross_fit(oof, taxonomy, kind.calibration.crc_unit,
-                    "temperature and λ tables fitted on the members' averaged out-of-fold predictions "
-                    "(person-disjoint fold models, training job); every member's shipped network was trained "
-                    "on all photos")
-    oof_top1 = float((combined[leaf].argmax(1) == y[leaf]).mean())
+    fit = _calibrate(combined, sets, persons, folds, fresh, taxonomy, kind, start_card)
+    scored = leaf & fresh  # the out-of-fold top-1 on the photos whose predictions are honest
+    oof_top1 = float((combined[scored].argmax(1) == y[scored]).mean()) if scored.any() else None
     stage_seconds["calibrate"] = round(time.time() - t, 2)
     report("export", 0.98, "exporting the candidate")
     t = time.time()
@@ -173,16 +214,42 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
         data={**(data or {}), "photos": len(photos), "senders": int(len(set(persons.tolist()))),
               "feedback_photos": n_feedback, "partial_label_photos": int((~leaf).sum()),
               "trained_on": TRAINED_ON_ALL, "calibration_source": fit.source,
+              "learned_feedback": sorted(learned_before | {photo_key(p) for p in photos if p.source == "feedback"}),
+              **({"warm_start": {"from": start_card.version, "lr_scale": start.lr_scale,
+                                 "oof_photos": int(scored.sum()),
+                                 "oof_people": int(len(set(persons[scored].tolist())))}} if start else {}),
               **({"fitted_with": {**kind.to_dict(), "views_per_epoch": views_per_epoch,
                                   "curve_photos": curve_photos}}
                  if recorded is not None and recorded != kind else {})},
         metrics={"history": histories[0], "oof_top1": oof_top1, "oof_ece_before": fit.ece_before,
-                 "oof_ece_after": fit.ece_after, "train_seconds": time.time() - start,
+                 "oof_ece_after": fit.ece_after, "train_seconds": time.time() - began,
                  "features_computed": computed, "train_device": "cpu", "stage_seconds": stage_seconds,
                  "fits": fits},
     )
     # the export's own time is known only after the card is written: the job's metrics get it (not the card file)
     card.metrics["stage_seconds"] = {**stage_seconds, "export": round(time.time() - t, 2)}
     log.info("cross-fitted %s from %d photos (%d feedback) in %.0f s, OOF top-1 %.3f", version, len(photos),
-             n_feedback, time.time() - start, oof_top1)
+             n_feedback, time.time() - began, oof_top1)
     return card
+
+
+def _calibrate(combined: np.ndarray, sets: np.ndarray, persons: np.ndarray, folds: np.ndarray, fresh: np.ndarray,
+               taxonomy: Taxonomy, kind: ModelRecipe, start_card: ModelCard | None) -> CrossFit:
+    """Temperature and λ tables cross-fitted on the out-of-fold predictions of the ``fresh`` photos
+    (all of them from ImageNet; a warm start's new feedback people), or the start version's kept
+    when those are fewer than ``MIN_CALIBRATION_PEOPLE`` people (the card says which)."""
+    people = len(set(persons[fresh].tolist()))
+    if start_card is not None and people < MIN_CALIBRATION_PEOPLE:
+        log.info("%d new people: temperature and λ tables kept from %s", people, start_card.version)
+        return CrossFit(start_card.temperature, start_card.calibration, None, None,
+                        {**(start_card.data.get("calibration_source") or {}),
+                         "kept_from": start_card.version,
+                         "why": f"{people} new people, fewer than the {MIN_CALIBRATION_PEOPLE} a refit needs"})
+    oof = {"labels": sets[fresh].argmax(1), "senders": persons[fresh], "folds": folds[fresh],
+           "logits_0": combined[fresh], "label_sets": sets[fresh]}
+    what = ("temperature and λ tables fitted on the members' averaged out-of-fold predictions "
+            "(person-disjoint fold models, training job); every member's shipped network was trained on all photos")
+    if start_card is not None:
+        what += (f"; the networks continued {start_card.version}, so only the {people} feedback people it never "
+                 "learned are evidence")
+    return cross_fit(oof, taxonomy, kind.calibration.crc_unit, what)

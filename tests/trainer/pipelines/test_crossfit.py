@@ -121,3 +121,48 @@ def test_a_job_runs_the_active_versions_recipe_again(candidate):
     none = SimpleNamespace(request=TrainingJobCreate(mode="quick"), active_model=lambda: None)
     assert job_recipe(none, "quick").members[0].split_block == 16, "no active version: the quick preset"
     assert ModelCard.load(root / "models" / "pair-1").model_recipe == card.model_recipe
+
+
+def test_a_warm_started_run_continues_the_start_version_and_calibrates_on_new_people_only(
+        candidate, tmp_path, monkeypatch):
+    """``quick`` continues the served version: at learning rate 0 its candidate *is* the start
+    version (every network loaded from the start's graph); the photos the start learned are no
+    calibration evidence, the new feedback people are, once there are enough of them."""
+    from services.trainer.jobs.modes import quick_recipe
+    from services.trainer.pipelines import crossfit
+    from services.trainer.pipelines.crossfit import WarmStart, photo_key
+
+    taxonomy, labelled, root, card, _ = candidate
+    start = WarmStart(root / "models" / "pair-1", lr_scale=0.0)
+    new = [LabelledPhoto(p.photo, p.leaf, f"new{n % 3}", "feedback") for n, p in enumerate(labelled[3:12])]
+    photos = labelled + new
+    kept = fit_model_recipe(quick_recipe(PAIR), photos, taxonomy, root / "cache", tmp_path, "pair-3", recorded=PAIR,
+                            views_per_epoch=1, curve_photos=8, start=start)
+    assert kept.data["warm_start"] == {"from": "pair-1", "lr_scale": 0.0, "oof_photos": 9, "oof_people": 3}
+    assert kept.data["calibration_source"]["kept_from"] == "pair-1", "3 new people: too few to refit calibration"
+    assert kept.temperature == card.temperature and kept.calibration == card.calibration
+    x = np.stack([preprocess(decode_photo(p.photo.path.read_bytes()), card.preprocess) for p in labelled[:6]])
+    served, continued = load_model(root / "models" / "pair-1"), load_model(tmp_path / "pair-3")
+    np.testing.assert_allclose(continued.run(x), served.run(x), atol=1e-5)
+    assert set(kept.data["learned_feedback"]) == {photo_key(p) for p in photos if p.source == "feedback"}
+    assert set(card.data["learned_feedback"]) == {photo_key(p) for p in labelled[:2]}, "the start's own feedback"
+
+    monkeypatch.setattr(crossfit, "MIN_CALIBRATION_PEOPLE", 3)
+    refit = fit_model_recipe(quick_recipe(PAIR), photos, taxonomy, root / "cache", tmp_path, "pair-4", recorded=PAIR,
+                             views_per_epoch=1, curve_photos=8, start=WarmStart(start.version_dir, 0.3))
+    source = refit.data["calibration_source"]
+    assert source["photos"] == 9 and source["senders"] == 3 and "kept_from" not in source
+    assert "3 feedback people it never learned" in source["what"]
+
+
+def test_a_quick_job_continues_the_active_version_when_it_is_of_the_jobs_kind(candidate):
+    from services.trainer.jobs.modes import QUICK_LR_SCALE, warm_start_of
+
+    *_, root, card, _ = candidate
+    ctx = SimpleNamespace(active_model=lambda: ("pair-1", root / "models" / "pair-1"), version_dir=lambda v: None)
+    start = warm_start_of(ctx, PAIR)
+    assert start.version_dir == root / "models" / "pair-1" and start.lr_scale == QUICK_LR_SCALE
+    other = ModelRecipe([Recipe(split_block=13, **MEMBER), Recipe(split_block=15, **MEMBER)],
+                        calibration=PAIR.calibration, train_on_served=True)
+    assert warm_start_of(ctx, other) is None, "another split: its back is not the job's trainable part"
+    assert warm_start_of(SimpleNamespace(active_model=lambda: None), PAIR) is None
