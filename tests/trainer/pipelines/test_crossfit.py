@@ -166,3 +166,20 @@ def test_a_quick_job_continues_the_active_version_when_it_is_of_the_jobs_kind(ca
                         calibration=PAIR.calibration, train_on_served=True)
     assert warm_start_of(ctx, other) is None, "another split: its back is not the job's trainable part"
     assert warm_start_of(SimpleNamespace(active_model=lambda: None), PAIR) is None
+
+
+def test_an_int8_active_version_is_continued_through_its_float_source(candidate, tmp_path):
+    """A QDQ graph's convolutions read int8 weights: the job continues the float version it was made from."""
+    from services.trainer.jobs.modes import warm_start_of
+    from shared.model_card import Quantization
+
+    *_, root, card, _ = candidate
+    int8 = card.model_copy(update={"version": "pair-1-int8", "quantization": Quantization(
+        source_version="pair-1", source_onnx_sha256="0" * 64, calibration_method="minmax", calibration_photos=8,
+        calibration_selection="test")})
+    int8.save(tmp_path)
+    registered = {"pair-1": root / "models" / "pair-1"}
+    ctx = SimpleNamespace(active_model=lambda: ("pair-1-int8", tmp_path), version_dir=registered.get)
+    assert warm_start_of(ctx, PAIR).version_dir == root / "models" / "pair-1"
+    gone = SimpleNamespace(active_model=ctx.active_model, version_dir=lambda version: None)
+    assert warm_start_of(gone, PAIR) is None, "its float source deleted: from ImageNet, said in the log"
