@@ -17,7 +17,7 @@ starts every member's fold and final networks from that version's weights
 (``model.warm_start``) at a fraction of the recipe's learning rate: 2 passes over the photos are
 then a fine-tune of the served network, not a fit from ImageNet (which leaves a quick candidate at
 ~56 % out-of-fold, docs/learning.md). The start version has learned the dataset photos (and the
-feedback its own start learned: the card's ``data.learned_feedback``), so out-of-fold predictions
+feedback its own start learned: its ``LEARNED_FEEDBACK_FILE``), so out-of-fold predictions
 of those are not honest; temperature and λ are cross-fitted on the photos it never saw (the new
 feedback people) only, and kept from the start version when they are fewer than
 ``MIN_CALIBRATION_PEOPLE`` people.
@@ -53,7 +53,8 @@ from shared.model_card import TRAINED_ON_ALL, ModelCard, PreprocessConfig
 from shared.recipe import ModelRecipe
 from shared.taxonomy import Taxonomy
 
-__all__ = ["fit_model_recipe", "member_fronts", "Report", "WarmStart", "MIN_CALIBRATION_PEOPLE", "photo_key"]
+__all__ = ["fit_model_recipe", "member_fronts", "Report", "WarmStart", "MIN_CALIBRATION_PEOPLE", "photo_key",
+           "learned_feedback", "LEARNED_FEEDBACK_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,23 @@ class WarmStart:
     lr_scale: float
 
 
+# the feedback photos a version learned, its own and those of the versions it continues: one
+# ``photo_key`` per line next to the card (a file, not a card field: it grows with every verdict,
+# and the card is read by every service that loads the version)
+LEARNED_FEEDBACK_FILE = "learned_feedback.txt"
+
+
 def photo_key(photo: LabelledPhoto) -> str:
-    """How a card names a feedback photo it learned (``data.learned_feedback``): its content hash's
-    first 16 hex digits (enough to tell 10⁹ photos apart, a tenth of the card's size)."""
+    """How a version names a feedback photo it learned: its content hash's first 16 hex digits
+    (enough to tell 10⁹ photos apart at a quarter of the size)."""
     return photo.photo.sha256[:16]
+
+
+def learned_feedback(version_dir: Path) -> set[str]:
+    """The ``photo_key`` of every feedback photo the version at ``version_dir`` learned (none for a
+    version made before the file existed, or from the dataset alone)."""
+    path = Path(version_dir) / LEARNED_FEEDBACK_FILE
+    return set(path.read_text().split()) if path.is_file() else set()
 
 
 def member_fronts(kind: ModelRecipe, i: int, refs: Sequence[PhotoRef], cache_root: Path, n_classes: int,
@@ -128,7 +142,8 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
     folds = assign_folds(list(persons), np.where(leaf, y, len(classes)), k, seed=kind.members[0].seed)
     angles = kind.calibration.angles
     start_card = ModelCard.load(start.version_dir) if start else None
-    learned_before = set(start_card.data.get("learned_feedback") or []) if start_card else set()
+    learned_before = learned_feedback(start.version_dir) if start else set()
+    learned = learned_before | {photo_key(p) for p in photos if p.source == "feedback"}
     # the photos whose out-of-fold predictions are honest: all of them from ImageNet; from a start
     # version, the feedback photos it never learned
     fresh = np.array([start is None or (p.source == "feedback" and photo_key(p) not in learned_before)
@@ -214,7 +229,7 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
         data={**(data or {}), "photos": len(photos), "senders": int(len(set(persons.tolist()))),
               "feedback_photos": n_feedback, "partial_label_photos": int((~leaf).sum()),
               "trained_on": TRAINED_ON_ALL, "calibration_source": fit.source,
-              "learned_feedback": sorted(learned_before | {photo_key(p) for p in photos if p.source == "feedback"}),
+              "learned_feedback_photos": len(learned),
               **({"warm_start": {"from": start_card.version, "lr_scale": start.lr_scale,
                                  "oof_photos": int(scored.sum()),
                                  "oof_people": int(len(set(persons[scored].tolist())))}} if start else {}),
@@ -226,6 +241,7 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
                  "features_computed": computed, "train_device": "cpu", "stage_seconds": stage_seconds,
                  "fits": fits},
     )
+    (Path(out_root) / version / LEARNED_FEEDBACK_FILE).write_text("".join(f"{key}\n" for key in sorted(learned)))
     # the export's own time is known only after the card is written: the job's metrics get it (not the card file)
     card.metrics["stage_seconds"] = {**stage_seconds, "export": round(time.time() - t, 2)}
     log.info("cross-fitted %s from %d photos (%d feedback) in %.0f s, OOF top-1 %.3f", version, len(photos),

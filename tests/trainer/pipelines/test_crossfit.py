@@ -130,7 +130,7 @@ def test_a_warm_started_run_continues_the_start_version_and_calibrates_on_new_pe
     calibration evidence, the new feedback people are, once there are enough of them."""
     from services.trainer.jobs.modes import quick_recipe
     from services.trainer.pipelines import crossfit
-    from services.trainer.pipelines.crossfit import WarmStart, photo_key
+    from services.trainer.pipelines.crossfit import WarmStart, learned_feedback, photo_key
 
     taxonomy, labelled, root, card, _ = candidate
     start = WarmStart(root / "models" / "pair-1", lr_scale=0.0)
@@ -144,8 +144,9 @@ def test_a_warm_started_run_continues_the_start_version_and_calibrates_on_new_pe
     x = np.stack([preprocess(decode_photo(p.photo.path.read_bytes()), card.preprocess) for p in labelled[:6]])
     served, continued = load_model(root / "models" / "pair-1"), load_model(tmp_path / "pair-3")
     np.testing.assert_allclose(continued.run(x), served.run(x), atol=1e-5)
-    assert set(kept.data["learned_feedback"]) == {photo_key(p) for p in photos if p.source == "feedback"}
-    assert set(card.data["learned_feedback"]) == {photo_key(p) for p in labelled[:2]}, "the start's own feedback"
+    assert learned_feedback(tmp_path / "pair-3") == {photo_key(p) for p in photos if p.source == "feedback"}
+    assert kept.data["learned_feedback_photos"] == 2 + 9, "the helper's 2 photos and the 9 new ones"
+    assert learned_feedback(root / "models" / "pair-1") == {photo_key(p) for p in labelled[:2]}, "the start's own"
 
     monkeypatch.setattr(crossfit, "MIN_CALIBRATION_PEOPLE", 3)
     refit = fit_model_recipe(quick_recipe(PAIR), photos, taxonomy, root / "cache", tmp_path, "pair-4", recorded=PAIR,
