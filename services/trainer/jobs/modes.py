@@ -37,7 +37,7 @@ from shared.recipe import ModelRecipe, Recipe
 from shared.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["run_quick", "run_full", "job_recipe", "quick_recipe", "training_photos", "learning_feedback",
-           "warm_start_of", "QUICK_LR_SCALE"]
+           "warm_start_of"]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,6 @@ QUICK_MAX_FOLDS = 3  # quick cross-fitting: 3 person-disjoint folds (4 fits per 
 # three, a third of the fine-tuning; the training curves score 64 photos instead of 256
 QUICK_VIEWS_PER_EPOCH = 1
 QUICK_CURVE_PHOTOS = 64
-# a quick job continues the served networks at this fraction of the recipe's learning rate: they are
-# near a minimum already, and the recipe's rate (tuned for a new head on ImageNet features) would
-# first undo part of what they know (docs/learning.md, "quick continues the served version")
-QUICK_LR_SCALE = 0.3
 
 
 def job_recipe(ctx: JobContext, mode: str) -> ModelRecipe:
@@ -102,7 +98,9 @@ def warm_start_of(ctx: JobContext, kind: ModelRecipe) -> WarmStart | None:
     if served is None or shape(served) != shape(kind):
         log.info("the active version %s is not of the job's recipe: the quick job starts from ImageNet", version)
         return None
-    return WarmStart(Path(path), QUICK_LR_SCALE)
+    # the served networks are near a minimum already; the recipe's rate, tuned for a new head on
+    # ImageNet features, would first undo part of what they know (settings.quick_lr_scale)
+    return WarmStart(Path(path), ctx.settings.quick_lr_scale)
 
 
 def training_photos(settings: TrainerSettings, taxonomy: Taxonomy, learn: list) -> list:

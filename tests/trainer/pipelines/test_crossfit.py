@@ -157,12 +157,13 @@ def test_a_warm_started_run_continues_the_start_version_and_calibrates_on_new_pe
 
 
 def test_a_quick_job_continues_the_active_version_when_it_is_of_the_jobs_kind(candidate):
-    from services.trainer.jobs.modes import QUICK_LR_SCALE, warm_start_of
+    from services.trainer.jobs.modes import warm_start_of
 
     *_, root, card, _ = candidate
-    ctx = SimpleNamespace(active_model=lambda: ("pair-1", root / "models" / "pair-1"), version_dir=lambda v: None)
+    ctx = SimpleNamespace(active_model=lambda: ("pair-1", root / "models" / "pair-1"), version_dir=lambda v: None,
+                          settings=SimpleNamespace(quick_lr_scale=0.25))
     start = warm_start_of(ctx, PAIR)
-    assert start.version_dir == root / "models" / "pair-1" and start.lr_scale == QUICK_LR_SCALE
+    assert start.version_dir == root / "models" / "pair-1" and start.lr_scale == 0.25
     other = ModelRecipe([Recipe(split_block=13, **MEMBER), Recipe(split_block=15, **MEMBER)],
                         calibration=PAIR.calibration, train_on_served=True)
     assert warm_start_of(ctx, other) is None, "another split: its back is not the job's trainable part"
@@ -180,7 +181,8 @@ def test_an_int8_active_version_is_continued_through_its_float_source(candidate,
         calibration_selection="test")})
     int8.save(tmp_path)
     registered = {"pair-1": root / "models" / "pair-1"}
-    ctx = SimpleNamespace(active_model=lambda: ("pair-1-int8", tmp_path), version_dir=registered.get)
+    ctx = SimpleNamespace(active_model=lambda: ("pair-1-int8", tmp_path), version_dir=registered.get,
+                          settings=SimpleNamespace(quick_lr_scale=0.3))
     assert warm_start_of(ctx, PAIR).version_dir == root / "models" / "pair-1"
-    gone = SimpleNamespace(active_model=ctx.active_model, version_dir=lambda version: None)
+    gone = SimpleNamespace(active_model=ctx.active_model, version_dir=lambda version: None, settings=ctx.settings)
     assert warm_start_of(gone, PAIR) is None, "its float source deleted: from ImageNet, said in the log"
