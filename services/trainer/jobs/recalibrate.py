@@ -35,6 +35,7 @@ from services.trainer.jobs.context import JobContext, JobOutcome
 from services.trainer.jobs.gate import ProbabilityCache, card_taxonomy
 from services.trainer.data.feedback import LabelledPhoto, current_feedback_items, feedback_photos, split_by_person
 from services.trainer.errors import RefitError
+from services.trainer.pipelines.crossfit import LEARNED_FEEDBACK_FILE
 from shared.hedging.calibration import Calibration, calibrate_for_unit, node_leaf_sets
 from shared.model_card import CARD_FILENAME, ModelCard
 
@@ -71,17 +72,21 @@ def recalibrated_calibration(model_dir: Path, photos: Sequence[LabelledPhoto], c
 
 def write_recalibrated_version(model_dir: Path, out_root: Path, version: str, calibration: Calibration,
                                facts: dict) -> Path:
-    """``out_root/<version>/``: the same ONNX file (hard link, else a copy), a card with the new
-    λ tables."""
+    """``out_root/<version>/``: the same ONNX file (hard link, else a copy) and the list of feedback
+    photos its weights learned (a quick job continuing this version must not take them for new
+    people: ``pipelines.crossfit``), a card with the new λ tables."""
     card = ModelCard.load(model_dir)
     out = Path(out_root) / version
     out.mkdir(parents=True, exist_ok=True)
-    src, dst = Path(model_dir) / card.onnx_file, out / card.onnx_file
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    for name in (card.onnx_file, LEARNED_FEEDBACK_FILE):
+        src, dst = Path(model_dir) / name, out / name
+        if not src.is_file():
+            continue
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
     new = card.model_copy(update={
         "version": version,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -12,6 +12,7 @@ from services.trainer.data.dataset import PhotoRef
 from services.trainer.data.feedback import is_held_back, split_by_person
 from services.trainer.jobs.gate import ProbabilityCache, compare, judge, per_person, score
 from services.trainer.jobs.recalibrate import recalibrated_calibration, write_recalibrated_version
+from services.trainer.pipelines.crossfit import LEARNED_FEEDBACK_FILE
 from services.trainer.data.feedback import LabelledPhoto
 from services.trainer.errors import RefitError
 from shared.model_card import ModelCard, sha256_file
@@ -96,7 +97,13 @@ def test_recalibration_writes_a_version_sharing_the_onnx_file(models, photos, tm
     labelled = _labelled_as_predicted(active, photos, cache)
     calibration, facts = recalibrated_calibration(active, labelled, cache, min_photos=20)
     assert calibration.n == 60 and facts["photos"] == 60 and facts["people"] == 12 and facts["top1_on_feedback"] == 1.0
-    out = write_recalibrated_version(active, tmp_path / "out", "active-recal", calibration, facts)
+    learned = active / LEARNED_FEEDBACK_FILE  # the feedback its weights learned travels with them
+    learned.write_text("0123456789abcdef\n")
+    try:
+        out = write_recalibrated_version(active, tmp_path / "out", "active-recal", calibration, facts)
+    finally:
+        learned.unlink()
+    assert (out / LEARNED_FEEDBACK_FILE).read_text() == "0123456789abcdef\n"
     card, old = ModelCard.load(out), ModelCard.load(active)
     assert card.version == "active-recal" and card.data["recalibrated_from"] == "active"
     assert card.calibration == calibration != old.calibration
