@@ -39,7 +39,7 @@ class TrainerSettings(CommonSettings):
         20, ge=1, description="People a gate set needs to decide (fewer: insufficient evidence, the active version "
         "stays); jobs.gate.GATE_MIN_PEOPLE, chosen by bench/gate_min_people.py (docs/learning.md).")
     quick_lr_scale: float = Field(
-        0.3, gt=0, le=1.0, description="A quick job continues the active version at this fraction of the recipe's "
+        0.1, gt=0, le=1.0, description="A quick job continues the active version at this fraction of the recipe's "
         "learning rate (jobs.modes.warm_start_of; compared in docs/learning.md).")
     recalibration_min_photos: int = Field(
         100, ge=1, description="Leaf-labelled feedback photos a recalibration needs (outside the held-back people).")
