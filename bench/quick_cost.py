@@ -203,6 +203,9 @@ def main() -> None:
         return
 
     with session_scope(settings.resolved_database_url) as session:
+        # every timed run starts from the released version: an earlier run's promoted candidate,
+        # which learned these very verdicts, would otherwise be the one continued and compared with
+        registry.activate(session, args.model.name, reason="quick_cost: every timed run starts from the release")
         version = f"quick-cost-{int(time.time())}"
         job_id = str(tj.create(session, "quick", {"version": version, "promote": "gate"}, "bench").id)
     cpu0, t0 = cpu_now(), time.monotonic()
