@@ -15,6 +15,14 @@ A version trained on **all** labelled photos (``wardrobe cv|ensemble --version``
 ``data.trained_on``) has seen the ``eval`` split, so its score there says nothing about new people:
 then ``eval`` is reported but not decisive, and only the held-back people's feedback can judge.
 
+Held-back people are few (a share of those who gave feedback), and a per-person interval over 25
+of them is ±9 points wide: no candidate could show it loses at most a point. The people the
+candidate did learn from are evidence too, where its recipe predicted them **out of fold** (their
+fold was left out of the fold networks: ``pipelines.crossfit.OUT_OF_FOLD_FILE``) and the active
+version never learned them: per person, the recipe's out-of-fold top-1 minus the active version's
+served top-1. The feedback set's per-person interval pools both kinds of people (fold networks
+learn from fewer photos than the candidate, so their half is, if anything, pessimistic).
+
 The candidate is promoted when, on every decisive set, its top-1 is not lower than the active version's by more
 than the tolerance and its shortfall not higher by more than the tolerance. A recalibration has
 the same ONNX file as the active version, so its top-1 ties and the shortfall decides.
@@ -38,6 +46,7 @@ from services.trainer.data.dataset import PhotoRef, load_photo
 from services.trainer.data.feedback import LabelledPhoto, current_feedback_items, dataset_parts, feedback_photos, split_by_person
 from services.trainer.fit.front_cache import save_array
 from services.trainer.jobs.context import JobContext
+from services.trainer.pipelines.crossfit import learned_feedback, out_of_fold_answers, photo_key
 from shared.hedging.hedging import Hedger
 from shared.model_card import TRAINED_ON_ALL, ModelCard, sha256_file
 from shared.model_card import card_taxonomy as shared_card_taxonomy
@@ -45,7 +54,7 @@ from shared.schemas import GateDecision
 from shared.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["GATE_TARGETS", "GATE_MIN_PEOPLE", "ProbabilityCache", "card_taxonomy", "hedged_scores", "score",
-           "compare", "gate_sets", "decide", "judge", "per_person", "top1_hits", "audience_scores"]
+           "compare", "gate_sets", "decide", "judge", "out_of_fold_evidence", "per_person", "top1_hits", "audience_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +193,12 @@ def compare(candidate: dict[str, dict], active: dict[str, dict], tolerance: floa
             problems.append(f"top-1 on {name} {c['top1']:.3f} < active {a['top1']:.3f} − {tolerance:.3f}")
         elif people and people["lo"] < -tolerance:
             unsure.append(f"top-1 on {name} per person {people['mean']:+.3f} ({people['level']:.0%} interval "
-                          f"{people['lo']:+.3f} … {people['hi']:+.3f} over {people['people']} people) does not "
+                          f"{people['lo']:+.3f} … {people['hi']:+.3f} over {_people(people)}) does not "
                           f"rule out a loss beyond {tolerance:.3f}")
         else:
             notes.append(f"top-1 on {name} {c['top1']:.3f} vs {a['top1']:.3f}"
                          + (f" (per person {people['mean']:+.3f}, {people['level']:.0%} interval {people['lo']:+.3f}"
-                            f" … {people['hi']:+.3f} over {people['people']} people)" if people else ""))
+                            f" … {people['hi']:+.3f} over {_people(people)})" if people else ""))
         if "shortfall" in c and "shortfall" in a:
             if c["shortfall"] > a["shortfall"] + tolerance:
                 problems.append(f"hedged shortfall on {name} {c['shortfall']:.3f} > active {a['shortfall']:.3f} "
@@ -201,6 +210,23 @@ def compare(candidate: dict[str, dict], active: dict[str, dict], tolerance: floa
     if unsure:
         return False, "insufficient evidence to promote; the active version stays: " + "; ".join(unsure)
     return True, f"not worse than the active version beyond {tolerance:.3f}: " + "; ".join(notes)
+
+
+def out_of_fold_evidence(candidate_dir: Path, active_dir: Path,
+                         learned_from: Sequence[LabelledPhoto]) -> tuple[list[LabelledPhoto], list[str]]:
+    """Of the feedback photos the candidate learned from, those its recipe predicted out of fold
+    and the active version never learned, with the recipe's out-of-fold top-1 leaf for each."""
+    answers, seen = out_of_fold_answers(candidate_dir), learned_feedback(active_dir)
+    chosen = [p for p in learned_from if photo_key(p) in answers and photo_key(p) not in seen]
+    return chosen, [answers[photo_key(p)] for p in chosen]
+
+
+def _people(judged: dict) -> str:
+    """"N people", and where the interval pools both kinds, how many of each."""
+    if "out_of_fold_people" not in judged:
+        return f"{judged['people']} people"
+    return (f"{judged['people']} people: {judged['held_back_people']} held back, "
+            f"{judged['out_of_fold_people']} out of fold")
 
 
 def gate_sets(data_dir: Path | None, split_file: Path, eval_split: str, feedback: Sequence[LabelledPhoto],
@@ -217,11 +243,14 @@ def learned_from_every_photo(model_dir: Path) -> bool:
 
 def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, list[LabelledPhoto]],
           cache: ProbabilityCache, tolerance: float, min_feedback: int,
-          min_people: int = GATE_MIN_PEOPLE) -> GateDecision:
+          min_people: int = GATE_MIN_PEOPLE,
+          out_of_fold: tuple[list[LabelledPhoto], list[str]] | None = None) -> GateDecision:
     """Score both versions on ``sets`` and decide. A set decides only with at least ``min_people``
     people (and, for feedback, ``min_feedback`` photos); without a decisive set, or when the
     per-person interval cannot rule out a loss beyond the tolerance, the evidence is insufficient
-    and the active version stays."""
+    and the active version stays. ``out_of_fold`` (:func:`out_of_fold_evidence`): photos of the
+    people the candidate learned from and its recipe's out-of-fold answers, pooled into the
+    feedback set's per-person interval."""
     if active is None:
         return GateDecision(promote=True, reason="no version is active: the candidate is the only one",
                             tolerance=tolerance)
@@ -247,6 +276,8 @@ def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, 
                     - top1_hits(cache.probabilities(active_dir, [p.photo for p in photos]), truth,
                                 ModelCard.load(active_dir).classes))
             cand[name]["per_person"] = per_person(diff, [p.person for p in photos])
+            if name == "feedback" and out_of_fold and out_of_fold[0]:
+                _pool_out_of_fold(cand[name], act[name], diff, photos, *out_of_fold, active_dir, cache)
     record_audiences(cand, act, sets, candidate_dir, active_dir, cache)
     promote, reason = compare(cand, act, tolerance, decisive)
     if saw_eval and sets.get("eval"):
@@ -255,6 +286,25 @@ def judge(candidate_dir: Path, active: tuple[str, Path] | None, sets: dict[str, 
         reason += f" (reported, not decisive: feedback: fewer than {min_feedback} photos or {min_people} people)"
     return GateDecision(promote=promote, reason=reason, candidate=cand, active=act, active_version=active_version,
                         tolerance=tolerance)
+
+
+def _pool_out_of_fold(candidate: dict, active: dict, held_diff: np.ndarray, held: Sequence[LabelledPhoto],
+                      photos: Sequence[LabelledPhoto], answers: Sequence[str], active_dir: Path,
+                      cache: ProbabilityCache) -> None:
+    """The feedback set's per-person interval over the held-back people and the out-of-fold ones
+    (the held-back interval alone is kept as ``per_person_held_back``)."""
+    truth = [p.leaf for p in photos]
+    recipe_hits = np.array([_covers(node, answer) for node, answer in zip(truth, answers)], np.float64)
+    active_hits = top1_hits(cache.probabilities(active_dir, [p.photo for p in photos]), truth,
+                            ModelCard.load(active_dir).classes)
+    people = len({p.person for p in photos})
+    pooled = per_person(np.concatenate([held_diff, recipe_hits - active_hits]),
+                        [*(p.person for p in held), *(p.person for p in photos)])
+    candidate["per_person_held_back"] = candidate["per_person"]
+    candidate["per_person"] = {**pooled, "held_back_people": candidate["per_person"]["people"],
+                               "out_of_fold_people": people}
+    candidate["out_of_fold"] = {"n": len(photos), "people": people, "top1": float(recipe_hits.mean())}
+    active["out_of_fold"] = {"n": len(photos), "people": people, "top1": float(active_hits.mean())}
 
 
 def audience_scores(model_dir: Path, photos: Sequence[LabelledPhoto], cache: ProbabilityCache,
@@ -297,8 +347,11 @@ def decide(ctx: JobContext, candidate_dir: Path) -> GateDecision:
     taxonomy = card_taxonomy(ModelCard.load(candidate_dir))
     labelled, _ = feedback_photos(current_feedback_items(ctx.database_url, s.resolved_photo_dir), taxonomy,
                                   partial=True)  # a Yes to a hedged answer counts too
-    _, held = split_by_person(labelled, s.feedback_holdout_share)
+    learned_from, held = split_by_person(labelled, s.feedback_holdout_share)
     sets = gate_sets(s.dataset_dir, s.split_file, s.gate_eval_split, held, taxonomy)
-    ctx.progress("gate", 0.94, f"scoring on {len(sets['eval'])} evaluation and {len(held)} held-back feedback photos")
-    return judge(candidate_dir, ctx.active_model(), sets, ProbabilityCache(s.resolved_cache_dir / "probabilities"),
-                 ctx.tolerance, s.gate_min_feedback, s.gate_min_people)
+    active = ctx.active_model()
+    out_of_fold = out_of_fold_evidence(candidate_dir, active[1], learned_from) if active else None
+    ctx.progress("gate", 0.94, f"scoring on {len(sets['eval'])} evaluation and {len(held)} held-back feedback photos"
+                 f" ({len(out_of_fold[0]) if out_of_fold else 0} more predicted out of fold)")
+    return judge(candidate_dir, active, sets, ProbabilityCache(s.resolved_cache_dir / "probabilities"),
+                 ctx.tolerance, s.gate_min_feedback, s.gate_min_people, out_of_fold)

@@ -14,6 +14,7 @@ the version's classes are the job's (a taxonomy change keeps the back and starts
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -62,22 +63,37 @@ def fold_back_batchnorm(net: GarmentNet) -> None:
         setattr(parent, _BN_AFTER[name], nn.Identity())
 
 
+@functools.lru_cache(maxsize=4)
+def _member_weights(onnx_path: str, stamp: tuple[int, int], member: int | None) -> tuple[dict, tuple | None]:
+    """(back convolutions' (weight, bias) by path, the head's (weight, bias) or None) of one member
+    of the graph: read once per member and job, not once per fold (a served pair's graph is 33 MB).
+    ``stamp`` (size, mtime) keys the file's content."""
+    graph = onnx.load(onnx_path).graph
+    initializers = {i.name: i for i in graph.initializer}
+    prefix = f"/net/members.{member}/back/" if member is not None else "/net/back/"
+    weights: dict[str, tuple[np.ndarray, ...]] = {}
+    for node in graph.node:  # the mirrored pass of a TTA graph reuses the same initializers
+        if node.op_type == "Conv" and node.name.startswith(prefix) and len(node.input) == 3:
+            path = node.name[len(prefix):].rsplit("/", 1)[0].replace("/", ".")
+            if node.input[1] in initializers:
+                weights.setdefault(path, tuple(numpy_helper.to_array(initializers[n]) for n in node.input[1:]))
+    head = f"net.members.{member}.fc." if member is not None else "net.fc."
+    fc = (tuple(numpy_helper.to_array(initializers[f"{head}{n}"]) for n in ("weight", "bias"))
+          if f"{head}weight" in initializers else None)
+    return weights, fc
+
+
 def warm_start(net: GarmentNet, onnx_path: Path, member: int | None, classes_match: bool = True) -> int:
     """Load member ``member`` of the graph at ``onnx_path`` (None: a one-network version) into
     ``net``'s back (folded, :func:`fold_back_batchnorm`) and, when ``classes_match``, its head.
     Returns how many tensors were loaded; raises :class:`WarmStartError` when the graph's back is not
     this network's (different architecture, split or member)."""
-    graph = onnx.load(str(onnx_path)).graph
-    initializers = {i.name: i for i in graph.initializer}
-    prefix = f"/net/members.{member}/back/" if member is not None else "/net/back/"
+    stat = Path(onnx_path).stat()
+    graph_weights, fc = _member_weights(str(onnx_path), (stat.st_size, stat.st_mtime_ns), member)
     convs = _convs(net.back)
-    weights: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for node in graph.node:  # the mirrored pass of a TTA graph reuses the same initializers
-        if node.op_type == "Conv" and node.name.startswith(prefix) and len(node.input) == 3:
-            path = node.name[len(prefix):].rsplit("/", 1)[0].replace("/", ".")
-            if path in convs and node.input[1] in initializers:
-                weights.setdefault(path, tuple(numpy_helper.to_array(initializers[n]) for n in node.input[1:]))
+    weights = {path: w for path, w in graph_weights.items() if path in convs}
     if set(weights) != set(convs):
+        prefix = f"/net/members.{member}/back/" if member is not None else "/net/back/"
         raise WarmStartError(f"{onnx_path} holds {len(weights)} of this network's {len(convs)} back convolutions "
                              f"under {prefix!r}: not the same architecture, split or member, or not a float graph")
     fold_back_batchnorm(net)
@@ -91,13 +107,10 @@ def warm_start(net: GarmentNet, onnx_path: Path, member: int | None, classes_mat
             conv.weight.copy_(torch.from_numpy(np.array(weight)))
             conv.bias.copy_(torch.from_numpy(np.array(bias)))
     loaded = 2 * len(convs)
-    head = "net.members.{}.fc.".format(member) if member is not None else "net.fc."
-    if classes_match and f"{head}weight" in initializers:
+    if classes_match and fc is not None and tuple(fc[0].shape) == tuple(net.fc.weight.shape):
         with torch.no_grad():
-            weight = numpy_helper.to_array(initializers[f"{head}weight"])
-            if tuple(weight.shape) == tuple(net.fc.weight.shape):
-                net.fc.weight.copy_(torch.from_numpy(np.array(weight)))
-                net.fc.bias.copy_(torch.from_numpy(np.array(numpy_helper.to_array(initializers[f"{head}bias"]))))
-                loaded += 2
+            net.fc.weight.copy_(torch.from_numpy(np.array(fc[0])))
+            net.fc.bias.copy_(torch.from_numpy(np.array(fc[1])))
+        loaded += 2
     log.info("warm start: %d tensors of %s member %s", loaded, Path(onnx_path).parent.name, member)
     return loaded

@@ -31,6 +31,7 @@ steps each fit takes, so the job's ETA (extrapolated from progress) is right fro
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +55,8 @@ from shared.recipe import ModelRecipe
 from shared.taxonomy import Taxonomy
 
 __all__ = ["fit_model_recipe", "member_fronts", "Report", "WarmStart", "MIN_CALIBRATION_PEOPLE", "photo_key",
-           "learned_feedback", "LEARNED_FEEDBACK_FILE"]
+           "learned_feedback", "LEARNED_FEEDBACK_FILE",
+           "OUT_OF_FOLD_FILE", "out_of_fold_answers"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,13 @@ class WarmStart:
 LEARNED_FEEDBACK_FILE = "learned_feedback.txt"
 
 
+# the recipe's out-of-fold top-1 leaf for each feedback photo whose prediction is honest (its
+# person was in another fold, and the start version never learned it): ``{photo_key: leaf}``, the
+# evidence about the recipe that ``jobs.gate`` pools with the held-back people's (a file beside the
+# card for the same reason as ``LEARNED_FEEDBACK_FILE``)
+OUT_OF_FOLD_FILE = "out_of_fold_feedback.json"
+
+
 def photo_key(photo: LabelledPhoto) -> str:
     """How a version names a feedback photo it learned: its content hash's first 16 hex digits
     (enough to tell 10⁹ photos apart at a quarter of the size)."""
@@ -93,6 +102,13 @@ def learned_feedback(version_dir: Path) -> set[str]:
     version made before the file existed, or from the dataset alone)."""
     path = Path(version_dir) / LEARNED_FEEDBACK_FILE
     return set(path.read_text().split()) if path.is_file() else set()
+
+
+def out_of_fold_answers(version_dir: Path) -> dict[str, str]:
+    """``OUT_OF_FOLD_FILE`` of the version at ``version_dir`` (empty for a version without one: a
+    bundled, recalibrated or single-split version)."""
+    path = Path(version_dir) / OUT_OF_FOLD_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def member_fronts(kind: ModelRecipe, i: int, refs: Sequence[PhotoRef], cache_root: Path, n_classes: int,
@@ -242,6 +258,9 @@ def fit_model_recipe(kind: ModelRecipe, photos: Sequence[LabelledPhoto], taxonom
                  "fits": fits},
     )
     (Path(out_root) / version / LEARNED_FEEDBACK_FILE).write_text("".join(f"{key}\n" for key in sorted(learned)))
+    honest_feedback = fresh & np.array([p.source == "feedback" for p in photos])
+    answers = {photo_key(p): classes[int(top)] for p, top, ok in zip(photos, combined.argmax(1), honest_feedback) if ok}
+    (Path(out_root) / version / OUT_OF_FOLD_FILE).write_text(json.dumps(answers, sort_keys=True) + "\n")
     # the export's own time is known only after the card is written: the job's metrics get it (not the card file)
     card.metrics["stage_seconds"] = {**stage_seconds, "export": round(time.time() - t, 2)}
     log.info("cross-fitted %s from %d photos (%d feedback) in %.0f s, OOF top-1 %.3f", version, len(photos),

@@ -235,3 +235,49 @@ def test_the_gates_evidence_records_figures_per_audience(models, photos, tmp_pat
     assert seen["small"]["n"] == 40 and "big" not in seen  # 12 people, none above the threshold
     assert set(seen["adults"]["hedged"]) == {"0.8", "0.9", "0.95", "0.98", "0.99"}
     assert set(decision.candidate["eval"]["audience"]) == set(seen)
+
+
+def test_people_the_candidate_learned_from_count_where_its_recipe_predicted_them_out_of_fold(models, photos, tmp_path):
+    """Four held-back people cannot show that a candidate loses at most a point; twenty more people
+    whom its recipe predicted out of fold (and the active version never learned) can. A photo the
+    active version learned is no evidence, and a version without out-of-fold answers adds none."""
+    import json
+    import shutil
+
+    from services.trainer.jobs.gate import out_of_fold_evidence
+    from services.trainer.pipelines.crossfit import OUT_OF_FOLD_FILE, photo_key
+
+    active, other = models
+    cache = ProbabilityCache(tmp_path / "p")
+    by_active = _labelled_as_predicted(active, photos, cache, person=lambda i: f"held{i % 4}")
+    by_other = _labelled_as_predicted(other, photos, cache, person=lambda i: f"held{i % 4}")
+    # held back: each person's photos alternately labelled as either version answers (neither is sure better)
+    held = [(by_active if i % 2 else by_other)[i] for i in range(20)]
+    classes = ModelCard.load(active).classes
+    # learned from: 20 people (2 photos each) the recipe got right out of fold where the active version is wrong
+    learned = [LabelledPhoto(p.photo, classes[(classes.index(p.leaf) + 1) % len(classes)], f"oof{i // 2}",
+                             source="feedback") for i, p in enumerate(by_active[20:60])]
+    candidate = tmp_path / "candidate"
+    shutil.copytree(other, candidate)
+    kwargs = dict(tolerance=0.01, min_feedback=10, min_people=4)
+
+    alone = judge(candidate, ("active", active), {"feedback": held}, cache, **kwargs)
+    assert not alone.promote and alone.reason.startswith("insufficient evidence") and "over 4 people)" in alone.reason
+
+    (candidate / OUT_OF_FOLD_FILE).write_text(json.dumps({photo_key(p): p.leaf for p in learned}))
+    evidence = out_of_fold_evidence(candidate, active, learned)
+    assert evidence == (learned, [p.leaf for p in learned])
+    pooled = judge(candidate, ("active", active), {"feedback": held}, cache, out_of_fold=evidence, **kwargs)
+    assert pooled.promote and "over 24 people: 4 held back, 20 out of fold" in pooled.reason
+    figures = pooled.candidate["feedback"]
+    assert figures["out_of_fold"] == {"n": 40, "people": 20, "top1": 1.0}
+    assert pooled.active["feedback"]["out_of_fold"]["top1"] == 0.0
+    assert figures["per_person_held_back"] == alone.candidate["feedback"]["per_person"]
+    assert figures["per_person"]["lo"] > 0
+
+    # the photos an active version learned are no evidence about it; nor is a version without the file
+    knows = tmp_path / "knows"
+    shutil.copytree(active, knows)
+    (knows / LEARNED_FEEDBACK_FILE).write_text("".join(f"{photo_key(p)}\n" for p in learned[:30]))
+    assert out_of_fold_evidence(candidate, knows, learned)[0] == learned[30:]
+    assert out_of_fold_evidence(other, active, learned) == ([], [])

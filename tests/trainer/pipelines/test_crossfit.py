@@ -130,7 +130,7 @@ def test_a_warm_started_run_continues_the_start_version_and_calibrates_on_new_pe
     calibration evidence, the new feedback people are, once there are enough of them."""
     from services.trainer.jobs.modes import quick_recipe
     from services.trainer.pipelines import crossfit
-    from services.trainer.pipelines.crossfit import WarmStart, learned_feedback, photo_key
+    from services.trainer.pipelines.crossfit import WarmStart, learned_feedback, out_of_fold_answers, photo_key
 
     taxonomy, labelled, root, card, _ = candidate
     start = WarmStart(root / "models" / "pair-1", lr_scale=0.0)
@@ -147,6 +147,10 @@ def test_a_warm_started_run_continues_the_start_version_and_calibrates_on_new_pe
     assert learned_feedback(tmp_path / "pair-3") == {photo_key(p) for p in photos if p.source == "feedback"}
     assert kept.data["learned_feedback_photos"] == 2 + 9, "the helper's 2 photos and the 9 new ones"
     assert learned_feedback(root / "models" / "pair-1") == {photo_key(p) for p in labelled[:2]}, "the start's own"
+    # the gate's out-of-fold evidence: from ImageNet every feedback photo, from a start the new ones only
+    assert set(out_of_fold_answers(root / "models" / "pair-1")) == {photo_key(p) for p in labelled[:2]}
+    answers = out_of_fold_answers(tmp_path / "pair-3")
+    assert set(answers) == {photo_key(p) for p in new} and set(answers.values()) <= set(taxonomy.leaves)
 
     monkeypatch.setattr(crossfit, "MIN_CALIBRATION_PEOPLE", 3)
     refit = fit_model_recipe(quick_recipe(PAIR), photos, taxonomy, root / "cache", tmp_path, "pair-4", recorded=PAIR,
