@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -57,12 +58,17 @@ def main() -> None:
     y = np.array([index[s.leaf] for s in photos])
     small = np.array([per_sender[s.sender] <= args.max_sender_photos for s in photos])
 
-    probs: dict[str, list[np.ndarray]] = {m.version: [] for m in [ref, *cands]}
+    # a label per model: its version, and its directory where two INT8 copies share a version name
+    # (a requantization of the same source compared with the bundled one)
+    names = [c.version for c in cands]
+    labels = [ref.version, *(n if names.count(n) == 1 else f"{n} ({d})" for n, d in zip(names, args.int8))]
+    models = dict(zip(labels, [ref, *cands]))
+    probs: dict[str, list[np.ndarray]] = {label: [] for label in labels}
     started = time.perf_counter()
     for start in range(0, len(photos), 32):
         x = served_inputs([s.path for s in photos[start:start + 32]], ref.card.preprocess)
-        for m in [ref, *cands]:
-            probs[m.version].append(m.run(x))
+        for label, m in models.items():
+            probs[label].append(m.run(x))
         if start % 640 == 0:
             print(f"{start + len(x)} / {len(photos)} photos, {time.perf_counter() - started:.0f} s", flush=True)
     p = {k: np.concatenate(v) for k, v in probs.items()}
@@ -71,25 +77,25 @@ def main() -> None:
     result = {"float": ref.version, "photos": len(photos), "small_sender_photos": int(small.sum()),
               "small_senders": sum(1 for n in per_sender.values() if n <= args.max_sender_photos),
               "max_sender_photos": args.max_sender_photos, "seconds": time.perf_counter() - started, "int8": {}}
-    for c, d in zip(cands, args.int8):
+    for c, d, label in zip(cands, args.int8, labels[1:]):
         calib = calibration_ids(c.card, args.float_dir, samples)
         unseen = np.array([s.image_id not in calib for s in photos])
         groups = {"all": np.ones(len(photos), bool), "small_senders": small, "not_calibration": unseen,
                   "small_senders_not_calibration": small & unseen}
         rows = {}
         for name, mask in groups.items():
-            a, b = p[ref.version][mask], p[c.version][mask]
+            a, b = p[ref.version][mask], p[label][mask]
             row = agreement(a, b, hedger, TARGETS)
             row.update({"top1_float": float((a.argmax(1) == y[mask]).mean()),
                         "top1_int8": float((b.argmax(1) == y[mask]).mean())})
             row["delta_top1_points"] = 100 * (row["top1_int8"] - row["top1_float"])
             rows[name] = row
-        result["int8"][c.version] = {"dir": str(d), "quantization": c.card.quantization.model_dump()
+        result["int8"][label] = {"dir": str(d), "quantization": c.card.quantization.model_dump()
                                      if c.card.quantization else None, "groups": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
     np.savez_compressed(args.out / "probabilities.npz", ids=np.array([s.image_id for s in photos]), y=y,
-                        small=small, **{k.replace("-", "_"): v for k, v in p.items()})
+                        small=small, **{re.sub(r"\W", "_", k): v for k, v in p.items()})
     print(f"{len(photos)} photos ({int(small.sum())} from small senders) in {result['seconds']:.0f} s")
     print("| INT8 version | photos | top-1 float | top-1 INT8 | Δ points | top-1 agreement | mean / max abs Δp | "
           "hedged answer same at 0.8 / 0.9 / 0.95 / 0.99 |")

@@ -281,3 +281,27 @@ def test_people_the_candidate_learned_from_count_where_its_recipe_predicted_them
     (knows / LEARNED_FEEDBACK_FILE).write_text("".join(f"{photo_key(p)}\n" for p in learned[:30]))
     assert out_of_fold_evidence(candidate, knows, learned)[0] == learned[30:]
     assert out_of_fold_evidence(other, active, learned) == ([], [])
+
+
+def test_a_shortfall_within_sampling_noise_is_no_evidence_against_a_candidate(models, photos, tmp_path):
+    """Two or three photos short of 0.9 on ~110 photos is chance (a binomial standard error of 2.8
+    points); a promise broken well beyond that keeps the candidate out."""
+    from services.trainer.jobs.gate import SHORTFALL_NOISE_Z
+
+    active = {"feedback": {"n": 110, "top1": 0.80, "shortfall": 0.007, "shortfall_beyond_noise": 0.0}}
+    noisy = {"n": 110, "top1": 0.82, "shortfall": 0.027, "shortfall_beyond_noise": 0.0}
+    ok, reason = compare({"feedback": noisy}, active, 0.01, ["feedback"])
+    assert ok and "hedged shortfall beyond sampling noise on feedback 0.000 vs 0.000 (raw 0.027 vs 0.007)" in reason
+    broken = {**noisy, "shortfall": 0.12, "shortfall_beyond_noise": 0.07}
+    ok, reason = compare({"feedback": broken}, active, 0.01, ["feedback"])
+    assert not ok and "beyond sampling noise on feedback 0.070 > active 0.000" in reason
+
+    # what score() records: the band per judged target, and the shortfall beyond it
+    cache = ProbabilityCache(tmp_path / "p")
+    scored = score(models[0], _labelled_as_predicted(models[0], photos, cache), cache)
+    n = scored["n"]
+    assert scored["shortfall_targets"] == [0.8, 0.9][: len(scored["shortfall_targets"])]
+    for t in scored["shortfall_targets"]:
+        assert scored["shortfall_noise"][str(t)] == pytest.approx(SHORTFALL_NOISE_Z * np.sqrt(t * (1 - t) / n))
+    worst = max(t - scored["hedged"][str(t)] - scored["shortfall_noise"][str(t)] for t in scored["shortfall_targets"])
+    assert scored["shortfall_beyond_noise"] == pytest.approx(max(0.0, worst))
