@@ -54,8 +54,9 @@ from shared.model_card import card_taxonomy as shared_card_taxonomy
 from shared.schemas import GateDecision
 from shared.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["GATE_TARGETS", "GATE_MIN_PEOPLE", "ProbabilityCache", "card_taxonomy", "hedged_scores", "score",
-           "compare", "SHORTFALL_NOISE_Z", "gate_sets", "decide", "judge", "out_of_fold_evidence", "per_person", "top1_hits", "audience_scores"]
+__all__ = ["GATE_TARGETS", "GATE_MIN_PEOPLE", "SHORTFALL_NOISE_Z", "ProbabilityCache", "card_taxonomy",
+           "hedged_scores", "score", "compare", "gate_sets", "decide", "judge", "out_of_fold_evidence",
+           "per_person", "top1_hits", "audience_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -209,15 +210,15 @@ def compare(candidate: dict[str, dict], active: dict[str, dict], tolerance: floa
             notes.append(f"top-1 on {name} {c['top1']:.3f} vs {a['top1']:.3f}"
                          + (f" (per person {people['mean']:+.3f}, {people['level']:.0%} interval {people['lo']:+.3f}"
                             f" … {people['hi']:+.3f} over {_people(people)})" if people else ""))
-        key = "shortfall_beyond_noise" if "shortfall_beyond_noise" in c and "shortfall_beyond_noise" in a else "shortfall"
-        what = "hedged shortfall beyond sampling noise" if key == "shortfall_beyond_noise" else "hedged shortfall"
+        noisy = "shortfall_beyond_noise" in c and "shortfall_beyond_noise" in a
+        key = "shortfall_beyond_noise" if noisy else "shortfall"
+        what = "hedged shortfall beyond sampling noise" if noisy else "hedged shortfall"
+        raw = f" (raw {c['shortfall']:.3f} vs {a['shortfall']:.3f})" if noisy else ""
         if key in c and key in a:
             if c[key] > a[key] + tolerance:
-                problems.append(f"{what} on {name} {c[key]:.3f} > active {a[key]:.3f} + {tolerance:.3f}"
-                                + (f" (raw {c['shortfall']:.3f} vs {a['shortfall']:.3f})" if key != "shortfall" else ""))
+                problems.append(f"{what} on {name} {c[key]:.3f} > active {a[key]:.3f} + {tolerance:.3f}{raw}")
             else:
-                notes.append(f"{what} on {name} {c[key]:.3f} vs {a[key]:.3f}"
-                             + (f" (raw {c['shortfall']:.3f} vs {a['shortfall']:.3f})" if key != "shortfall" else ""))
+                notes.append(f"{what} on {name} {c[key]:.3f} vs {a[key]:.3f}{raw}")
     if problems:
         return False, "worse than the active version: " + "; ".join(problems + unsure)
     if unsure:
