@@ -193,7 +193,7 @@ def test_a_photo_is_answered_confirmed_with_yes_and_found_in_my_wardrobe(browser
 def _open_chooser_from_the_keyboard(page):  # noqa: ANN001, ANN202
     """The file chooser opened by Space, or else Enter, on the focused photo picker.
 
-    Both keys activate a focused file input. Once in a full CI run (not reproduced in ten runs
+    Both keys activate a focused file input. Once in a full CI run (not reproduced in seven runs
     here, on the same Chromium 156) a Space press opened nothing; the press is repeated, with
     the picker still focused, rather than the test waiting a minute on a lost key event.
     """
