@@ -167,6 +167,7 @@ def test_up_prints_one_short_block_and_ctrl_c_stops_it_without_a_traceback(tmp_p
             if line.strip().startswith("Stop: Ctrl-C"):
                 break
         output = "".join(lines)
+        assert "Wardrobe is up" in output, f"exit {proc.poll()}:\n{output}"  # what it said instead
         block = output[output.index("Wardrobe is up"):].splitlines()
         assert len(block) <= 12 and "/docs" in output and "wdr_" in output, output  # the first start's key
         for _ in range(presses):
