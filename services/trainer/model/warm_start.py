@@ -63,6 +63,11 @@ def fold_back_batchnorm(net: GarmentNet) -> None:
         setattr(parent, _BN_AFTER[name], nn.Identity())
 
 
+def _back_prefix(member: int | None) -> str:
+    """Where a member's back sits in an exported graph's node names."""
+    return f"/net/members.{member}/back/" if member is not None else "/net/back/"
+
+
 @functools.lru_cache(maxsize=4)
 def _member_weights(onnx_path: str, stamp: tuple[int, int], member: int | None) -> tuple[dict, tuple | None]:
     """(back convolutions' (weight, bias) by path, the head's (weight, bias) or None) of one member
@@ -70,7 +75,7 @@ def _member_weights(onnx_path: str, stamp: tuple[int, int], member: int | None) 
     ``stamp`` (size, mtime) keys the file's content."""
     graph = onnx.load(onnx_path).graph
     initializers = {i.name: i for i in graph.initializer}
-    prefix = f"/net/members.{member}/back/" if member is not None else "/net/back/"
+    prefix = _back_prefix(member)
     weights: dict[str, tuple[np.ndarray, ...]] = {}
     for node in graph.node:  # the mirrored pass of a TTA graph reuses the same initializers
         if node.op_type == "Conv" and node.name.startswith(prefix) and len(node.input) == 3:
@@ -93,9 +98,9 @@ def warm_start(net: GarmentNet, onnx_path: Path, member: int | None, classes_mat
     convs = _convs(net.back)
     weights = {path: w for path, w in graph_weights.items() if path in convs}
     if set(weights) != set(convs):
-        prefix = f"/net/members.{member}/back/" if member is not None else "/net/back/"
         raise WarmStartError(f"{onnx_path} holds {len(weights)} of this network's {len(convs)} back convolutions "
-                             f"under {prefix!r}: not the same architecture, split or member, or not a float graph")
+                             f"under {_back_prefix(member)!r}: not the same architecture, split or member, "
+                             "or not a float graph")
     fold_back_batchnorm(net)
     convs = _convs(net.back)
     with torch.no_grad():
