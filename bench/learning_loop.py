@@ -19,7 +19,10 @@
     4. every version (start, each candidate, the active one after each job) is judged on the
        *judge* people, never used for training, feedback or the gate: top-1 over photos and
        averaged per person;
-    5. the reference: the same recipe trained offline on start + stream people with true labels.
+    5. the reference: the same recipe trained offline on the same photos (start + the stream people
+       the loop may learn from, i.e. not held back for the gate) with their true labels: what the
+       loop would have made had every verdict been right and known at once. The ceiling: the same
+       on start + *every* stream person (the held-back ones too, whom the loop never learns from).
 
 The jobs' dataset split holds only the start people, so the gate's evaluation split is empty and
 the held-back stream people's feedback is the only evidence (a version trained on every photo
@@ -46,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._feedback_people import (  # noqa: E402
     bench_settings, choose_people, dataset_subset, draw_verdict, give_verdict, person_order, start_run)
 from services.trainer.data.dataset import PhotoRef, load_dataset  # noqa: E402
-from services.trainer.data.feedback import LabelledPhoto  # noqa: E402
+from services.trainer.data.feedback import LabelledPhoto, is_held_back  # noqa: E402
 from services.trainer.jobs import runner as jobs_runner  # noqa: E402
 from services.trainer.jobs.gate import GATE_MIN_PEOPLE, ProbabilityCache, top1_hits  # noqa: E402
 from services.trainer.pipelines.crossfit import fit_model_recipe  # noqa: E402
@@ -138,9 +141,14 @@ def main() -> None:
 
     start_dir, start_s = offline(out / "bundled", "start", start)
     (out / "bundled" / RELEASE_FILE).write_text("start\n")
-    reference_dir, reference_s = offline(out / "reference", "reference", [*start, *stream])
-    versions = {"start": judge_version(start_dir, judge, cache), "reference": judge_version(reference_dir, judge, cache)}
-    log.info("judge people: start %s, reference %s", versions["start"], versions["reference"])
+    # the gate holds people back by the caller id their verdicts carry (give_verdict's "sender-…")
+    learnable = [p for p in stream if not is_held_back(f"sender-{p.person}", args.holdout)]
+    reference_dir, reference_s = offline(out / "reference", "reference", [*start, *learnable])
+    ceiling_dir, ceiling_s = offline(out / "ceiling", "ceiling", [*start, *stream])
+    versions = {name: judge_version(d, judge, cache)
+                for name, d in (("start", start_dir), ("reference", reference_dir), ("ceiling", ceiling_dir))}
+    log.info("judge people: start %s, reference %s, ceiling %s", versions["start"], versions["reference"],
+             versions["ceiling"])
 
     settings = bench_settings(out, out / "bundled", job_data, split_file, cache_root, holdout=args.holdout,
                               tolerance=args.tolerance, min_people=args.min_people)
@@ -187,15 +195,19 @@ def main() -> None:
     ref = versions["reference"]
     result = {
         "command": " ".join(sys.argv), "recipe": kind.to_dict(), "scale": args.recipe,
-        "people": {"start": n_people(start), "stream": n_people(stream), "judge": n_people(judge)},
-        "photos": {"start": len(start), "stream": len(stream), "judge": len(judge)},
+        "people": {"start": n_people(start), "stream": n_people(stream), "learnable": n_people(learnable),
+                   "judge": n_people(judge)},
+        "photos": {"start": len(start), "stream": len(stream), "learnable": len(learnable), "judge": len(judge)},
         "noise": args.noise, "wrong_verdicts": drawn["wrong"], "partial": args.partial,
         "partial_verdicts": drawn["partial"],
         "every": args.every, "holdout_share": args.holdout, "tolerance": args.tolerance,
-        "offline_seconds": {"start": round(start_s, 1), "reference": round(reference_s, 1)},
+        "offline_seconds": {"start": round(start_s, 1), "reference": round(reference_s, 1),
+                            "ceiling": round(ceiling_s, 1)},
         "versions": versions, "curve": curve, "jobs": jobs,
         "beats_start": final["top1"] > versions["start"]["top1"],
         "gap_to_reference_points": round(100 * (ref["top1"] - final["top1"]), 2),
+        "gap_to_reference_points_per_person": round(100 * (ref["top1_per_person"] - final["top1_per_person"]), 2),
+        "gap_to_ceiling_points": round(100 * (versions["ceiling"]["top1"] - final["top1"]), 2),
         "within_1_point_of_reference": bool(ref["top1"] - final["top1"] <= 0.01),
         "seconds": round(time.time() - t0, 1),
     }
@@ -224,8 +236,11 @@ def _plot(result: dict, path: Path) -> None:
     ax.plot([], [], "^", color="tab:green", label="candidate, promoted")
     ax.plot([], [], "x", color="tab:red", label="candidate, kept out")
     ref = 100 * result["versions"]["reference"]["top1"]
-    ax.axhline(ref, color="grey", ls="--", label=f"same recipe offline, true labels ({ref:.1f} %)")
+    ax.axhline(ref, color="grey", ls="--", label=f"same recipe offline, same photos, true labels ({ref:.1f} %)")
     ax.axhspan(ref - 1, ref, color="grey", alpha=0.12, label="within 1 point")
+    if "ceiling" in result["versions"]:
+        ceiling = 100 * result["versions"]["ceiling"]["top1"]
+        ax.axhline(ceiling, color="grey", ls=":", label=f"… and the held-back people too ({ceiling:.1f} %)")
     ax.set_xlabel(f"feedback items ({100 * result['noise']:.0f} % wrong, {100 * result['partial']:.0f} % partial); "
                   f"quick every {result['every']}, full at the end")
     ax.set_ylabel(f"top-1 (%) on {result['people']['judge']} new people ({result['photos']['judge']} photos)")

@@ -170,17 +170,30 @@ def test_feedback_through_the_api_then_a_quick_retrain_is_gated_promoted_and_ser
                                                                                      tmp_path):
     """Four people classify photos and correct the answers through the API; a quick retrain (the
     default: gated) learns from them through the queue; the gate's decision, with both versions'
-    scores, is on the job; the promoted candidate serves without a restart."""
+    scores, is on the job; the promoted candidate serves without a restart.
+
+    Whether a person is held back for the gate hangs on a hash of their key's id, which is drawn
+    at random; with four random people a run held back none of them 32 % of the time and three or
+    four 5 % (then the candidate learned from one person or none). The people are chosen so that
+    one of them is held back (the gate's evidence) and three teach, in every run."""
     import io
 
+    from services.trainer.data.feedback import is_held_back
     from shared import api_keys
     from shared.auth import Role
     from shared.db import session_scope
     from tests.trainer.conftest import make_photo
 
     taxonomy = load_taxonomy()
+    holdout = 0.25
+    people, held_back = [], []
     with session_scope(system.database_url) as session:
-        people = [api_keys.create_key(session, f"person-{i}", Role.client).token for i in range(4)]
+        while len(people) < 4:
+            key = api_keys.create_key(session, f"person-{len(people)}", Role.client)
+            back = is_held_back(key.row.id, holdout)
+            if (back and not held_back) or (not back and len(people) - len(held_back) < 3):
+                people.append(key.token)
+                held_back += [key.token] if back else []
     rng = np.random.default_rng(11)
     for i in range(20):
         leaf_index = i % len(taxonomy.leaves)
@@ -194,7 +207,7 @@ def test_feedback_through_the_api_then_a_quick_retrain_is_gated_promoted_and_ser
                               json={"node": taxonomy.leaves[leaf_index]})
         assert fb.status_code == 201, fb.text
     env = trainer_env(system, dataset, SPLIT_FILE=str(tmp_path / "split.json"), GATE_MIN_FEEDBACK="2", GATE_MIN_PEOPLE="1",
-                      FEEDBACK_HOLDOUT_SHARE="0.25", CACHE_DIR=str(tmp_path / "cache"))
+                      FEEDBACK_HOLDOUT_SHARE=str(holdout), CACHE_DIR=str(tmp_path / "cache"))
     start_trainer(trainers, system, env, "trainer-q")
     r = system.http.post("/v1/training-jobs", json={"mode": "quick", "version": "e2e-quick-1", "tolerance": 0.5,
                                                     "recipe": QUICK})
@@ -203,7 +216,8 @@ def test_feedback_through_the_api_then_a_quick_retrain_is_gated_promoted_and_ser
                            group=trainers)
     assert final["status"] == "done", final
     assert any(s["status"] == "running" and 0 < s["progress"] < 1 for s in seen)
-    assert final["metrics"]["feedback_photos_learned"] > 0 and final["candidate_version"] == "e2e-quick-1"
+    assert final["metrics"]["feedback_photos_learned"] == 15 and final["metrics"]["feedback_photos_held_back"] == 5
+    assert final["candidate_version"] == "e2e-quick-1"
     gate = final["gate"]
     assert gate["candidate"] and gate["active"] and gate["active_version"] == "tiny-1" and gate["reason"]
     assert gate["promote"] and final["promoted"], gate  # within a tolerance of 50 points
