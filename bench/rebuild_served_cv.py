@@ -10,8 +10,8 @@ predictions, or a measured, explained difference).
        ``fit.loop.fit_on_views`` like every pipeline;
     3. the rebuilt out-of-fold logits against the recorded ``oof.npz`` per member and for the pair
        (``ensemble.combine_oof``): same photos and folds, max / mean |Δ logit|, the share of photos
-       with the same top-1, and the CV report's headline figures (``evaluation.crossval.cv_report``,
-       the audiences included) rebuilt against recorded.
+       with the same top-1, and the CV report (``evaluation.crossval.cv_report``, the audiences
+       included) rebuilt from them against the recorded one and the version's own ``eval/cv.json``.
 
 The fronts and fine-tuning run on the CPU they find; floating-point kernels differ between CPUs
 (AVX2, AVX-512, VNNI) and the differences grow through thousands of training steps, so bit identity
@@ -75,6 +75,32 @@ def headline(report: dict) -> dict:
             **{f"small_top1_{w}": small[w]["folds"]["top1"]["mean"] for w in ("photos", "people") if small}}
 
 
+def _largest_gap(a: object, b: object) -> float:
+    """The largest |a − b| over two JSON trees' numbers; inf where their shape or text differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return max((_largest_gap(a[k], b[k]) if k in b else float("inf") for k in a), default=0.0) \
+            if a.keys() == b.keys() else float("inf")
+    if isinstance(a, list) and isinstance(b, list):
+        return max((_largest_gap(x, y) for x, y in zip(a, b)), default=0.0) if len(a) == len(b) else float("inf")
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b))
+    return 0.0 if a == b else float("inf")
+
+
+def same_report(rebuilt: Path, recorded: Path) -> dict:
+    """The rebuilt ``cv.json`` against a recorded one, every figure (the command that made each
+    aside): the largest difference per top-level entry that differs at all. The report's weighted
+    means are BLAS dot products, whose rounding depends on the CPU's kernels and the library
+    version, so reports of the same predictions made on two machines may differ in the last bits
+    (the recorded report rewritten here from its own stored predictions: 9e-16)."""
+    drop = ("command", "recomputed_by")
+    a, b = (json.loads(Path(f).read_text()) for f in (rebuilt, recorded))
+    gaps = {k: _largest_gap(a.get(k), b.get(k)) for k in sorted({*a, *b} - set(drop))}
+    largest = max(gaps.values(), default=0.0)
+    return {"recorded": str(recorded), "largest_difference": largest, "same_to_1e-12": largest <= 1e-12,
+            "entries_that_differ": {k: g for k, g in gaps.items() if g > 0}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -117,7 +143,9 @@ def main() -> None:
                          taxonomy)
     report = cv_report(rebuilt, taxonomy, args.out / "report", command=result["command"])
     before = json.loads((args.recorded_pair / "cv.json").read_text())
-    result["pair"] = {**compare_oof(rebuilt, recorded), "rebuilt": headline(report), "recorded": headline(before)}
+    result["pair"] = {**compare_oof(rebuilt, recorded), "rebuilt": headline(report), "recorded": headline(before),
+                      "report": [same_report(args.out / "report" / "cv.json", where / "cv.json")
+                                 for where in (args.recorded_pair, model / "eval")]}
     result["seconds"] = round(time.time() - began, 1)
     (args.out / "rebuild.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"pair": result["pair"], "members": result["members"]}, indent=1))
