@@ -40,7 +40,7 @@ from services.trainer.evaluation.crossval import cv_report  # noqa: E402
 from services.trainer.pipelines.cv import cross_validate, load_oof, with_kids  # noqa: E402
 from services.trainer.pipelines.ensemble import combine_oof  # noqa: E402
 from shared.model_card import ModelCard  # noqa: E402
-from shared.recipe import _recipe_fields  # noqa: E402
+from shared.recipe import ModelRecipe  # noqa: E402
 from shared.registry import RELEASE_FILE  # noqa: E402
 from shared.taxonomy import load_taxonomy  # noqa: E402
 
@@ -122,7 +122,7 @@ def main() -> None:
     for i, (member, recorded) in enumerate(zip(kind.members, args.recorded)):
         written = json.loads((recorded / "recipe.json").read_text())
         cv_options = written.pop("cv")
-        matches = (_recipe_fields(written) == _recipe_fields(member.to_dict())
+        matches = (ModelRecipe.from_dict({"members": [written]}).members[0] == member
                    and cv_options == {"folds": cal.folds, "train_on_served": kind.train_on_served,
                                       "angles": list(cal.angles)})
         if not matches:
