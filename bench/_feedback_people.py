@@ -35,7 +35,7 @@ from shared.storage import PhotoStore
 from shared.tables import ClassificationJob, JobStatus
 from shared.taxonomy import Taxonomy
 
-__all__ = ["person_order", "choose_people", "dataset_subset", "draw_verdict", "give_verdict", "bench_settings"]
+__all__ = ["person_order", "choose_people", "dataset_subset", "draw_verdict", "caller_id", "give_verdict", "bench_settings"]
 
 
 
@@ -109,12 +109,17 @@ def draw_verdict(leaf: str, taxonomy: Taxonomy, rng: random.Random, noise: float
     return leaf, "true"
 
 
+def caller_id(person: str) -> str:
+    """The caller id a bench person's verdicts carry: what the gate holds people back by."""
+    return f"sender-{person}"
+
+
 def give_verdict(database_url: str, photos: PhotoStore, p: LabelledPhoto, node: str, taxonomy: Taxonomy) -> None:
     """A finished classification of ``p``'s photo by its sender, with a verdict naming ``node``.
 
     Stored directly rather than through HTTP: an upload would add an inference pass per photo that
     the learning does not use."""
-    caller = Caller(id=f"sender-{p.person}", role=Role.client)
+    caller = Caller(id=caller_id(p.person), role=Role.client)
     with session_scope(database_url) as session:
         job = ClassificationJob(id=uuid.uuid4(), status=JobStatus.done, photo_key=photos.put(p.photo.path.read_bytes()),
                                 accuracy_target=0.9, model_version=None, owner_id=caller.id,

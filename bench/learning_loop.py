@@ -47,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._feedback_people import (  # noqa: E402
-    bench_settings, choose_people, dataset_subset, draw_verdict, give_verdict, person_order, start_run)
+    bench_settings, caller_id, choose_people, dataset_subset, draw_verdict, give_verdict, person_order, start_run)
 from services.trainer.data.dataset import PhotoRef, load_dataset  # noqa: E402
 from services.trainer.data.feedback import LabelledPhoto, is_held_back  # noqa: E402
 from services.trainer.jobs import runner as jobs_runner  # noqa: E402
@@ -141,8 +141,7 @@ def main() -> None:
 
     start_dir, start_s = offline(out / "bundled", "start", start)
     (out / "bundled" / RELEASE_FILE).write_text("start\n")
-    # the gate holds people back by the caller id their verdicts carry (give_verdict's "sender-…")
-    learnable = [p for p in stream if not is_held_back(f"sender-{p.person}", args.holdout)]
+    learnable = [p for p in stream if not is_held_back(caller_id(p.person), args.holdout)]
     reference_dir, reference_s = offline(out / "reference", "reference", [*start, *learnable])
     ceiling_dir, ceiling_s = offline(out / "ceiling", "ceiling", [*start, *stream])
     versions = {name: judge_version(d, judge, cache)
