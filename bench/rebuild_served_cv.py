@@ -78,8 +78,9 @@ def headline(report: dict) -> dict:
 def _largest_gap(a: object, b: object) -> float:
     """The largest |a − b| over two JSON trees' numbers; inf where their shape or text differs."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return max((_largest_gap(a[k], b[k]) if k in b else float("inf") for k in a), default=0.0) \
-            if a.keys() == b.keys() else float("inf")
+        if a.keys() != b.keys():
+            return float("inf")
+        return max((_largest_gap(a[k], b[k]) for k in a), default=0.0)
     if isinstance(a, list) and isinstance(b, list):
         return max((_largest_gap(x, y) for x, y in zip(a, b)), default=0.0) if len(a) == len(b) else float("inf")
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
