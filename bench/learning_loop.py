@@ -51,7 +51,7 @@ from bench._feedback_people import (  # noqa: E402
 from services.trainer.data.dataset import PhotoRef, load_dataset  # noqa: E402
 from services.trainer.data.feedback import LabelledPhoto, is_held_back  # noqa: E402
 from services.trainer.jobs import runner as jobs_runner  # noqa: E402
-from services.trainer.jobs.gate import GATE_MIN_PEOPLE, ProbabilityCache, top1_hits  # noqa: E402
+from services.trainer.jobs.gate import GATE_MIN_PEOPLE, ProbabilityCache, per_person, top1_hits  # noqa: E402
 from services.trainer.pipelines.crossfit import fit_model_recipe  # noqa: E402
 from shared import registry  # noqa: E402
 from shared import training_jobs as tj  # noqa: E402
@@ -76,16 +76,38 @@ def reduced(input_size: int, epochs: int) -> ModelRecipe:
                        calibration=CalibrationRecipe("cross-fitted", folds=3, crc_unit="sender"), train_on_served=True)
 
 
-def judge_version(model_dir: Path, photos: list[LabelledPhoto], cache: ProbabilityCache) -> dict:
-    """Top-1 of a version (its ONNX file, as served) on the judge people: over photos and per person."""
+def judge_hits(model_dir: Path, photos: list[LabelledPhoto], cache: ProbabilityCache) -> np.ndarray:
+    """Per judge photo: is the version's top-1 (its ONNX file, as served) right?"""
     card = ModelCard.load(model_dir)
-    hits = top1_hits(cache.probabilities(model_dir, [p.photo for p in photos]), [p.leaf for p in photos],
+    return top1_hits(cache.probabilities(model_dir, [p.photo for p in photos]), [p.leaf for p in photos],
                      card.classes)
+
+
+def judge_version(model_dir: Path, photos: list[LabelledPhoto], cache: ProbabilityCache) -> dict:
+    """Top-1 of a version on the judge people: over photos and per person."""
+    hits = judge_hits(model_dir, photos, cache)
     per = defaultdict(list)
     for p, h in zip(photos, hits):
         per[p.person].append(h)
     return {"top1": float(hits.mean()), "top1_per_person": float(np.mean([np.mean(v) for v in per.values()])),
             "photos": len(photos), "people": len(per)}
+
+
+def gap(ours: np.ndarray, theirs: np.ndarray, persons: list[str], draws: int = 2000, level: float = 0.9) -> dict:
+    """``theirs`` − ``ours`` in top-1 points on the judge people, photo-weighted and per person, each
+    with a bootstrap interval over people (one person's photos are not independent evidence): how
+    sure a single seed's "within 1 point" is."""
+    diff = theirs - ours
+    people = per_person(diff, persons, draws=draws, level=level)
+    index = {p: i for i, p in enumerate(sorted(set(persons)))}
+    who = np.array([index[p] for p in persons])
+    sums, counts = np.bincount(who, diff, len(index)), np.bincount(who, minlength=len(index))
+    drawn = np.random.default_rng(0).integers(0, len(index), size=(draws, len(index)))
+    boot = sums[drawn].sum(1) / counts[drawn].sum(1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"points": round(100 * float(diff.mean()), 2), "lo": round(100 * float(lo), 2), "hi": round(100 * float(hi), 2),
+            "per_person_points": round(100 * people["mean"], 2), "per_person_lo": round(100 * people["lo"], 2),
+            "per_person_hi": round(100 * people["hi"], 2), "level": level}
 
 
 def main() -> None:
@@ -192,6 +214,16 @@ def main() -> None:
 
     final = curve[-1]
     ref = versions["reference"]
+    # the gaps with their uncertainty: to the reference (true labels), to the ceiling, and to `full`,
+    # the same recipe from ImageNet on exactly the loop's photos *and verdicts* in one go
+    with session_scope(settings.resolved_database_url) as session:
+        end_hits = judge_hits(store.fetch(registry.active_version(session).key), judge, cache)
+    yardsticks = {"reference": reference_dir, "ceiling": ceiling_dir}
+    full_job = next((j for j in jobs if j["mode"] == "full" and j["candidate"]), None)
+    if full_job:
+        yardsticks["full_same_verdicts"] = store.fetch(full_job["candidate"])
+    gaps = {name: gap(end_hits, judge_hits(d, judge, cache), [p.person for p in judge])
+            for name, d in yardsticks.items()}
     result = {
         "command": " ".join(sys.argv), "recipe": kind.to_dict(), "scale": args.recipe,
         "people": {"start": n_people(start), "stream": n_people(stream), "learnable": n_people(learnable),
@@ -207,6 +239,7 @@ def main() -> None:
         "gap_to_reference_points": round(100 * (ref["top1"] - final["top1"]), 2),
         "gap_to_reference_points_per_person": round(100 * (ref["top1_per_person"] - final["top1_per_person"]), 2),
         "gap_to_ceiling_points": round(100 * (versions["ceiling"]["top1"] - final["top1"]), 2),
+        "gaps": gaps,
         "within_1_point_of_reference": bool(ref["top1"] - final["top1"] <= 0.01),
         "seconds": round(time.time() - t0, 1),
     }

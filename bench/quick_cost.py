@@ -17,6 +17,12 @@
        ``features_computed`` (0 when warm), the gate's decision; and from the fits' cost per
        photo·view·epoch an upper bound for the real scale (``--estimate-photos`` training photos).
 
+``--mode full`` times a ``full`` job the same way instead (the active version's recipe as recorded,
+from ImageNet: every member's folds and final network on all the photos' augmented views and served
+crops; issue [L]: "``full``: measured ... with its wall time"), written to ``OUT/full_cost.json``.
+Run without ``--warm`` it is the cost of a first ``full`` job, the fronts it computes included and
+recorded apart (``stage_seconds``); ``--warm --mode full`` fills that recipe's fronts beforehand.
+
 Reduced scale (a few minutes on a contended CPU):
 
     python bench/quick_cost.py --data /work/shared/data/clothing --out runs/quick_cost_small \\
@@ -106,12 +112,13 @@ def setup(args: argparse.Namespace, out: Path, taxonomy) -> dict:  # noqa: ANN00
     return facts
 
 
-def warm(settings, taxonomy) -> dict:  # noqa: ANN001
-    """Fill the front cache for every photo and view the quick job reads; (photos, arrays computed)."""
+def warm(settings, taxonomy, mode: str) -> dict:  # noqa: ANN001
+    """Fill the front cache for every photo and view a ``mode`` job reads; (photos, arrays computed)."""
     with session_scope(settings.resolved_database_url) as session:
         active = registry.active_version(session)
         model_dir = open_model_store(settings.model_store).fetch(active.key)
-    run = quick_recipe(ModelCard.load(model_dir).model_recipe)
+    kind = ModelCard.load(model_dir).model_recipe
+    run = quick_recipe(kind) if mode == "quick" else kind
     learn, _ = learning_feedback(settings, taxonomy)
     refs = [p.photo for p in training_photos(settings, taxonomy, learn)]
     computed, t = 0, time.time()
@@ -173,6 +180,7 @@ def main() -> None:
     ap.add_argument("--partial", type=float, default=0.15)
     ap.add_argument("--holdout", type=float, default=0.2, help="FEEDBACK_HOLDOUT_SHARE")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mode", choices=("quick", "full"), default="quick", help="the job mode to time")
     ap.add_argument("--warm", action="store_true", help="fill the front cache and stop (untimed, resumable)")
     ap.add_argument("--estimate-photos", type=int, default=3890,
                     help="training photos of the real scale the estimate is for (the default setup with 1,000 "
@@ -182,13 +190,14 @@ def main() -> None:
     ap.add_argument("--doc", type=Path, help=f"add a row to this markdown file's table (before '{DOC_MARKER}')")
     args = ap.parse_args()
     out = start_run(args.out)
+    result_file = out / f"{args.mode}_cost.json"
     if args.reestimate:
-        saved = json.loads((out / "quick_cost.json").read_text())
+        saved = json.loads(result_file.read_text())
         real = args.estimate_photos
         saved["estimate"] = estimate({"fits": saved["fits"], "stage_seconds": saved["stage_seconds"],
                                       "seconds": saved["wall_seconds"]}, saved["train_photos"], real,
                                      saved["cpu_per_wall"])
-        (out / "quick_cost.json").write_text(json.dumps(saved, indent=2, default=str) + "\n")
+        result_file.write_text(json.dumps(saved, indent=2, default=str) + "\n")
         print(json.dumps(saved["estimate"], indent=2))
         return
     taxonomy = load_taxonomy()
@@ -197,7 +206,7 @@ def main() -> None:
                               holdout=args.holdout, tolerance=0.01, min_people=GATE_MIN_PEOPLE,
                               fresh=False)
     if args.warm:
-        done = warm(settings, taxonomy)
+        done = warm(settings, taxonomy, args.mode)
         (out / "warm.json").write_text(json.dumps(done, indent=2) + "\n")
         log.info("front cache warm: %s", done)
         return
@@ -206,8 +215,8 @@ def main() -> None:
         # every timed run starts from the released version: an earlier run's promoted candidate,
         # which learned these very verdicts, would otherwise be the one continued and compared with
         registry.activate(session, args.model.name, reason="quick_cost: every timed run starts from the release")
-        version = f"quick-cost-{int(time.time())}"
-        job_id = str(tj.create(session, "quick", {"version": version, "promote": "gate"}, "bench").id)
+        version = f"{args.mode}-cost-{int(time.time())}"
+        job_id = str(tj.create(session, args.mode, {"version": version, "promote": "gate"}, "bench").id)
     cpu0, t0 = cpu_now(), time.monotonic()
     status = jobs_runner.run_training_job(job_id, "bench", settings)
     wall, cpu = time.monotonic() - t0, cpu_now() - cpu0
@@ -215,11 +224,11 @@ def main() -> None:
         row = tj.get(session, job_id)
         metrics, gate, error = dict(row.metrics or {}), row.gate or {}, row.error
     if status != "done":
-        raise SystemExit(f"the quick job ended {status}: {error}")
+        raise SystemExit(f"the {args.mode} job ended {status}: {error}")
     trained = facts["dataset_photos"] + metrics.get("feedback_photos_learned", 0)
     real = args.estimate_photos
     result = {
-        "command": " ".join(sys.argv), "setup": facts, "job": job_id, "candidate": version,
+        "command": " ".join(sys.argv), "mode": args.mode, "setup": facts, "job": job_id, "candidate": version,
         "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "cpu_per_wall": round(cpu / wall, 2),
         "load_average": list(__import__("os").getloadavg()),
         "features_computed": metrics.get("features_computed"),
@@ -230,15 +239,15 @@ def main() -> None:
         "gate": {"promote": gate.get("promote"), "reason": gate.get("reason")},
         "estimate": estimate({**metrics, "seconds": wall}, trained, real, cpu / wall),
     }
-    (out / "quick_cost.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    if result["features_computed"]:
+    result_file.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if result["features_computed"] and args.mode == "quick":
         log.warning("%s front arrays were computed: the cache was not warm (run --warm first), so the time "
                     "includes them", result["features_computed"])
     est = result["estimate"]
     line = (f"| {trained} | {facts['feedback_photos']} ({facts['feedback_people']} people) | {wall:.0f} s "
             f"| {cpu:.0f} s | {result['features_computed']} | ≤ {est['upper_bound_quiet_2_cores_seconds'] / 60:.1f} min "
             f"| {'promote' if gate.get('promote') else 'keep'} | load {result['load_average'][0]:.1f} |")
-    log.info("quick job: %s in %.0f s wall, %.0f s CPU; features computed %s; gate: %s", status, wall, cpu,
+    log.info("%s job: %s in %.0f s wall, %.0f s CPU; features computed %s; gate: %s", args.mode, status, wall, cpu,
              result["features_computed"], gate.get("reason"))
     log.info("real scale (%d training photos): at most %.1f min on a quiet 2-core CPU (upper bound, see estimate())",
              real, est["upper_bound_quiet_2_cores_seconds"] / 60)
