@@ -252,7 +252,7 @@ def main() -> None:
     log.info("real scale (%d training photos): at most %.1f min on a quiet 2-core CPU (upper bound, see estimate())",
              real, est["upper_bound_quiet_2_cores_seconds"] / 60)
     print(line)
-    if args.doc:
+    if args.doc and args.mode == "quick":  # the doc's table is the quick job's
         add_row(args.doc, line)
 
 
